@@ -1,0 +1,10 @@
+//! Abacus: a Kubernetes-native, dual-era MCP calculator server.
+//!
+//! Module map (one concern each): [`config`] settings and live updates; [`protocol`] JSON-RPC,
+//! eras and dispatch; [`transport`] Streamable HTTP for both eras; [`session`] the session store
+//! boundary and its implementations; [`calculator`] and [`conformance`] the domains; [`telemetry`]
+//! logs and metrics; [`http`] health, metrics endpoint, guards and error mapping.
+
+pub mod calculator;
+pub mod conformance;
+pub mod protocol;
