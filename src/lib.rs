@@ -6,5 +6,7 @@
 //! logs and metrics; [`http`] health, metrics endpoint, guards and error mapping.
 
 pub mod calculator;
+pub mod config;
 pub mod conformance;
 pub mod protocol;
+pub mod session;

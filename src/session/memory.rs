@@ -1,0 +1,624 @@
+//! The embedded single-node store: sharded maps with per-entry locks, so concurrent requests on
+//! different sessions never contend and requests on one session serialize only for the
+//! microseconds of their update. Expiry is checked on every access (an expired session is
+//! removed, never revived); a background sweep only reclaims memory.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use tokio::sync::{broadcast, Notify};
+
+use super::{
+    now_ms, random_id, EventBatch, Envelope, SessionChange, SessionCounters, SessionRecord,
+    SessionStore, StoreError,
+};
+use crate::protocol::toolset::{DomainError, HistoryScope, ScopeStats};
+
+const SHARDS: usize = 32;
+
+/// Limits of the in-memory store.
+#[derive(Debug, Clone)]
+pub struct MemoryLimits {
+    /// Idle TTL of sessions and state handles.
+    pub idle: Duration,
+    /// Absolute lifetime of a session.
+    pub max_lifetime: Duration,
+    /// Maximum live sessions.
+    pub max_sessions: usize,
+    /// History entries kept per scope.
+    pub history_cap: usize,
+    /// Events kept per SSE stream (older ones are dropped; replay starts at the oldest kept).
+    pub events_per_stream: usize,
+}
+
+/// A string-keyed map split into shards to keep lock contention low.
+struct Sharded<T> {
+    shards: Vec<RwLock<HashMap<String, Arc<T>>>>,
+    hasher: RandomState,
+}
+
+impl<T> Sharded<T> {
+    fn new() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+    fn shard(&self, key: &str) -> &RwLock<HashMap<String, Arc<T>>> {
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+    fn get(&self, key: &str) -> Option<Arc<T>> {
+        self.shard(key).read().get(key).cloned()
+    }
+    fn insert(&self, key: String, value: Arc<T>) {
+        self.shard(&key).write().insert(key, value);
+    }
+    fn remove(&self, key: &str) -> Option<Arc<T>> {
+        self.shard(key).write().remove(key)
+    }
+    fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+    fn retain(&self, mut keep: impl FnMut(&str, &T) -> bool) -> usize {
+        let mut removed = 0;
+        for shard in &self.shards {
+            let mut g = shard.write();
+            let before = g.len();
+            g.retain(|k, v| keep(k, v));
+            removed += before - g.len();
+        }
+        removed
+    }
+}
+
+/// A history scope's data: the capped history and its counters.
+#[derive(Default)]
+struct Scope {
+    history: VecDeque<Value>,
+    stats: ScopeStats,
+}
+
+/// A session: its record plus its history scope, behind one lock.
+struct SessionEntry {
+    state: Mutex<(SessionRecord, Scope)>,
+}
+
+/// A modern-era state handle.
+struct HandleEntry {
+    scope: Mutex<Scope>,
+}
+
+/// One SSE stream's log.
+struct StreamLog {
+    state: Mutex<StreamState>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct StreamState {
+    events: VecDeque<(u64, Arc<str>)>,
+    head: u64,
+    closed: bool,
+    gone: bool,
+    closed_at_ms: u64,
+}
+
+struct Inner {
+    limits: MemoryLimits,
+    sessions: Sharded<SessionEntry>,
+    handles: Sharded<HandleEntry>,
+    streams: Sharded<StreamLog>,
+    counters: SessionCounters,
+    signals: broadcast::Sender<Envelope>,
+}
+
+/// The in-memory [`SessionStore`].
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+fn stream_key(session: &str, stream: &str) -> String {
+    format!("{session}\u{0}{stream}")
+}
+
+impl MemoryStore {
+    /// Creates the store and starts its memory-reclaiming sweep (every `sweep`).
+    pub fn new(limits: MemoryLimits, sweep: Duration) -> Self {
+        let (signals, _) = broadcast::channel(1024);
+        let store = Self {
+            inner: Arc::new(Inner {
+                limits,
+                sessions: Sharded::new(),
+                handles: Sharded::new(),
+                streams: Sharded::new(),
+                counters: SessionCounters::default(),
+                signals,
+            }),
+        };
+        let weak = Arc::downgrade(&store.inner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(sweep);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                MemoryStore { inner }.sweep();
+            }
+        });
+        store
+    }
+
+    fn is_expired(&self, rec: &SessionRecord, now: u64) -> bool {
+        let l = &self.inner.limits;
+        now.saturating_sub(rec.last_seen_ms) >= l.idle.as_millis() as u64
+            || now.saturating_sub(rec.created_ms) >= l.max_lifetime.as_millis() as u64
+    }
+
+    /// Removes expired sessions, handles and finished streams; returns sessions removed.
+    pub fn sweep(&self) -> usize {
+        let now = now_ms();
+        let idle = self.inner.limits.idle.as_millis() as u64;
+        let mut ended = Vec::new();
+        let expired = self.inner.sessions.retain(|id, e| {
+            let live = !self.is_expired(&e.state.lock().0, now);
+            if !live {
+                ended.push(id.to_owned());
+            }
+            live
+        });
+        SessionCounters::add(&self.inner.counters.expired, expired as u64);
+        for id in ended {
+            self.end_session_streams(&id);
+        }
+        self.inner
+            .handles
+            .retain(|_, h| now.saturating_sub(h.scope.lock().stats.last_seen_ms) < idle);
+        let linger = 5 * 60 * 1000;
+        self.inner.streams.retain(|_, s| {
+            let st = s.state.lock();
+            !(st.gone || (st.closed && now.saturating_sub(st.closed_at_ms) > linger))
+        });
+        expired
+    }
+
+    fn end_session_streams(&self, session: &str) {
+        let prefix = format!("{session}\u{0}");
+        for shard in &self.inner.streams.shards {
+            let g = shard.read();
+            for (k, s) in g.iter() {
+                if k.starts_with(&prefix) {
+                    s.state.lock().gone = true;
+                    s.wake.notify_waiters();
+                }
+            }
+        }
+        let _ = self.inner.signals.send(Envelope {
+            payload: super::Signal::SessionEnded {
+                session: session.to_owned(),
+            },
+            meta: Default::default(),
+        });
+    }
+
+    fn with_scope<R>(&self, id: &str, f: impl FnOnce(&mut Scope) -> R) -> Option<R> {
+        if let Some(s) = self.inner.sessions.get(id) {
+            return Some(f(&mut s.state.lock().1));
+        }
+        self.inner.handles.get(id).map(|h| f(&mut h.scope.lock()))
+    }
+}
+
+/// The history of one session or handle in the memory store.
+struct MemoryScope {
+    store: MemoryStore,
+    id: String,
+}
+
+#[async_trait]
+impl HistoryScope for MemoryScope {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn append(&self, entries: Vec<(String, Value)>) -> Result<(), DomainError> {
+        let cap = self.store.inner.limits.history_cap;
+        self.store
+            .with_scope(&self.id, |scope| {
+                for (op, entry) in entries {
+                    scope.history.push_back(entry);
+                    scope.stats.calculation_total += 1;
+                    *scope.stats.operations.entry(op).or_default() += 1;
+                }
+                while scope.history.len() > cap {
+                    scope.history.pop_front();
+                }
+                scope.stats.history_len = scope.history.len() as u64;
+            })
+            .ok_or(DomainError::SessionGone)
+    }
+
+    async fn history(&self) -> Result<Vec<Value>, DomainError> {
+        self.store
+            .with_scope(&self.id, |s| s.history.iter().cloned().collect())
+            .ok_or(DomainError::SessionGone)
+    }
+
+    async fn stats(&self) -> Result<ScopeStats, DomainError> {
+        if let Some(s) = self.store.inner.sessions.get(&self.id) {
+            let g = s.state.lock();
+            let mut stats = g.1.stats.clone();
+            stats.id = g.0.id.clone();
+            stats.created_ms = g.0.created_ms;
+            stats.last_seen_ms = g.0.last_seen_ms;
+            stats.request_count = g.0.request_count;
+            return Ok(stats);
+        }
+        self.store
+            .with_scope(&self.id, |s| s.stats.clone())
+            .ok_or(DomainError::SessionGone)
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    fn mode(&self) -> &'static str {
+        "in-memory"
+    }
+
+    fn counters(&self) -> &SessionCounters {
+        &self.inner.counters
+    }
+
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        let max = self.inner.limits.max_sessions;
+        if self.inner.sessions.len() >= max && self.sweep() == 0 {
+            return Err(StoreError::Capacity(max));
+        }
+        let scope = Scope {
+            stats: ScopeStats {
+                id: record.id.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let id = record.id.clone();
+        self.inner.sessions.insert(
+            id,
+            Arc::new(SessionEntry {
+                state: Mutex::new((record, scope)),
+            }),
+        );
+        SessionCounters::add(&self.inner.counters.created, 1);
+        Ok(())
+    }
+
+    async fn touch(
+        &self,
+        id: &str,
+        count_request: bool,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(entry) = self.inner.sessions.get(id) else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        let expired = {
+            let mut g = entry.state.lock();
+            if self.is_expired(&g.0, now) {
+                true
+            } else {
+                g.0.last_seen_ms = now;
+                if count_request {
+                    g.0.request_count += 1;
+                }
+                return Ok(Some(g.0.clone()));
+            }
+        };
+        if expired && self.inner.sessions.remove(id).is_some() {
+            SessionCounters::add(&self.inner.counters.expired, 1);
+            self.end_session_streams(id);
+        }
+        Ok(None)
+    }
+
+    async fn update(&self, id: &str, change: SessionChange) -> Result<bool, StoreError> {
+        let Some(entry) = self.inner.sessions.get(id) else {
+            return Ok(false);
+        };
+        let mut g = entry.state.lock();
+        let rec = &mut g.0;
+        match change {
+            SessionChange::MarkInitialized => rec.initialized = true,
+            SessionChange::SetLogLevel(l) => rec.log_level = Some(l),
+            SessionChange::Subscribe(uri) => {
+                rec.subscriptions.insert(uri);
+            }
+            SessionChange::Unsubscribe(uri) => {
+                rec.subscriptions.remove(&uri);
+            }
+        }
+        Ok(true)
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let existed = self.inner.sessions.remove(id).is_some();
+        if existed {
+            SessionCounters::add(&self.inner.counters.deleted, 1);
+            self.end_session_streams(id);
+        }
+        Ok(existed)
+    }
+
+    async fn live_sessions(&self) -> Result<u64, StoreError> {
+        Ok(self.inner.sessions.len() as u64)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope> {
+        Arc::new(MemoryScope {
+            store: self.clone(),
+            id: scope_id.to_owned(),
+        })
+    }
+
+    async fn create_handle(&self) -> Result<String, StoreError> {
+        let id = format!("h{}", random_id());
+        let now = now_ms();
+        let scope = Scope {
+            stats: ScopeStats {
+                id: id.clone(),
+                created_ms: now,
+                last_seen_ms: now,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        self.inner.handles.insert(
+            id.clone(),
+            Arc::new(HandleEntry {
+                scope: Mutex::new(scope),
+            }),
+        );
+        Ok(id)
+    }
+
+    async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError> {
+        let Some(h) = self.inner.handles.get(handle) else {
+            return Ok(false);
+        };
+        let now = now_ms();
+        let idle = self.inner.limits.idle.as_millis() as u64;
+        let mut g = h.scope.lock();
+        if now.saturating_sub(g.stats.last_seen_ms) >= idle {
+            drop(g);
+            self.inner.handles.remove(handle);
+            return Ok(false);
+        }
+        g.stats.last_seen_ms = now;
+        g.stats.request_count += 1;
+        Ok(true)
+    }
+
+    async fn append_event(
+        &self,
+        session: &str,
+        stream: &str,
+        message: Arc<str>,
+    ) -> Result<u64, StoreError> {
+        let key = stream_key(session, stream);
+        let log = match self.inner.streams.get(&key) {
+            Some(l) => l,
+            None => {
+                let l = Arc::new(StreamLog {
+                    state: Mutex::new(StreamState::default()),
+                    wake: Notify::new(),
+                });
+                let shard = self.inner.streams.shard(&key);
+                shard.write().entry(key).or_insert(l).clone()
+            }
+        };
+        let seq = {
+            let mut st = log.state.lock();
+            st.head += 1;
+            let seq = st.head;
+            st.events.push_back((seq, message));
+            while st.events.len() > self.inner.limits.events_per_stream {
+                st.events.pop_front();
+            }
+            seq
+        };
+        log.wake.notify_waiters();
+        Ok(seq)
+    }
+
+    async fn close_stream(&self, session: &str, stream: &str) -> Result<(), StoreError> {
+        if let Some(log) = self.inner.streams.get(&stream_key(session, stream)) {
+            let mut st = log.state.lock();
+            st.closed = true;
+            st.closed_at_ms = now_ms();
+            drop(st);
+            log.wake.notify_waiters();
+        }
+        Ok(())
+    }
+
+    async fn next_events(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        let Some(log) = self.inner.streams.get(&stream_key(session, stream)) else {
+            return Ok(EventBatch {
+                gone: true,
+                ..Default::default()
+            });
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = log.wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = log.state.lock();
+                let events: Vec<_> = st
+                    .events
+                    .iter()
+                    .filter(|(seq, _)| *seq > after)
+                    .cloned()
+                    .collect();
+                if !events.is_empty() || st.closed || st.gone {
+                    let closed = st.closed && events.last().is_none_or(|(s, _)| *s == st.head);
+                    return Ok(EventBatch {
+                        events,
+                        closed,
+                        gone: st.gone,
+                    });
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(EventBatch::default());
+            }
+        }
+    }
+
+    async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .inner
+            .streams
+            .get(&stream_key(session, stream))
+            .map(|l| l.state.lock().head))
+    }
+
+    async fn publish(&self, envelope: Envelope) -> Result<(), StoreError> {
+        let _ = self.inner.signals.send(envelope);
+        Ok(())
+    }
+
+    fn signals(&self) -> broadcast::Receiver<Envelope> {
+        self.inner.signals.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> MemoryLimits {
+        MemoryLimits {
+            idle: Duration::from_millis(200),
+            max_lifetime: Duration::from_secs(60),
+            max_sessions: 3,
+            history_cap: 50,
+            events_per_stream: 4,
+        }
+    }
+
+    fn record(id: &str) -> SessionRecord {
+        let now = now_ms();
+        SessionRecord {
+            id: id.into(),
+            protocol_version: "2025-11-25".into(),
+            client_capabilities: serde_json::json!({}),
+            client_info: serde_json::json!({}),
+            principal: None,
+            log_level: None,
+            subscriptions: Default::default(),
+            initialized: false,
+            created_ms: now,
+            last_seen_ms: now,
+            request_count: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn expired_sessions_are_gone_for_good() {
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        s.create(record("a")).await.unwrap();
+        assert_eq!(s.touch("a", true).await.unwrap().unwrap().request_count, 2);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(s.touch("a", true).await.unwrap().is_none());
+        assert!(s.touch("a", true).await.unwrap().is_none());
+        assert_eq!(SessionCounters::get(&s.counters().expired), 1);
+    }
+
+    #[tokio::test]
+    async fn capacity_is_enforced() {
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        for id in ["a", "b", "c"] {
+            s.create(record(id)).await.unwrap();
+        }
+        assert!(matches!(
+            s.create(record("d")).await,
+            Err(StoreError::Capacity(3))
+        ));
+    }
+
+    #[tokio::test]
+    async fn concurrent_appends_are_all_kept() {
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        s.create(record("a")).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let scope = s.history("a");
+            tasks.push(tokio::spawn(async move {
+                scope
+                    .append(vec![("add".into(), serde_json::json!(i))])
+                    .await
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let stats = s.history("a").stats().await.unwrap();
+        assert_eq!(stats.calculation_total, 20);
+        assert_eq!(stats.history_len, 20);
+    }
+
+    #[tokio::test]
+    async fn event_log_replays_after_cursor_and_is_bounded() {
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        for i in 0..6 {
+            s.append_event("a", "p1", Arc::from(format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        s.close_stream("a", "p1").await.unwrap();
+        let b = s
+            .next_events("a", "p1", 3, Duration::from_millis(10))
+            .await
+            .unwrap();
+        let seqs: Vec<u64> = b.events.iter().map(|e| e.0).collect();
+        assert_eq!(seqs, vec![4, 5, 6]);
+        assert!(b.closed);
+        let other = s
+            .next_events("b", "p1", 0, Duration::from_millis(10))
+            .await
+            .unwrap();
+        assert!(other.gone && other.events.is_empty());
+    }
+
+    #[tokio::test]
+    async fn readers_wake_on_append() {
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        s.append_event("a", "g", Arc::from("x")).await.unwrap();
+        let s2 = s.clone();
+        let reader =
+            tokio::spawn(async move { s2.next_events("a", "g", 1, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.append_event("a", "g", Arc::from("y")).await.unwrap();
+        let b = reader.await.unwrap().unwrap();
+        assert_eq!(b.events.len(), 1);
+        assert_eq!(&*b.events[0].1, "y");
+    }
+}

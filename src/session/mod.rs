@@ -1,0 +1,232 @@
+//! Session state behind one boundary, [`SessionStore`], with an in-memory implementation
+//! ([`memory`]) for single-node mode and a Redis one for many pods.
+//!
+//! The boundary is shaped for "any pod serves any session": every operation names the session
+//! (or state handle) explicitly and is atomic on its own, nothing is cached by callers across
+//! requests, SSE events live in a per-stream log that any node can tail ([`SessionStore::next_events`]),
+//! and cross-node signals travel as [`Envelope`]s that carry metadata (trace context) besides
+//! their payload. Server→client request routing and cancellation are node-local in
+//! single-node mode and go through the same envelope bus in Redis mode.
+
+pub mod memory;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::broadcast;
+
+use crate::protocol::toolset::{HistoryScope, ListKind, LogLevel};
+
+/// Store failures. "Not found" is never an error: it is `Ok(None)`/`Ok(false)`, so that an
+/// unreachable store can never be mistaken for a missing session.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store cannot be reached or timed out: HTTP 503.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// This node holds its maximum number of sessions: HTTP 503 on `initialize`.
+    #[error("session capacity reached ({0} sessions)")]
+    Capacity(usize),
+    /// Stored data could not be decoded (a bug or a foreign writer).
+    #[error("corrupt session data: {0}")]
+    Corrupt(String),
+}
+
+/// What a legacy session needs on every request, on whichever node serves it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRecord {
+    /// The `Mcp-Session-Id`.
+    pub id: String,
+    /// The negotiated protocol version.
+    pub protocol_version: String,
+    /// Client capabilities from `initialize`.
+    pub client_capabilities: Value,
+    /// `clientInfo` from `initialize`.
+    pub client_info: Value,
+    /// The authenticated principal that owns the session (issuer and subject), once auth exists.
+    pub principal: Option<String>,
+    /// Level set by `logging/setLevel`; `None` means the default.
+    pub log_level: Option<LogLevel>,
+    /// Resource URIs the client subscribed to.
+    pub subscriptions: BTreeSet<String>,
+    /// Whether `notifications/initialized` arrived.
+    pub initialized: bool,
+    /// Creation time, ms since the epoch (drives the absolute lifetime).
+    pub created_ms: u64,
+    /// Last request, ms since the epoch (drives the idle TTL).
+    pub last_seen_ms: u64,
+    /// Requests made with this session id (including `initialize`).
+    pub request_count: u64,
+}
+
+/// One atomic change to a session record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SessionChange {
+    MarkInitialized,
+    SetLogLevel(LogLevel),
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// A batch of SSE events read from a stream's log.
+#[derive(Debug, Clone, Default)]
+pub struct EventBatch {
+    /// `(sequence number, JSON-RPC message)` in order.
+    pub events: Vec<(u64, Arc<str>)>,
+    /// The stream ended (its final response was written) and every event has been read.
+    pub closed: bool,
+    /// The session or stream no longer exists (deleted, expired, or never was).
+    pub gone: bool,
+}
+
+/// A message between nodes (and between tasks of one node): payload plus metadata such as
+/// `traceparent`, so trace context follows a message through Redis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// What happened.
+    pub payload: Signal,
+    /// Free-form metadata (`traceparent`, `tracestate`, origin node).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, String>,
+}
+
+/// Cluster-wide signals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Signal {
+    /// A list (tools, prompts, resources) changed: tell every stream that wants to know.
+    ListChanged { kind: ListKindWire },
+    /// A resource changed; `session` limits delivery to one session (per-session resources).
+    ResourceUpdated {
+        uri: String,
+        session: Option<String>,
+    },
+    /// A session was deleted or expired: drop caches and end its streams.
+    SessionEnded { session: String },
+}
+
+/// Serializable mirror of [`ListKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ListKindWire {
+    Tools,
+    Prompts,
+    Resources,
+}
+
+impl From<ListKind> for ListKindWire {
+    fn from(k: ListKind) -> Self {
+        match k {
+            ListKind::Tools => Self::Tools,
+            ListKind::Prompts => Self::Prompts,
+            ListKind::Resources => Self::Resources,
+        }
+    }
+}
+
+impl From<ListKindWire> for ListKind {
+    fn from(k: ListKindWire) -> Self {
+        match k {
+            ListKindWire::Tools => Self::Tools,
+            ListKindWire::Prompts => Self::Prompts,
+            ListKindWire::Resources => Self::Resources,
+        }
+    }
+}
+
+/// Session lifecycle counters, read by `/metrics` and `/health`.
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    pub created: AtomicU64,
+    pub expired: AtomicU64,
+    pub deleted: AtomicU64,
+}
+
+impl SessionCounters {
+    /// Reads a counter.
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+    /// Adds to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The session-state boundary. Implementations must make each method atomic and must report
+/// an unreachable backend as [`StoreError::Unavailable`], never as absence.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// `in-memory` or `redis`, for `/health`.
+    fn mode(&self) -> &'static str;
+    /// Lifecycle counters.
+    fn counters(&self) -> &SessionCounters;
+    /// Stores a new session (only after a successful `initialize`). Fails at capacity.
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError>;
+    /// If the session is live: slides its idle TTL, counts the request when `count_request`,
+    /// and returns the record. `None` if unknown, expired (then removed for good) or deleted.
+    async fn touch(&self, id: &str, count_request: bool)
+        -> Result<Option<SessionRecord>, StoreError>;
+    /// Applies one change; `false` if the session is gone.
+    async fn update(&self, id: &str, change: SessionChange) -> Result<bool, StoreError>;
+    /// Deletes the session and everything under it; `false` if it did not exist.
+    async fn delete(&self, id: &str) -> Result<bool, StoreError>;
+    /// Live sessions (this node's in memory mode; the cluster's in Redis mode).
+    async fn live_sessions(&self) -> Result<u64, StoreError>;
+    /// Whether the backend answers right now (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The history scope of a session or state handle (no existence check: callers touch first).
+    fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope>;
+    /// Mints a new modern-era state handle (SEP-2567) with the session idle TTL.
+    async fn create_handle(&self) -> Result<String, StoreError>;
+    /// Whether a state handle is live; slides its TTL.
+    async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError>;
+
+    /// Appends an SSE message to a stream's log and wakes its readers; returns its sequence
+    /// number (1-based, per stream).
+    async fn append_event(
+        &self,
+        session: &str,
+        stream: &str,
+        message: Arc<str>,
+    ) -> Result<u64, StoreError>;
+    /// Marks a stream as complete (its final response is in the log).
+    async fn close_stream(&self, session: &str, stream: &str) -> Result<(), StoreError>;
+    /// Returns events after `after`, waiting up to `wait` for some if there are none yet.
+    async fn next_events(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError>;
+    /// The highest sequence number written to a stream (0 if none), `None` if it is unknown.
+    async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Publishes a signal to every node (including this one).
+    async fn publish(&self, envelope: Envelope) -> Result<(), StoreError>;
+    /// Signals published anywhere, as seen by this node.
+    fn signals(&self) -> broadcast::Receiver<Envelope>;
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A new random identifier: 128 bits from the OS CSPRNG, as 32 lowercase hex characters
+/// (visible ASCII, as `Mcp-Session-Id` requires).
+pub fn random_id() -> String {
+    let bytes: [u8; 16] = rand::random();
+    hex::encode(bytes)
+}
