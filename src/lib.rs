@@ -8,5 +8,7 @@
 pub mod calculator;
 pub mod config;
 pub mod conformance;
+pub mod http;
 pub mod protocol;
 pub mod session;
+pub mod telemetry;

@@ -1,5 +1,10 @@
 //! The MCP protocol layer: JSON-RPC envelopes, eras and versions, method dispatch, and the
 //! [`toolset`] boundary that domains implement.
 
+pub mod dispatch;
+pub mod error;
+pub mod jsonrpc;
+pub mod registry;
 pub mod testing;
 pub mod toolset;
+pub mod version;

@@ -1,0 +1,383 @@
+//! Method dispatch for both eras. The transport decides the era and builds the
+//! [`RequestContext`]; this module turns one JSON-RPC request into a result or an error, and
+//! shapes results per era (`resultType`, `serverInfo`, caching hints only in the modern era).
+
+use std::sync::Arc;
+
+use rmcp::model::{CallToolResult, ContentBlock};
+use serde_json::{json, Map, Value};
+
+use super::error::ProtocolError;
+use super::registry::Registry;
+use super::toolset::{CompletionRef, DomainError, Era, LogLevel, Outcome, RequestContext};
+use super::version::{self, ALL_VERSIONS, META_SERVER_INFO};
+use crate::session::{SessionChange, SessionStore};
+
+/// How long clients may cache list, read and discover results in the modern era.
+const CACHE_TTL_MS: u64 = 60_000;
+/// Completion values returned at most (spec limit).
+const MAX_COMPLETIONS: usize = 100;
+
+/// Dispatches requests to the active toolsets.
+pub struct Dispatcher {
+    /// The toolsets.
+    pub registry: Arc<Registry>,
+    /// Session state (for `logging/setLevel` and subscriptions).
+    pub store: Arc<dyn SessionStore>,
+    /// `serverInfo` / `io.modelcontextprotocol/serverInfo`.
+    pub server_info: Value,
+}
+
+/// Methods whose complete modern results carry `ttlMs` and `cacheScope`.
+fn cacheable(method: &str) -> bool {
+    matches!(
+        method,
+        "server/discover"
+            | "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+    )
+}
+
+impl Dispatcher {
+    /// The capabilities Abacus declares: only what really works (defect D9).
+    pub fn capabilities(&self, era: Era) -> Value {
+        let mut caps = json!({
+            "tools": { "listChanged": true },
+            "resources": { "subscribe": true, "listChanged": true },
+            "prompts": { "listChanged": true },
+            "completions": {},
+        });
+        if era == Era::Legacy {
+            caps["logging"] = json!({});
+        }
+        caps
+    }
+
+    /// The `initialize` result for a negotiated legacy version.
+    pub fn initialize_result(&self, negotiated: &str) -> Value {
+        json!({
+            "protocolVersion": negotiated,
+            "capabilities": self.capabilities(Era::Legacy),
+            "serverInfo": self.server_info,
+            "instructions": "Abacus is a calculator. Use calculate, batch_calculate and advanced_calculate; \
+                             results are kept in a per-session history readable as calculator://history/{calculationId}.",
+        })
+    }
+
+    /// Handles one request (not `initialize`, not `subscriptions/listen`: the transport owns those).
+    pub async fn call(
+        &self,
+        method: &str,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+    ) -> Result<Value, ProtocolError> {
+        let era = ctx.era;
+        let result = match (method, era) {
+            ("ping", Era::Legacy) => Ok(json!({})),
+            ("initialize", Era::Legacy) => Err(ProtocolError::InvalidRequest(
+                "Server already initialized".into(),
+            )),
+            ("server/discover", Era::Modern) => Ok(self.discover()),
+            ("logging/setLevel", Era::Legacy) => self.set_level(params, ctx).await,
+            ("resources/subscribe", Era::Legacy) => self.subscribe(params, ctx, true).await,
+            ("resources/unsubscribe", Era::Legacy) => self.subscribe(params, ctx, false).await,
+            ("tools/list", _) => self.list(params, "tools", |a| a.tools_json.clone()),
+            ("prompts/list", _) => self.list(params, "prompts", |a| a.prompts_json.clone()),
+            ("resources/templates/list", _) => {
+                self.list(params, "resourceTemplates", |a| a.templates_json.clone())
+            }
+            ("resources/list", _) => self.list_resources(params, ctx),
+            ("tools/call", _) => self.call_tool(params, ctx).await,
+            ("prompts/get", _) => self.get_prompt(params, ctx).await,
+            ("resources/read", _) => self.read_resource(params, ctx).await,
+            ("completion/complete", _) => self.complete(params),
+            _ => Err(ProtocolError::MethodNotFound(method.to_owned())),
+        }?;
+        Ok(self.shape(method, era, result))
+    }
+
+    /// Adds or strips era-specific result fields.
+    pub fn shape(&self, method: &str, era: Era, mut result: Value) -> Value {
+        let Some(obj) = result.as_object_mut() else {
+            return result;
+        };
+        match era {
+            Era::Legacy => {
+                obj.remove("resultType");
+                obj.remove("ttlMs");
+                obj.remove("cacheScope");
+            }
+            Era::Modern => {
+                let complete = obj
+                    .entry("resultType")
+                    .or_insert_with(|| json!("complete"))
+                    .as_str()
+                    == Some("complete");
+                if complete && cacheable(method) {
+                    obj.entry("ttlMs").or_insert(json!(CACHE_TTL_MS));
+                    obj.entry("cacheScope").or_insert(json!("public"));
+                }
+                let meta = obj.entry("_meta").or_insert_with(|| json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    meta.insert(META_SERVER_INFO.into(), self.server_info.clone());
+                }
+            }
+        }
+        result
+    }
+
+    fn discover(&self) -> Value {
+        json!({
+            "supportedVersions": ALL_VERSIONS,
+            "capabilities": self.capabilities(Era::Modern),
+            "serverInfo": self.server_info,
+            "instructions": "Abacus is a calculator. History lives behind the historyHandle that calculation tools return.",
+        })
+    }
+
+    fn list(
+        &self,
+        params: &Map<String, Value>,
+        key: &str,
+        pick: impl Fn(&super::registry::Active) -> Arc<Value>,
+    ) -> Result<Value, ProtocolError> {
+        reject_cursor(params)?;
+        let active = self.registry.active();
+        let mut out = Map::new();
+        out.insert(key.to_owned(), (*pick(&active)).clone());
+        Ok(Value::Object(out))
+    }
+
+    fn list_resources(
+        &self,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+    ) -> Result<Value, ProtocolError> {
+        reject_cursor(params)?;
+        let active = self.registry.active();
+        let resources: Vec<_> = active
+            .toolsets
+            .iter()
+            .flat_map(|t| t.resources(ctx))
+            .collect();
+        Ok(json!({ "resources": resources }))
+    }
+
+    async fn call_tool(
+        &self,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+    ) -> Result<Value, ProtocolError> {
+        let name = required_str(params, "name")?;
+        let arguments = optional_object(params, "arguments")?;
+        let active = self.registry.active();
+        let owner = active
+            .tool_owner(name)
+            .ok_or_else(|| invalid_params(format!("Tool {name} not found")))?;
+        match owner.call_tool(name, arguments, ctx).await {
+            Ok(outcome) => outcome_json(outcome, ctx),
+            Err(DomainError::InvalidArguments(msg))
+                if version::validation_is_tool_error(&ctx.protocol_version) =>
+            {
+                let r = CallToolResult::error(vec![ContentBlock::text(format!(
+                    "Invalid arguments for tool {name}: {msg}"
+                ))]);
+                to_json(&r)
+            }
+            Err(DomainError::InvalidArguments(msg)) => Err(invalid_params(format!(
+                "Invalid arguments for tool {name}: {msg}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_prompt(
+        &self,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+    ) -> Result<Value, ProtocolError> {
+        let name = required_str(params, "name")?;
+        let arguments = optional_object(params, "arguments")?;
+        let active = self.registry.active();
+        let owner = active
+            .prompt_owner(name)
+            .ok_or_else(|| invalid_params(format!("Prompt {name} not found")))?;
+        let outcome = owner.get_prompt(name, arguments, ctx).await?;
+        outcome_json(outcome, ctx)
+    }
+
+    async fn read_resource(
+        &self,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+    ) -> Result<Value, ProtocolError> {
+        let uri = required_str(params, "uri")?;
+        let active = self.registry.active();
+        for ts in &active.toolsets {
+            if let Some(outcome) = ts.read_resource(uri, ctx).await? {
+                return outcome_json(outcome, ctx);
+            }
+        }
+        Err(ProtocolError::ResourceNotFound(uri.to_owned()))
+    }
+
+    fn complete(&self, params: &Map<String, Value>) -> Result<Value, ProtocolError> {
+        let reference = params
+            .get("ref")
+            .and_then(Value::as_object)
+            .ok_or_else(|| invalid_params("ref is required".into()))?;
+        let reference = match reference.get("type").and_then(Value::as_str) {
+            Some("ref/prompt") => CompletionRef::Prompt {
+                name: required_str(reference, "name")?.to_owned(),
+            },
+            Some("ref/resource") => CompletionRef::Resource {
+                uri: required_str(reference, "uri")?.to_owned(),
+            },
+            _ => return Err(invalid_params("ref.type must be ref/prompt or ref/resource".into())),
+        };
+        let argument = params
+            .get("argument")
+            .and_then(Value::as_object)
+            .ok_or_else(|| invalid_params("argument is required".into()))?;
+        let arg_name = required_str(argument, "name")?;
+        let arg_value = argument.get("value").and_then(Value::as_str).unwrap_or("");
+        let context = params
+            .get("context")
+            .and_then(|c| c.get("arguments"))
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        let active = self.registry.active();
+        let values = active
+            .toolsets
+            .iter()
+            .find_map(|t| t.complete(&reference, arg_name, arg_value, &context))
+            .ok_or_else(|| {
+                invalid_params(match &reference {
+                    CompletionRef::Prompt { name } => format!("Prompt {name} not found"),
+                    CompletionRef::Resource { uri } => {
+                        format!("Resource template {uri} not found")
+                    }
+                })
+            })?;
+        let total = values.len();
+        let values: Vec<_> = values.into_iter().take(MAX_COMPLETIONS).collect();
+        Ok(json!({
+            "completion": { "values": values, "total": total, "hasMore": total > MAX_COMPLETIONS }
+        }))
+    }
+
+    async fn set_level(
+        &self,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+    ) -> Result<Value, ProtocolError> {
+        let level = required_str(params, "level")?;
+        let level = LogLevel::parse(level)
+            .ok_or_else(|| invalid_params(format!("Unknown log level {level:?}")))?;
+        self.change_session(ctx, SessionChange::SetLogLevel(level))
+            .await
+    }
+
+    async fn subscribe(
+        &self,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+        on: bool,
+    ) -> Result<Value, ProtocolError> {
+        let uri = required_str(params, "uri")?.to_owned();
+        if on {
+            let active = self.registry.active();
+            if !active.toolsets.iter().any(|t| t.can_subscribe(&uri)) {
+                return Err(ProtocolError::ResourceNotFound(uri));
+            }
+            self.change_session(ctx, SessionChange::Subscribe(uri)).await
+        } else {
+            self.change_session(ctx, SessionChange::Unsubscribe(uri))
+                .await
+        }
+    }
+
+    async fn change_session(
+        &self,
+        ctx: &RequestContext,
+        change: SessionChange,
+    ) -> Result<Value, ProtocolError> {
+        let id = ctx
+            .session_id
+            .as_deref()
+            .ok_or_else(|| ProtocolError::Internal("no session".into()))?;
+        if self.store.update(id, change).await? {
+            Ok(json!({}))
+        } else {
+            Err(ProtocolError::SessionGone)
+        }
+    }
+}
+
+fn outcome_json<T: serde::Serialize>(
+    outcome: Outcome<T>,
+    ctx: &RequestContext,
+) -> Result<Value, ProtocolError> {
+    match outcome {
+        Outcome::Complete(r) => to_json(&r),
+        Outcome::InputRequired { .. } if ctx.era == Era::Legacy => Err(ProtocolError::Internal(
+            "input_required results are only valid in the modern era".into(),
+        )),
+        Outcome::InputRequired {
+            input_requests,
+            request_state,
+        } => {
+            let mut r = json!({ "resultType": "input_required" });
+            if let Some(i) = input_requests {
+                r["inputRequests"] = Value::Object(i);
+            }
+            if let Some(s) = request_state {
+                r["requestState"] = Value::String(s);
+            }
+            Ok(r)
+        }
+    }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtocolError> {
+    serde_json::to_value(v).map_err(|e| ProtocolError::Internal(e.to_string()))
+}
+
+fn invalid_params(message: String) -> ProtocolError {
+    ProtocolError::InvalidParams {
+        message,
+        data: None,
+    }
+}
+
+fn reject_cursor(params: &Map<String, Value>) -> Result<(), ProtocolError> {
+    match params.get("cursor") {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => Err(invalid_params(
+            "Invalid cursor: this server returns complete lists".into(),
+        )),
+    }
+}
+
+/// A required string parameter.
+pub fn required_str<'a>(params: &'a Map<String, Value>, key: &str) -> Result<&'a str, ProtocolError> {
+    params
+        .get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid_params(format!("{key} is required and must be a string")))
+}
+
+fn optional_object(
+    params: &Map<String, Value>,
+    key: &str,
+) -> Result<Map<String, Value>, ProtocolError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(invalid_params(format!("{key} must be an object"))),
+    }
+}

@@ -1,0 +1,244 @@
+//! Prometheus metrics. Names follow the reference server where it had them
+//! (`mcp_active_sessions`, `mcp_calculations_total`) and the OpenTelemetry MCP semantic
+//! conventions for the operation duration (`mcp.server.operation.duration`, exported here as
+//! `mcp_server_operation_duration_seconds`). Label values come only from bounded sets (known
+//! method names, registered tool names, status codes), never from raw input.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::session::SessionCounters;
+
+/// Methods that get their own label value; anything else is counted as `other`.
+const KNOWN_METHODS: [&str; 24] = [
+    "initialize",
+    "ping",
+    "tools/list",
+    "tools/call",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "resources/subscribe",
+    "resources/unsubscribe",
+    "prompts/list",
+    "prompts/get",
+    "completion/complete",
+    "logging/setLevel",
+    "server/discover",
+    "subscriptions/listen",
+    "notifications/initialized",
+    "notifications/cancelled",
+    "notifications/progress",
+    "notifications/roots/list_changed",
+    "response",
+    "GET",
+    "DELETE",
+    "OPTIONS",
+    "batch",
+];
+
+/// Returns `method` if it is a known method name, else `other`.
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    mcp_method_name: &'static str,
+    gen_ai_tool_name: String,
+    error_type: String,
+}
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    active_sessions: Gauge,
+    calculations: Family<OperationLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<DurationLabels, Histogram>,
+    sessions_created: Counter,
+    sessions_expired: Counter,
+    sessions_deleted: Counter,
+    open_streams: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let active_sessions = Gauge::default();
+        registry.register(
+            "mcp_active_sessions",
+            "Number of active sessions (live session records; never negative)",
+            active_sessions.clone(),
+        );
+        let calculations = Family::<OperationLabels, Counter>::default();
+        registry.register(
+            "mcp_calculations",
+            "Total number of calculations performed",
+            calculations.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "mcp_requests",
+            "MCP endpoint requests by JSON-RPC method (or HTTP verb) and HTTP status",
+            requests.clone(),
+        );
+        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+                30.0, 60.0, 120.0, 300.0,
+            ])
+        });
+        registry.register(
+            "mcp_server_operation_duration_seconds",
+            "Duration of MCP request handling (OTel mcp.server.operation.duration)",
+            durations.clone(),
+        );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let sessions_created = counter(&mut registry, "mcp_sessions_created", "Sessions created");
+        let sessions_expired = counter(
+            &mut registry,
+            "mcp_sessions_expired",
+            "Sessions ended by idle TTL or maximum lifetime",
+        );
+        let sessions_deleted = counter(
+            &mut registry,
+            "mcp_sessions_deleted",
+            "Sessions ended by DELETE",
+        );
+        let open_streams = Gauge::default();
+        registry.register(
+            "mcp_open_streams",
+            "SSE streams open on this node",
+            open_streams.clone(),
+        );
+        Self {
+            registry,
+            active_sessions,
+            calculations,
+            requests,
+            durations,
+            sessions_created,
+            sessions_expired,
+            sessions_deleted,
+            open_streams,
+        }
+    }
+
+    /// Counts a successful calculation.
+    pub fn calculation(&self, operation: &str) {
+        self.calculations
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an endpoint request by method label and status.
+    pub fn request(&self, method: &'static str, status: u16) {
+        self.requests
+            .get_or_create(&RequestLabels { method, status })
+            .inc();
+    }
+
+    /// Records the handling time of one MCP operation.
+    pub fn operation(&self, method: &str, tool: Option<&str>, error: Option<&str>, seconds: f64) {
+        self.durations
+            .get_or_create(&DurationLabels {
+                mcp_method_name: method_label(method),
+                gen_ai_tool_name: tool.unwrap_or("").to_owned(),
+                error_type: error.unwrap_or("").to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    /// A gauge of open SSE streams, incremented for the lifetime of the returned guard.
+    pub fn stream_guard(self: &Arc<Self>) -> StreamGuard {
+        self.open_streams.inc();
+        StreamGuard(self.clone())
+    }
+
+    /// Renders the exposition, after syncing session figures from the store.
+    pub fn render(&self, live_sessions: u64, counters: &SessionCounters) -> String {
+        self.active_sessions.set(live_sessions as i64);
+        sync(&self.sessions_created, &counters.created);
+        sync(&self.sessions_expired, &counters.expired);
+        sync(&self.sessions_deleted, &counters.deleted);
+        let mut out = String::new();
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn sync(counter: &Counter, source: &AtomicU64) {
+    let want = SessionCounters::get(source);
+    let have = counter.get();
+    if want > have {
+        counter.inc_by(want - have);
+    }
+}
+
+/// Decrements the open-streams gauge when dropped.
+pub struct StreamGuard(Arc<Metrics>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.open_streams.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_reference_names() {
+        let m = Metrics::new();
+        m.calculation("add");
+        m.request(method_label("tools/call"), 200);
+        m.request(method_label("evil{label}"), 404);
+        m.operation("tools/call", Some("calculate"), None, 0.001);
+        let c = SessionCounters::default();
+        SessionCounters::add(&c.created, 3);
+        let text = m.render(2, &c);
+        assert!(text.contains("mcp_calculations_total{operation=\"add\"} 1"), "{text}");
+        assert!(text.contains("mcp_active_sessions 2"));
+        assert!(text.contains("mcp_sessions_created_total 3"));
+        assert!(text.contains("method=\"other\""));
+        assert!(text.contains("mcp_server_operation_duration_seconds_bucket"));
+    }
+}

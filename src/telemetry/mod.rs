@@ -1,0 +1,49 @@
+//! Logs and metrics. Logs are structured `tracing` events in text or JSON; the filter can be
+//! changed live (it follows `LOG_LEVEL` through the live-settings channel). Metrics are in
+//! [`metrics`].
+
+pub mod metrics;
+
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, EnvFilter, Registry};
+
+use crate::config::LogFormat;
+
+/// Changes the active log filter at run time.
+#[derive(Clone)]
+pub struct LogControl {
+    handle: reload::Handle<EnvFilter, Registry>,
+}
+
+impl LogControl {
+    /// Applies a new filter directive; invalid ones are rejected and the old filter stays.
+    pub fn set(&self, directive: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(directive).map_err(|e| e.to_string())?;
+        self.handle.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
+/// Installs the global subscriber. Call once, before anything logs.
+pub fn init_logging(directive: &str, format: LogFormat) -> LogControl {
+    let filter = EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let result = match format {
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false),
+            )
+            .try_init(),
+        LogFormat::Text => registry
+            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("logging already initialised: {e}");
+    }
+    LogControl { handle }
+}
