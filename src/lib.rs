@@ -5,6 +5,7 @@
 //! boundary and its implementations; [`calculator`] and [`conformance`] the domains; [`telemetry`]
 //! logs and metrics; [`http`] health, metrics endpoint, guards and error mapping.
 
+pub mod app;
 pub mod calculator;
 pub mod config;
 pub mod conformance;
@@ -12,3 +13,4 @@ pub mod http;
 pub mod protocol;
 pub mod session;
 pub mod telemetry;
+pub mod transport;

@@ -215,7 +215,10 @@ impl Settings {
         env.parse("SSE_AFTER", &mut self.sse_after_ms)?;
         env.parse("SSE_POST_CLOSE_AFTER", &mut self.sse_post_close_after_ms)?;
         env.parse("SHUTDOWN_GRACE", &mut self.shutdown_grace_ms)?;
-        env.parse("CLIENT_REQUEST_TIMEOUT", &mut self.client_request_timeout_ms)?;
+        env.parse(
+            "CLIENT_REQUEST_TIMEOUT",
+            &mut self.client_request_timeout_ms,
+        )?;
         if let Some(v) = env.get("REQUEST_STATE_KEY_FILES") {
             self.request_state_key_files = split_list(&v).into_iter().map(PathBuf::from).collect();
         }
@@ -244,7 +247,12 @@ impl Settings {
             }
         };
         min("SESSION_TIMEOUT", self.session_timeout_ms, 1000, "ms")?;
-        min("SESSION_MAX_LIFETIME", self.session_max_lifetime_ms, 1000, "ms")?;
+        min(
+            "SESSION_MAX_LIFETIME",
+            self.session_max_lifetime_ms,
+            1000,
+            "ms",
+        )?;
         min("MAX_SESSIONS", self.max_sessions as u64, 1, "sessions")?;
         min("MAX_BODY_BYTES", self.max_body_bytes as u64, 1024, "bytes")?;
         min("SSE_KEEPALIVE", self.sse_keepalive_ms, 100, "ms")?;
@@ -339,7 +347,11 @@ impl<F: Fn(&str) -> Option<String>> Env<'_, F> {
             *out = split_list(&v);
         }
     }
-    fn parse<T: std::str::FromStr>(&self, name: &'static str, out: &mut T) -> Result<(), ConfigError>
+    fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        out: &mut T,
+    ) -> Result<(), ConfigError>
     where
         T::Err: std::fmt::Display,
     {

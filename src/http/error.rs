@@ -103,7 +103,12 @@ impl ApiError {
 
     /// The JSON-RPC error message body.
     pub fn body(&self) -> Value {
-        jsonrpc::error_response(self.id.as_ref(), self.code, &self.message, self.data.clone())
+        jsonrpc::error_response(
+            self.id.as_ref(),
+            self.code,
+            &self.message,
+            self.data.clone(),
+        )
     }
 }
 
@@ -156,7 +161,10 @@ impl IntoResponse for ApiError {
         let body = serde_json::to_vec(&self.body()).unwrap_or_default();
         let mut resp = (
             self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             body,
         )
             .into_response();
@@ -175,7 +183,11 @@ mod tests {
     fn modern_errors_have_spec_codes_and_statuses() {
         let cases = [
             (ProtocolError::HeaderMismatch("x".into()), -32020, 400),
-            (ProtocolError::MissingCapability(json!({"sampling":{}})), -32021, 400),
+            (
+                ProtocolError::MissingCapability(json!({"sampling":{}})),
+                -32021,
+                400,
+            ),
             (ProtocolError::UnsupportedVersion("1".into()), -32022, 400),
             (ProtocolError::MethodNotFound("ping".into()), -32601, 404),
             (ProtocolError::ResourceNotFound("a://b".into()), -32602, 200),

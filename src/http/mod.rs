@@ -1,4 +1,46 @@
-//! HTTP concerns around the MCP endpoint: error mapping, health, metrics endpoint, CORS,
-//! Host/Origin guards and rate limiting.
+//! HTTP concerns around the MCP endpoint: the router, error mapping, health and metrics
+//! endpoints, Host/Origin/CORS guards and rate limiting.
 
 pub mod error;
+pub mod guard;
+pub mod health;
+pub mod ratelimit;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, on, MethodFilter};
+use axum::Router;
+
+use crate::app::AppState;
+use crate::transport;
+use error::ApiError;
+
+/// The whole HTTP surface.
+pub fn router(app: AppState) -> Router {
+    let mcp = Router::new()
+        .route(
+            "/mcp",
+            get(transport::get)
+                .post(transport::post)
+                .delete(transport::delete)
+                .on(MethodFilter::OPTIONS, || async { StatusCode::NO_CONTENT })
+                .fallback(|| async { ApiError::method_not_allowed("GET, POST, DELETE, OPTIONS") }),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            guard::mcp_guard,
+        ))
+        .layer(DefaultBodyLimit::max(app.settings.max_body_bytes));
+    Router::new()
+        .merge(mcp)
+        .route("/health", get(health::health))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .route("/ready", on(MethodFilter::GET, health::ready))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, -32000, "Not Found").into_response()
+        })
+        .with_state(app)
+}

@@ -133,7 +133,6 @@ impl Dispatcher {
         json!({
             "supportedVersions": ALL_VERSIONS,
             "capabilities": self.capabilities(Era::Modern),
-            "serverInfo": self.server_info,
             "instructions": "Abacus is a calculator. History lives behind the historyHandle that calculation tools return.",
         })
     }
@@ -236,7 +235,11 @@ impl Dispatcher {
             Some("ref/resource") => CompletionRef::Resource {
                 uri: required_str(reference, "uri")?.to_owned(),
             },
-            _ => return Err(invalid_params("ref.type must be ref/prompt or ref/resource".into())),
+            _ => {
+                return Err(invalid_params(
+                    "ref.type must be ref/prompt or ref/resource".into(),
+                ))
+            }
         };
         let argument = params
             .get("argument")
@@ -294,7 +297,8 @@ impl Dispatcher {
             if !active.toolsets.iter().any(|t| t.can_subscribe(&uri)) {
                 return Err(ProtocolError::ResourceNotFound(uri));
             }
-            self.change_session(ctx, SessionChange::Subscribe(uri)).await
+            self.change_session(ctx, SessionChange::Subscribe(uri))
+                .await
         } else {
             self.change_session(ctx, SessionChange::Unsubscribe(uri))
                 .await
@@ -364,7 +368,10 @@ fn reject_cursor(params: &Map<String, Value>) -> Result<(), ProtocolError> {
 }
 
 /// A required string parameter.
-pub fn required_str<'a>(params: &'a Map<String, Value>, key: &str) -> Result<&'a str, ProtocolError> {
+pub fn required_str<'a>(
+    params: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a str, ProtocolError> {
     params
         .get(key)
         .and_then(Value::as_str)

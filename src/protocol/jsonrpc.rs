@@ -112,7 +112,12 @@ pub fn response(id: &RequestId, result: Value) -> Value {
 }
 
 /// An error response; `id` is null when the request's id could not be read.
-pub fn error_response(id: Option<&RequestId>, code: i64, message: &str, data: Option<Value>) -> Value {
+pub fn error_response(
+    id: Option<&RequestId>,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Value {
     let mut error = json!({ "code": code, "message": message });
     if let Some(data) = data {
         error["data"] = data;

@@ -104,11 +104,25 @@ fn check_clashes(available: &[(&'static str, Arc<dyn Toolset>)]) -> Result<(), R
     let mut templates: HashMap<String, &'static str> = HashMap::new();
     for (set, ts) in available {
         let names = [
-            ("tool", ts.tools().into_iter().map(|t| t.name.to_string()).collect::<Vec<_>>(), &mut tools),
-            ("prompt", ts.prompts().into_iter().map(|p| p.name).collect(), &mut prompts),
+            (
+                "tool",
+                ts.tools()
+                    .into_iter()
+                    .map(|t| t.name.to_string())
+                    .collect::<Vec<_>>(),
+                &mut tools,
+            ),
+            (
+                "prompt",
+                ts.prompts().into_iter().map(|p| p.name).collect(),
+                &mut prompts,
+            ),
             (
                 "resource template",
-                ts.resource_templates().into_iter().map(|t| t.uri_template.clone()).collect(),
+                ts.resource_templates()
+                    .into_iter()
+                    .map(|t| t.uri_template.clone())
+                    .collect(),
                 &mut templates,
             ),
         ];
@@ -116,10 +130,20 @@ fn check_clashes(available: &[(&'static str, Arc<dyn Toolset>)]) -> Result<(), R
             let mut local = HashSet::new();
             for name in list {
                 if !local.insert(name.clone()) {
-                    return Err(RegistryError::Clash { kind, name, a: set, b: set });
+                    return Err(RegistryError::Clash {
+                        kind,
+                        name,
+                        a: set,
+                        b: set,
+                    });
                 }
                 if let Some(other) = seen.insert(name.clone(), set) {
-                    return Err(RegistryError::Clash { kind, name, a: other, b: set });
+                    return Err(RegistryError::Clash {
+                        kind,
+                        name,
+                        a: other,
+                        b: set,
+                    });
                 }
             }
         }

@@ -10,8 +10,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::toolset::{
-    ContextServices, DomainError, Era, HistoryScope, ListKind, LogLevel, RequestContext,
-    ScopeStats,
+    ContextServices, DomainError, Era, HistoryScope, ListKind, LogLevel, RequestContext, ScopeStats,
 };
 
 /// What a test double saw and how it answers server→client requests.
@@ -90,7 +89,9 @@ impl ContextServices for Recorder {
         self.requests.lock().push((method.to_owned(), params));
         let mut answers = self.answers.lock();
         if answers.is_empty() {
-            Err(DomainError::ClientRequestFailed("no scripted answer".into()))
+            Err(DomainError::ClientRequestFailed(
+                "no scripted answer".into(),
+            ))
         } else {
             answers.remove(0)
         }

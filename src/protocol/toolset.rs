@@ -29,7 +29,9 @@ pub enum Era {
 }
 
 /// Log severities of `notifications/message`, ordered from least to most severe (RFC 5424 names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     Debug,

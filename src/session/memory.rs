@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
 
 use super::{
-    now_ms, random_id, EventBatch, Envelope, SessionChange, SessionCounters, SessionRecord,
+    now_ms, random_id, Envelope, EventBatch, SessionChange, SessionCounters, SessionRecord,
     SessionStore, StoreError,
 };
 use crate::protocol::toolset::{DomainError, HistoryScope, ScopeStats};
@@ -205,6 +205,19 @@ impl MemoryStore {
             },
             meta: Default::default(),
         });
+    }
+
+    fn stream_log(&self, session: &str, stream: &str) -> Arc<StreamLog> {
+        let key = stream_key(session, stream);
+        if let Some(l) = self.inner.streams.get(&key) {
+            return l;
+        }
+        let l = Arc::new(StreamLog {
+            state: Mutex::new(StreamState::default()),
+            wake: Notify::new(),
+        });
+        let shard = self.inner.streams.shard(&key);
+        shard.write().entry(key).or_insert(l).clone()
     }
 
     fn with_scope<R>(&self, id: &str, f: impl FnOnce(&mut Scope) -> R) -> Option<R> {
@@ -408,24 +421,18 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
+    async fn open_stream(&self, session: &str, stream: &str) -> Result<(), StoreError> {
+        self.stream_log(session, stream);
+        Ok(())
+    }
+
     async fn append_event(
         &self,
         session: &str,
         stream: &str,
         message: Arc<str>,
     ) -> Result<u64, StoreError> {
-        let key = stream_key(session, stream);
-        let log = match self.inner.streams.get(&key) {
-            Some(l) => l,
-            None => {
-                let l = Arc::new(StreamLog {
-                    state: Mutex::new(StreamState::default()),
-                    wake: Notify::new(),
-                });
-                let shard = self.inner.streams.shard(&key);
-                shard.write().entry(key).or_insert(l).clone()
-            }
-        };
+        let log = self.stream_log(session, stream);
         let seq = {
             let mut st = log.state.lock();
             st.head += 1;

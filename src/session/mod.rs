@@ -9,6 +9,7 @@
 //! single-node mode and go through the same envelope bus in Redis mode.
 
 pub mod memory;
+pub mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -171,8 +172,11 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError>;
     /// If the session is live: slides its idle TTL, counts the request when `count_request`,
     /// and returns the record. `None` if unknown, expired (then removed for good) or deleted.
-    async fn touch(&self, id: &str, count_request: bool)
-        -> Result<Option<SessionRecord>, StoreError>;
+    async fn touch(
+        &self,
+        id: &str,
+        count_request: bool,
+    ) -> Result<Option<SessionRecord>, StoreError>;
     /// Applies one change; `false` if the session is gone.
     async fn update(&self, id: &str, change: SessionChange) -> Result<bool, StoreError>;
     /// Deletes the session and everything under it; `false` if it did not exist.
@@ -189,6 +193,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Whether a state handle is live; slides its TTL.
     async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError>;
 
+    /// Creates an empty stream log so that readers can attach before its first event.
+    async fn open_stream(&self, session: &str, stream: &str) -> Result<(), StoreError>;
     /// Appends an SSE message to a stream's log and wakes its readers; returns its sequence
     /// number (1-based, per stream).
     async fn append_event(

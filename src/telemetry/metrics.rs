@@ -235,7 +235,10 @@ mod tests {
         let c = SessionCounters::default();
         SessionCounters::add(&c.created, 3);
         let text = m.render(2, &c);
-        assert!(text.contains("mcp_calculations_total{operation=\"add\"} 1"), "{text}");
+        assert!(
+            text.contains("mcp_calculations_total{operation=\"add\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("mcp_active_sessions 2"));
         assert!(text.contains("mcp_sessions_created_total 3"));
         assert!(text.contains("method=\"other\""));

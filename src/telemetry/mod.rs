@@ -47,3 +47,14 @@ pub fn init_logging(directive: &str, format: LogFormat) -> LogControl {
     }
     LogControl { handle }
 }
+
+/// Formats epoch milliseconds as ISO 8601 with milliseconds and `Z`, like JavaScript's
+/// `Date.prototype.toISOString`.
+pub fn iso_time(ms: u64) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.format(&fmt).unwrap_or_default()
+}

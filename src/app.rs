@@ -1,0 +1,226 @@
+//! The application state shared by every handler, and its construction from settings.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::model::RequestStateCodec;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::calculator::Calculator;
+use crate::config::live::LiveSettings;
+use crate::config::{ConfigError, Settings};
+use crate::conformance::Conformance;
+use crate::http::ratelimit::RateLimiter;
+use crate::protocol::dispatch::Dispatcher;
+use crate::protocol::registry::Registry;
+use crate::protocol::toolset::Toolset;
+use crate::session::memory::{MemoryLimits, MemoryStore};
+use crate::session::routing::LocalRoutes;
+use crate::session::SessionStore;
+use crate::telemetry::metrics::Metrics;
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("toolsets: {0}")]
+    Registry(#[from] crate::protocol::registry::RegistryError),
+    #[error("calculator: {0}")]
+    Calculator(String),
+    #[error("requestState keys: {0}")]
+    RequestState(String),
+    #[error("USE_REDIS=true: the Redis session store is not part of this build yet")]
+    RedisUnavailable,
+}
+
+/// Shutdown state: readiness, stream closing and in-flight tracking.
+pub struct Drain {
+    draining: AtomicBool,
+    /// Fires when open streams must close (with a `retry:` hint).
+    pub streams: CancellationToken,
+    /// Tracks request tasks so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl Drain {
+    fn new() -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            streams: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
+
+    /// True once shutdown began: readiness fails and new work is refused.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Begins shutdown: fail readiness, refuse new work, close streams.
+    pub fn begin(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.streams.cancel();
+        self.tasks.close();
+    }
+
+    /// Waits for in-flight requests, at most `grace`; returns whether they all finished.
+    pub async fn wait(&self, grace: Duration) -> bool {
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+}
+
+/// Everything handlers share.
+pub struct App {
+    /// Start-up settings (the live part is in `live`).
+    pub settings: Settings,
+    /// Live-updatable settings.
+    pub live: LiveSettings,
+    /// Session state.
+    pub store: Arc<dyn SessionStore>,
+    /// Method dispatch over the active toolsets.
+    pub dispatcher: Arc<Dispatcher>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Seals and opens MRTR `requestState`.
+    pub codec: RequestStateCodec,
+    /// Node-local routing of answers, cancellations and GET-stream claims.
+    pub routes: LocalRoutes,
+    /// Shutdown state.
+    pub drain: Drain,
+    /// Per-client rate limiting.
+    pub limiter: RateLimiter,
+    /// Process start, for uptime.
+    pub started: Instant,
+}
+
+/// Shared handle to the application.
+pub type AppState = Arc<App>;
+
+impl App {
+    /// Builds the application from validated settings.
+    pub fn build(settings: Settings) -> Result<AppState, StartupError> {
+        if settings.use_redis {
+            return Err(StartupError::RedisUnavailable);
+        }
+        let live = LiveSettings::new(settings.runtime.clone());
+        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(
+            MemoryLimits {
+                idle: settings.session_timeout(),
+                max_lifetime: Duration::from_millis(settings.session_max_lifetime_ms),
+                max_sessions: settings.max_sessions,
+                history_cap: settings.runtime.limits.history_cap,
+                events_per_stream: 1000,
+            },
+            Duration::from_secs(30),
+        ));
+        let registry = Arc::new(Registry::new(
+            toolsets(&settings, &live)?,
+            &settings.runtime.toolsets,
+        )?);
+        let dispatcher = Arc::new(Dispatcher {
+            registry,
+            store: store.clone(),
+            server_info: serde_json::json!({
+                "name": "abacus",
+                "title": "Abacus calculator",
+                "version": env!("CARGO_PKG_VERSION"),
+            }),
+        });
+        Ok(Arc::new(App {
+            codec: request_state_codec(&settings)?,
+            limiter: RateLimiter::new(),
+            settings,
+            live,
+            store,
+            dispatcher,
+            metrics: Arc::new(Metrics::new()),
+            routes: LocalRoutes::default(),
+            drain: Drain::new(),
+            started: Instant::now(),
+        }))
+    }
+}
+
+fn toolsets(
+    settings: &Settings,
+    live: &LiveSettings,
+) -> Result<Vec<(&'static str, Arc<dyn Toolset>)>, StartupError> {
+    let (limits_tx, limits_rx) = tokio::sync::watch::channel(settings.runtime.limits.clone());
+    let mut changes = live.subscribe();
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let limits = changes.borrow_and_update().limits.clone();
+            limits_tx.send_if_modified(|cur| {
+                let changed = *cur != limits;
+                *cur = limits;
+                changed
+            });
+        }
+    });
+    let calculator = Calculator::new(settings.sample_tool_name.clone(), limits_rx)
+        .map_err(|e| StartupError::Calculator(e.to_string()))?;
+    Ok(vec![
+        ("calculator", Arc::new(calculator)),
+        ("conformance", Arc::new(Conformance::new())),
+    ])
+}
+
+/// The MRTR codec: a keyring from files (first signs, all verify), or a random per-process key.
+fn request_state_codec(settings: &Settings) -> Result<RequestStateCodec, StartupError> {
+    if settings.request_state_key_files.is_empty() {
+        let key: [u8; 32] = rand::random();
+        return RequestStateCodec::try_new(key.to_vec())
+            .map_err(|e| StartupError::RequestState(e.to_string()));
+    }
+    let mut keys = Vec::new();
+    for path in &settings.request_state_key_files {
+        let key = std::fs::read(path)
+            .map_err(|e| StartupError::RequestState(format!("{}: {e}", path.display())))?;
+        let kid = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "key".into());
+        keys.push((kid, trim_key(key)));
+    }
+    let active = keys[0].0.clone();
+    RequestStateCodec::new_with_keyring(active, keys)
+        .map_err(|e| StartupError::RequestState(e.to_string()))
+}
+
+fn trim_key(mut key: Vec<u8>) -> Vec<u8> {
+    while key.last().is_some_and(|b| b.is_ascii_whitespace()) {
+        key.pop();
+    }
+    key
+}
+
+/// Applies live settings changes: log filter, toolsets (announcing `list_changed` on every
+/// node). Rate limits, CORS, hosts and limits are read per request from the live channel.
+pub fn apply_live_settings(app: AppState, logs: crate::telemetry::LogControl) {
+    let mut rx = app.live.subscribe();
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let rt = rx.borrow_and_update().clone();
+            if let Err(e) = logs.set(&rt.log_level) {
+                tracing::warn!("log level {:?} rejected: {e}", rt.log_level);
+            }
+            match app.dispatcher.registry.activate(&rt.toolsets) {
+                Ok(changed) => {
+                    for kind in changed {
+                        let _ = app
+                            .store
+                            .publish(crate::session::Envelope {
+                                payload: crate::session::Signal::ListChanged { kind: kind.into() },
+                                meta: Default::default(),
+                            })
+                            .await;
+                    }
+                }
+                Err(e) => tracing::warn!("toolsets {:?} rejected: {e}", rt.toolsets),
+            }
+        }
+    });
+}

@@ -1,0 +1,275 @@
+//! Guards in front of `/mcp`: Host allowlist and Origin validation (DNS-rebinding protection,
+//! 403), CORS (preflight and response headers), refusal while draining, and rate limiting
+//! (429 with `Retry-After`). One middleware so the order is explicit.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::ratelimit::Verdict;
+use crate::app::AppState;
+use crate::config::RuntimeSettings;
+
+/// Request headers browsers may send (CORS).
+const ALLOWED_HEADERS: &str = "Content-Type, Accept, Authorization, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
+/// Response headers browsers may read (CORS).
+const EXPOSED_HEADERS: &str = "Mcp-Session-Id, WWW-Authenticate, Retry-After";
+
+const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+/// Splits `host[:port]` (IPv6 in brackets) into lowercase host and optional port.
+fn split_host(value: &str) -> (String, Option<&str>) {
+    let value = value.trim();
+    if let Some(rest) = value.strip_prefix('[') {
+        if let Some(end) = rest.find(']') {
+            let host = format!("[{}]", &rest[..end]).to_ascii_lowercase();
+            let port = rest[end + 1..].strip_prefix(':');
+            return (host, port);
+        }
+    }
+    match value.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h.to_ascii_lowercase(), Some(p)),
+        _ => (value.to_ascii_lowercase(), None),
+    }
+}
+
+/// True if a `Host` header value is allowed: loopback names with any port, or an entry of the
+/// allowlist (`name` for any port, `name:port` exactly, `*` for any host).
+pub fn host_allowed(host: &str, allowlist: &[String]) -> bool {
+    let (name, port) = split_host(host);
+    if name.is_empty() {
+        return false;
+    }
+    if LOOPBACK_HOSTS.contains(&name.as_str()) {
+        return true;
+    }
+    allowlist.iter().any(|entry| {
+        if entry == "*" {
+            return true;
+        }
+        let (ename, eport) = split_host(entry);
+        ename == name && (eport.is_none() || eport == port)
+    })
+}
+
+/// True if an `Origin` is allowed: listed exactly (scheme, host and port), `*` listed, or a
+/// loopback origin (a page served from this machine).
+pub fn origin_allowed(origin: &str, rt: &RuntimeSettings) -> bool {
+    let origin = origin.trim();
+    let listed = rt
+        .cors_origins
+        .iter()
+        .chain(&rt.allowed_origins)
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+    listed || is_loopback_origin(origin)
+}
+
+fn is_loopback_origin(origin: &str) -> bool {
+    let Some(rest) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (name, port) = split_host(rest);
+    LOOPBACK_HOSTS.contains(&name.as_str()) && port.is_none_or(|p| p.parse::<u16>().is_ok())
+}
+
+/// The client identity for rate limiting: the peer address, or the first `X-Forwarded-For`
+/// hop when the proxy is trusted.
+fn client_key(headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> String {
+    if trust_proxy {
+        if let Some(first) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+        {
+            return first.trim().to_owned();
+        }
+    }
+    peer.map(|p| p.ip().to_string()).unwrap_or_default()
+}
+
+/// The `/mcp` middleware.
+pub async fn mcp_guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let rt = app.live.current();
+    let headers = req.headers();
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    if !host.is_some_and(|h| host_allowed(h, &rt.allowed_hosts)) {
+        return forbidden(&format!(
+            "Forbidden: Host {:?} is not allowed",
+            host.unwrap_or("")
+        ));
+    }
+    let origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(o)) if origin_allowed(o, &rt) => Some(o.to_owned()),
+        Some(o) => {
+            return forbidden(&format!(
+                "Forbidden: Origin {:?} is not allowed",
+                o.unwrap_or("")
+            ))
+        }
+    };
+    if req.method() == Method::OPTIONS {
+        return preflight(origin.as_deref(), &rt, headers);
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let key = client_key(headers, peer, app.settings.trust_proxy);
+    if let Verdict::Limited { retry_after_s } =
+        app.limiter
+            .check(&key, rt.rate_limit_max, rt.rate_limit_window_ms)
+    {
+        let resp = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            -32000,
+            "Too many requests, please retry later",
+        )
+        .with_header(header::RETRY_AFTER, &retry_after_s.to_string())
+        .into_response();
+        app.metrics.request("other", 429);
+        return with_cors(resp, origin.as_deref(), &rt);
+    }
+    let resp = next.run(req).await;
+    with_cors(resp, origin.as_deref(), &rt)
+}
+
+fn forbidden(message: &str) -> Response {
+    ApiError::new(StatusCode::FORBIDDEN, -32000, message).into_response()
+}
+
+/// The CORS origin to echo: only for origins in the CORS list; `*` only without credentials.
+fn cors_origin(origin: Option<&str>, rt: &RuntimeSettings) -> Option<(HeaderValue, bool)> {
+    let origin = origin?;
+    if rt
+        .cors_origins
+        .iter()
+        .any(|o| o.eq_ignore_ascii_case(origin))
+    {
+        return HeaderValue::from_str(origin).ok().map(|v| (v, true));
+    }
+    if rt.cors_origins.iter().any(|o| o == "*") {
+        return Some((HeaderValue::from_static("*"), false));
+    }
+    None
+}
+
+fn with_cors(mut resp: Response, origin: Option<&str>, rt: &RuntimeSettings) -> Response {
+    let h = resp.headers_mut();
+    h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some((value, credentials)) = cors_origin(origin, rt) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(EXPOSED_HEADERS),
+        );
+        if credentials {
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+    resp
+}
+
+/// Answers a CORS preflight: allowed methods, the MCP headers plus any requested
+/// `Mcp-Param-*` headers.
+fn preflight(origin: Option<&str>, rt: &RuntimeSettings, headers: &HeaderMap) -> Response {
+    let mut allow = ALLOWED_HEADERS.to_owned();
+    if let Some(req) = headers
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .and_then(|v| v.to_str().ok())
+    {
+        for h in req.split(',').map(str::trim) {
+            let valid = h.len() <= 128
+                && h.to_ascii_lowercase().starts_with("mcp-param-")
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if valid {
+                allow.push_str(", ");
+                allow.push_str(h);
+            }
+        }
+    }
+    let mut resp = StatusCode::NO_CONTENT.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+    }
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    with_cors(resp, origin, rt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rt(cors: &[&str]) -> RuntimeSettings {
+        RuntimeSettings {
+            cors_origins: cors.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn loopback_hosts_always_pass_and_others_need_listing() {
+        for h in [
+            "localhost",
+            "localhost:1453",
+            "127.0.0.1:9",
+            "[::1]:80",
+            "LOCALHOST",
+        ] {
+            assert!(host_allowed(h, &[]), "{h}");
+        }
+        assert!(!host_allowed("evil.example", &[]));
+        assert!(!host_allowed("", &[]));
+        let list = vec!["abacus.example".to_string(), "svc.ns:8080".to_string()];
+        assert!(host_allowed("abacus.example:443", &list));
+        assert!(host_allowed("svc.ns:8080", &list));
+        assert!(!host_allowed("svc.ns:9090", &list));
+        assert!(host_allowed("anything", &["*".to_string()]));
+    }
+
+    #[test]
+    fn origins_are_validated_against_the_lists() {
+        assert!(origin_allowed("http://localhost:3000", &rt(&[])));
+        assert!(!origin_allowed("http://evil.example", &rt(&[])));
+        assert!(!origin_allowed("null", &rt(&[])));
+        assert!(origin_allowed(
+            "https://app.example",
+            &rt(&["https://app.example"])
+        ));
+        assert!(!origin_allowed(
+            "https://app.example.evil",
+            &rt(&["https://app.example"])
+        ));
+    }
+
+    #[test]
+    fn wildcard_never_comes_with_credentials() {
+        let (v, creds) = cors_origin(Some("https://x.example"), &rt(&["*"])).unwrap();
+        assert_eq!(v, "*");
+        assert!(!creds);
+        let (v, creds) =
+            cors_origin(Some("https://a.example"), &rt(&["https://a.example"])).unwrap();
+        assert_eq!(v, "https://a.example");
+        assert!(creds);
+        assert!(cors_origin(Some("https://b.example"), &rt(&["https://a.example"])).is_none());
+    }
+}

@@ -1,0 +1,92 @@
+//! Routing of traffic that belongs to a request running somewhere: the client's answers to
+//! server→client requests, `notifications/cancelled`, and the claim on a session's standalone
+//! GET stream. In single-node mode everything is in this node's tables; in Redis mode a miss here
+//! is forwarded through the store's signal bus to the node that holds the waiting request.
+
+use std::collections::{HashMap, HashSet};
+
+use parking_lot::Mutex;
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+/// The client's answer to a server→client request: `Ok(result)` or `Err(error object)`.
+pub type ClientAnswer = Result<Value, Value>;
+
+/// This node's routing tables. Keys are `(session id, JSON text of the request id)`.
+#[derive(Default)]
+pub struct LocalRoutes {
+    pending: Mutex<HashMap<(String, String), oneshot::Sender<ClientAnswer>>>,
+    inflight: Mutex<HashMap<(String, String), CancellationToken>>,
+    get_streams: Mutex<HashSet<String>>,
+}
+
+/// The key text of a JSON-RPC id (`1` and `"1"` are different ids).
+pub fn id_key(id: &Value) -> String {
+    id.to_string()
+}
+
+impl LocalRoutes {
+    /// Registers a server→client request and returns the receiver of its answer.
+    pub fn expect_answer(&self, session: &str, id: &Value) -> oneshot::Receiver<ClientAnswer> {
+        let (tx, rx) = oneshot::channel();
+        self.pending
+            .lock()
+            .insert((session.to_owned(), id_key(id)), tx);
+        rx
+    }
+
+    /// Forgets a server→client request (answered, timed out or abandoned).
+    pub fn forget_answer(&self, session: &str, id: &Value) {
+        self.pending
+            .lock()
+            .remove(&(session.to_owned(), id_key(id)));
+    }
+
+    /// Delivers a client's answer; `false` if no request here waits for it.
+    pub fn deliver_answer(&self, session: &str, id: &Value, answer: ClientAnswer) -> bool {
+        let tx = self
+            .pending
+            .lock()
+            .remove(&(session.to_owned(), id_key(id)));
+        match tx {
+            Some(tx) => tx.send(answer).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Registers an in-flight client request so that `notifications/cancelled` can stop it.
+    pub fn start_request(&self, session: &str, id: &Value, token: CancellationToken) {
+        self.inflight
+            .lock()
+            .insert((session.to_owned(), id_key(id)), token);
+    }
+
+    /// Unregisters a finished request.
+    pub fn finish_request(&self, session: &str, id: &Value) {
+        self.inflight
+            .lock()
+            .remove(&(session.to_owned(), id_key(id)));
+    }
+
+    /// Cancels an in-flight request; `false` if it is not running here.
+    pub fn cancel_request(&self, session: &str, id: &Value) -> bool {
+        match self.inflight.lock().get(&(session.to_owned(), id_key(id))) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Claims the session's standalone GET stream on this node; `false` if one is open.
+    pub fn claim_get_stream(&self, session: &str) -> bool {
+        self.get_streams.lock().insert(session.to_owned())
+    }
+
+    /// Releases the claim.
+    pub fn release_get_stream(&self, session: &str) {
+        self.get_streams.lock().remove(session);
+    }
+}

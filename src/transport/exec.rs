@@ -1,0 +1,381 @@
+//! Running one JSON-RPC request and choosing how to answer it. A request that completes
+//! quickly without streaming anything is answered as plain JSON (the cheapest path, and the
+//! common one); as soon as it sends a notification or a server→client request, or takes longer
+//! than `SSE_AFTER`, the answer becomes an SSE stream. Legacy streams are written to the
+//! session's event log first and read back from it, so a client can resume them on any node.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::services::{CallServices, Out};
+use super::sse::{self, SseWriter};
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::protocol::jsonrpc;
+use crate::protocol::toolset::{Era, JsonObject, LogLevel, RequestContext};
+use crate::session::random_id;
+
+/// Everything needed to run one request, as extracted and validated by the transport.
+pub struct Prepared {
+    pub era: Era,
+    pub id: Value,
+    pub method: String,
+    pub params: Map<String, Value>,
+    pub protocol_version: String,
+    pub session_id: Option<String>,
+    pub client_capabilities: Value,
+    pub log_level: Option<LogLevel>,
+}
+
+impl Prepared {
+    fn binding(&self) -> String {
+        let name = self
+            .params
+            .get("name")
+            .or_else(|| self.params.get("uri"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        format!("{}\u{0}{name}", self.method)
+    }
+
+    fn progress_token(&self) -> Option<Value> {
+        self.params
+            .get("_meta")
+            .and_then(|m| m.get("progressToken"))
+            .filter(|t| t.is_string() || t.is_i64() || t.is_u64())
+            .cloned()
+    }
+
+    fn mrtr(&self) -> (Option<JsonObject>, Option<String>) {
+        if self.era != Era::Modern {
+            return (None, None);
+        }
+        let responses = self
+            .params
+            .get("inputResponses")
+            .and_then(Value::as_object)
+            .cloned();
+        let state = self
+            .params
+            .get("requestState")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        (responses, state)
+    }
+}
+
+/// Runs a request and answers it as JSON or SSE.
+pub async fn run(app: &AppState, req: Prepared) -> Response {
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let services = Arc::new(CallServices {
+        app: app.clone(),
+        era: req.era,
+        session_id: req.session_id.clone(),
+        binding: req.binding(),
+        outbox: tx.clone(),
+    });
+    let mut ctx = RequestContext::new(
+        req.era,
+        req.protocol_version.clone(),
+        req.session_id.clone(),
+        req.client_capabilities.clone(),
+        req.progress_token(),
+        req.log_level,
+        cancel.clone(),
+        services,
+    );
+    (ctx.input_responses, ctx.request_state) = req.mrtr();
+    if let (Era::Legacy, Some(sid)) = (req.era, &req.session_id) {
+        app.routes.start_request(sid, &req.id, cancel.clone());
+    }
+    let era = req.era;
+    let session_id = req.session_id.clone();
+    // A modern request is cancelled when its client goes away; this guard fires if the
+    // handler future is dropped before the answer is chosen.
+    let guard = (era == Era::Modern).then(|| cancel.clone().drop_guard());
+    app.drain.tasks.spawn(execute(app.clone(), req, ctx, tx));
+    let window = Duration::from_millis(app.settings.sse_after_ms);
+    let first = match tokio::time::timeout(window, rx.recv()).await {
+        Ok(Some(Out::Final(msg, status))) => {
+            if let Some(g) = guard {
+                g.disarm();
+            }
+            return json_response(&msg, status, session_id.as_deref());
+        }
+        Ok(None) => {
+            return ApiError::new(StatusCode::OK, -32800, "Request cancelled").into_response()
+        }
+        Ok(Some(Out::Message(m))) => Some(m),
+        Err(_) => None,
+    };
+    match (era, session_id) {
+        (Era::Legacy, Some(sid)) => legacy_stream(app, sid, first, rx).await,
+        _ => {
+            let guard = guard.map(|g| g.disarm());
+            modern_stream(app, first, rx, guard.unwrap_or(cancel))
+        }
+    }
+}
+
+async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Sender<Out>) {
+    let start = Instant::now();
+    let tool = (req.method == "tools/call")
+        .then(|| req.params.get("name").and_then(Value::as_str))
+        .flatten()
+        .filter(|n| app.dispatcher.registry.active().tool_owner(n).is_some());
+    let outcome = tokio::select! {
+        r = app.dispatcher.call(&req.method, &req.params, &ctx) => Some(r),
+        _ = ctx.cancel.cancelled() => None,
+    };
+    if let (Era::Legacy, Some(sid)) = (req.era, &req.session_id) {
+        app.routes.finish_request(sid, &req.id);
+    }
+    let error_type = match &outcome {
+        Some(Err(e)) => Some(error_type(e)),
+        None => Some("cancelled"),
+        _ => None,
+    };
+    app.metrics
+        .operation(&req.method, tool, error_type, start.elapsed().as_secs_f64());
+    let Some(outcome) = outcome else { return };
+    let (msg, status) = match outcome {
+        Ok(v) => (jsonrpc::response(&req.id, v), StatusCode::OK),
+        Err(e) => {
+            let a = ApiError::from_protocol(&e, req.era, Some(req.id.clone()));
+            (a.body(), a.status)
+        }
+    };
+    let _ = tx.send(Out::Final(msg, status)).await;
+}
+
+fn error_type(e: &crate::protocol::error::ProtocolError) -> &'static str {
+    use crate::protocol::error::ProtocolError as P;
+    match e {
+        P::Parse(_) => "parse_error",
+        P::InvalidRequest(_) | P::NotInitialized => "invalid_request",
+        P::MethodNotFound(_) => "method_not_found",
+        P::InvalidParams { .. } => "invalid_params",
+        P::HeaderMismatch(_) => "header_mismatch",
+        P::MissingCapability(_) => "missing_capability",
+        P::UnsupportedVersion(_) => "unsupported_version",
+        P::ResourceNotFound(_) => "resource_not_found",
+        P::SessionGone => "session_gone",
+        P::Unavailable(_) => "unavailable",
+        P::Cancelled => "cancelled",
+        P::Internal(_) => "internal_error",
+    }
+}
+
+/// A JSON answer (with the session id header on legacy answers).
+pub fn json_response(msg: &Value, status: StatusCode, session_id: Option<&str>) -> Response {
+    let body = serde_json::to_vec(msg).unwrap_or_default();
+    let mut resp = (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response();
+    if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
+        resp.headers_mut().insert("mcp-session-id", sid);
+    }
+    resp
+}
+
+fn serialize(v: &Value) -> Arc<str> {
+    Arc::from(serde_json::to_string(v).unwrap_or_default())
+}
+
+/// Switches a legacy request to a resumable SSE stream: its messages go to the session's
+/// event log (so nothing acknowledged is lost when the connection drops), and the response
+/// body tails that log.
+async fn legacy_stream(
+    app: &AppState,
+    sid: String,
+    first: Option<Value>,
+    mut rx: mpsc::Receiver<Out>,
+) -> Response {
+    let stream = format!("p{}", &random_id()[..16]);
+    if let Err(e) = app.store.open_stream(&sid, &stream).await {
+        return ApiError::unavailable(e.to_string()).into_response();
+    }
+    let store = app.store.clone();
+    let (s2, st2) = (sid.clone(), stream.clone());
+    tokio::spawn(async move {
+        if let Some(m) = first {
+            let _ = store.append_event(&s2, &st2, serialize(&m)).await;
+        }
+        while let Some(out) = rx.recv().await {
+            match out {
+                Out::Message(m) => {
+                    let _ = store.append_event(&s2, &st2, serialize(&m)).await;
+                }
+                Out::Final(m, _) => {
+                    let _ = store.append_event(&s2, &st2, serialize(&m)).await;
+                    break;
+                }
+            }
+        }
+        let _ = store.close_stream(&s2, &st2).await;
+    });
+    let (writer, body) = SseWriter::channel();
+    let close_after = match app.settings.sse_post_close_after_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    tokio::spawn(tail_log(
+        app.clone(),
+        writer,
+        sid.clone(),
+        stream,
+        0,
+        true,
+        close_after,
+    ));
+    sse::response(body, Some(&sid))
+}
+
+/// Writes a stream's logged events after `cursor` to the client until the stream completes,
+/// the session ends, the client leaves, the server drains, or `close_after` passes (then with
+/// a `retry:` hint so the client resumes).
+pub async fn tail_log(
+    app: AppState,
+    writer: SseWriter,
+    session: String,
+    stream: String,
+    mut cursor: u64,
+    prime: bool,
+    close_after: Option<Duration>,
+) {
+    let _gauge = app.metrics.stream_guard();
+    let retry_ms = app.settings.sse_retry_ms;
+    if prime
+        && !writer
+            .send(sse::priming(&format!("{stream}:{cursor}"), retry_ms))
+            .await
+    {
+        return;
+    }
+    let keepalive = Duration::from_millis(app.settings.sse_keepalive_ms);
+    let deadline = close_after.map(|d| tokio::time::Instant::now() + d);
+    loop {
+        let until_close = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            batch = app.store.next_events(&session, &stream, cursor, keepalive) => {
+                let Ok(batch) = batch else {
+                    let _ = writer.send(sse::retry(retry_ms)).await;
+                    return;
+                };
+                if batch.events.is_empty() && !batch.closed && !batch.gone {
+                    if !writer.send(sse::keepalive()).await { return; }
+                    continue;
+                }
+                for (seq, msg) in &batch.events {
+                    if !writer.send(sse::event(Some(&format!("{stream}:{seq}")), msg)).await {
+                        return;
+                    }
+                    cursor = *seq;
+                }
+                if batch.closed || batch.gone {
+                    return;
+                }
+            }
+            _ = writer.closed() => return,
+            _ = app.drain.streams.cancelled() => {
+                let _ = writer.send(sse::retry(retry_ms)).await;
+                return;
+            }
+            _ = until_close => {
+                let _ = writer.send(sse::retry(retry_ms)).await;
+                return;
+            }
+        }
+    }
+}
+
+/// Streams a modern request's messages directly (no resumability in this era); closing the
+/// stream cancels the request.
+fn modern_stream(
+    app: &AppState,
+    first: Option<Value>,
+    mut rx: mpsc::Receiver<Out>,
+    cancel: CancellationToken,
+) -> Response {
+    let (writer, body) = SseWriter::channel();
+    let metrics = app.metrics.clone();
+    let keepalive = Duration::from_millis(app.settings.sse_keepalive_ms);
+    tokio::spawn(async move {
+        let _gauge = metrics.stream_guard();
+        let guard = cancel.drop_guard();
+        if let Some(m) = first {
+            if !writer.send(sse::event(None, &serialize(&m))).await {
+                return;
+            }
+        }
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(Out::Message(m)) => {
+                        if !writer.send(sse::event(None, &serialize(&m))).await { return; }
+                    }
+                    Some(Out::Final(m, _)) => {
+                        writer.send(sse::event(None, &serialize(&m))).await;
+                        guard.disarm();
+                        return;
+                    }
+                    None => { guard.disarm(); return; }
+                },
+                _ = writer.closed() => return,
+                _ = tokio::time::sleep(keepalive) => {
+                    if !writer.send(sse::keepalive()).await { return; }
+                }
+            }
+        }
+    });
+    sse::response(body, None)
+}
+
+/// Runs a request to completion without streaming (for batch items) and returns its final
+/// message; intermediate notifications are dropped, as a batch answer cannot carry them.
+pub async fn run_to_value(app: &AppState, req: Prepared) -> Option<Value> {
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let services = Arc::new(CallServices {
+        app: app.clone(),
+        era: req.era,
+        session_id: req.session_id.clone(),
+        binding: req.binding(),
+        outbox: tx.clone(),
+    });
+    let ctx = RequestContext::new(
+        req.era,
+        req.protocol_version.clone(),
+        req.session_id.clone(),
+        req.client_capabilities.clone(),
+        None,
+        None,
+        cancel,
+        services,
+    );
+    app.drain.tasks.spawn(execute(app.clone(), req, ctx, tx));
+    while let Some(out) = rx.recv().await {
+        if let Out::Final(m, _) = out {
+            return Some(m);
+        }
+    }
+    None
+}

@@ -1,0 +1,467 @@
+//! The legacy era (2025-03-26 … 2025-11-25): `initialize` creates a session whose record lives
+//! in the store; every later request names it with `Mcp-Session-Id` and is served by whichever
+//! node receives it. GET opens the session's standalone stream or resumes any of its streams;
+//! DELETE ends the session.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::exec::{self, json_response, Prepared};
+use super::headers::{self, LAST_EVENT_ID, PROTOCOL_VERSION, SESSION_ID};
+use super::sse::SseWriter;
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::protocol::error::ProtocolError;
+use crate::protocol::jsonrpc::{self, Incoming};
+use crate::protocol::toolset::{Era, LogLevel};
+use crate::protocol::version::{self, MODERN_VERSION};
+use crate::session::{now_ms, random_id, SessionChange, SessionRecord, Signal};
+
+/// The standalone (GET) stream's id within a session.
+pub const STANDALONE: &str = "g";
+/// Log level used until the client calls `logging/setLevel`.
+const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
+
+fn draining() -> ApiError {
+    ApiError::unavailable("Server is shutting down; retry on another instance")
+}
+
+/// Handles a legacy POST (one message or a 2025-03-26 batch); returns the metrics label too.
+pub async fn post(app: &AppState, headers: &HeaderMap, body: Value) -> (&'static str, Response) {
+    match body {
+        Value::Array(items) => ("batch", batch(app, headers, items).await),
+        value => single(app, headers, value).await,
+    }
+}
+
+async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static str, Response) {
+    let msg = match jsonrpc::classify(value) {
+        Ok(m) => m,
+        Err((e, id)) => {
+            let mut err = ApiError::from_protocol(&e, Era::Legacy, id);
+            err.status = StatusCode::BAD_REQUEST;
+            return ("other", err.into_response());
+        }
+    };
+    let label = crate::telemetry::metrics::method_label(msg.method().unwrap_or("response"));
+    let sid = match session_header(headers) {
+        Err(e) => return (label, e.into_response()),
+        Ok(sid) => sid,
+    };
+    if let (Incoming::Request { id, method, params }, None) = (&msg, &sid) {
+        if method == "initialize" {
+            return (label, initialize(app, id, params).await);
+        }
+    }
+    let Some(sid) = sid else {
+        return (
+            label,
+            ApiError::bad_request("Bad Request: Mcp-Session-Id header is required")
+                .with_id(msg.id().cloned())
+                .into_response(),
+        );
+    };
+    let record = match load(app, &sid, headers).await {
+        Ok(r) => r,
+        Err(e) => return (label, e.with_id(msg.id().cloned()).into_response()),
+    };
+    let resp = match msg {
+        Incoming::Notification { method, params } => {
+            notification(app, &sid, &method, &params).await
+        }
+        Incoming::Response { id, outcome } => {
+            app.routes.deliver_answer(&sid, &id, outcome);
+            StatusCode::ACCEPTED.into_response()
+        }
+        Incoming::Request { id, method, params } => request(app, record, id, method, params).await,
+    };
+    (label, resp)
+}
+
+/// Reads `Mcp-Session-Id`: `Ok(None)` if absent, 400 if malformed.
+fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers::text(headers, SESSION_ID) {
+        Ok(None) => Ok(None),
+        Ok(Some(s)) if !s.is_empty() && s.len() <= 128 => Ok(Some(s.to_owned())),
+        _ => Err(ApiError::bad_request(
+            "Bad Request: Mcp-Session-Id must be 1-128 visible ASCII characters",
+        )),
+    }
+}
+
+/// Loads and touches the session and checks `MCP-Protocol-Version` against it.
+async fn load(app: &AppState, sid: &str, headers: &HeaderMap) -> Result<SessionRecord, ApiError> {
+    let record = match app.store.touch(sid, true).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(ApiError::session_not_found()),
+        Err(e) => return Err(ApiError::unavailable(e.to_string())),
+    };
+    check_version(headers, &record.protocol_version)?;
+    Ok(record)
+}
+
+/// Legacy `MCP-Protocol-Version`: absent means the negotiated version; anything else must
+/// equal it (defect D16).
+fn check_version(headers: &HeaderMap, negotiated: &str) -> Result<(), ApiError> {
+    let v = headers::text(headers, PROTOCOL_VERSION).map_err(ApiError::bad_request)?;
+    match v {
+        None => Ok(()),
+        Some(v) if !version::is_legacy(v) && v != MODERN_VERSION => Err(ApiError::bad_request(
+            format!(
+                "Bad Request: Unsupported protocol version {v:?} (supported: {})",
+                version::LEGACY_VERSIONS.join(", ")
+            ),
+        )),
+        Some(v) if v != negotiated => Err(ApiError::bad_request(format!(
+            "Bad Request: MCP-Protocol-Version {v} does not match the negotiated version {negotiated}"
+        ))),
+        Some(_) => Ok(()),
+    }
+}
+
+async fn initialize(app: &AppState, id: &Value, params: &Map<String, Value>) -> Response {
+    if app.drain.is_draining() {
+        return draining().with_id(Some(id.clone())).into_response();
+    }
+    let bad = |msg: &str| {
+        let mut e = ApiError::from_protocol(
+            &ProtocolError::InvalidParams {
+                message: msg.to_owned(),
+                data: None,
+            },
+            Era::Legacy,
+            Some(id.clone()),
+        );
+        e.status = StatusCode::BAD_REQUEST;
+        e.into_response()
+    };
+    let Some(requested) = params.get("protocolVersion").and_then(Value::as_str) else {
+        return bad("initialize: protocolVersion is required and must be a string");
+    };
+    let capabilities = match params.get("capabilities") {
+        None => json!({}),
+        Some(c @ Value::Object(_)) => c.clone(),
+        Some(_) => return bad("initialize: capabilities must be an object"),
+    };
+    let client_info = match params.get("clientInfo") {
+        None => json!({}),
+        Some(c @ Value::Object(_)) => c.clone(),
+        Some(_) => return bad("initialize: clientInfo must be an object"),
+    };
+    let negotiated = version::negotiate(requested);
+    let now = now_ms();
+    let record = SessionRecord {
+        id: random_id(),
+        protocol_version: negotiated.to_owned(),
+        client_capabilities: capabilities,
+        client_info,
+        principal: None,
+        log_level: None,
+        subscriptions: Default::default(),
+        initialized: false,
+        created_ms: now,
+        last_seen_ms: now,
+        request_count: 1,
+    };
+    let sid = record.id.clone();
+    if let Err(e) = app.store.create(record).await {
+        return ApiError::unavailable(e.to_string())
+            .with_id(Some(id.clone()))
+            .into_response();
+    }
+    tracing::info!(session = %sid, version = negotiated, "session created");
+    let result = app.dispatcher.initialize_result(negotiated);
+    json_response(&jsonrpc::response(id, result), StatusCode::OK, Some(&sid))
+}
+
+async fn notification(
+    app: &AppState,
+    sid: &str,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Response {
+    match method {
+        "notifications/initialized" => {
+            if let Err(e) = app.store.update(sid, SessionChange::MarkInitialized).await {
+                return ApiError::unavailable(e.to_string()).into_response();
+            }
+        }
+        "notifications/cancelled" => {
+            if let Some(id) = params.get("requestId").filter(|v| jsonrpc::valid_id(v)) {
+                app.routes.cancel_request(sid, id);
+            }
+        }
+        _ => {}
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn request(
+    app: &AppState,
+    record: SessionRecord,
+    id: Value,
+    method: String,
+    params: Map<String, Value>,
+) -> Response {
+    if app.drain.is_draining() {
+        return draining().with_id(Some(id)).into_response();
+    }
+    if !record.initialized && method != "ping" && method != "initialize" {
+        let mut e = ApiError::from_protocol(&ProtocolError::NotInitialized, Era::Legacy, Some(id));
+        e.status = StatusCode::BAD_REQUEST;
+        return e.into_response();
+    }
+    exec::run(app, prepared(record, id, method, params)).await
+}
+
+fn prepared(
+    record: SessionRecord,
+    id: Value,
+    method: String,
+    params: Map<String, Value>,
+) -> Prepared {
+    Prepared {
+        era: Era::Legacy,
+        id,
+        method,
+        params,
+        protocol_version: record.protocol_version,
+        session_id: Some(record.id),
+        client_capabilities: record.client_capabilities,
+        log_level: Some(record.log_level.unwrap_or(DEFAULT_LOG_LEVEL)),
+    }
+}
+
+/// A JSON-RPC batch: only for sessions that negotiated 2025-03-26 (batching was removed in
+/// 2025-06-18). Answered as one JSON array; 202 if it held no requests.
+async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Response {
+    let sid = match session_header(headers) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return ApiError::bad_request(
+                "Bad Request: batches need an Mcp-Session-Id (initialize cannot be batched)",
+            )
+            .into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    let record = match load(app, &sid, headers).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if !version::allows_batches(&record.protocol_version) || items.is_empty() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            format!(
+                "Invalid Request: JSON-RPC batches are not supported in protocol version {} (only 2025-03-26, and never empty)",
+                record.protocol_version
+            ),
+        )
+        .into_response();
+    }
+    let mut answers = Vec::new();
+    for item in items {
+        match jsonrpc::classify(item) {
+            Err((e, id)) => answers.push(ApiError::from_protocol(&e, Era::Legacy, id).body()),
+            Ok(Incoming::Notification { method, params }) => {
+                notification(app, &sid, &method, &params).await;
+            }
+            Ok(Incoming::Response { id, outcome }) => {
+                app.routes.deliver_answer(&sid, &id, outcome);
+            }
+            Ok(Incoming::Request { id, method, params }) => {
+                if method == "initialize" {
+                    answers.push(
+                        ApiError::new(
+                            StatusCode::OK,
+                            -32600,
+                            "Invalid Request: initialize cannot be batched",
+                        )
+                        .with_id(Some(id))
+                        .body(),
+                    );
+                    continue;
+                }
+                let p = prepared(record.clone(), id, method, params);
+                if let Some(answer) = exec::run_to_value(app, p).await {
+                    answers.push(answer);
+                }
+            }
+        }
+    }
+    if answers.is_empty() {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    json_response(&Value::Array(answers), StatusCode::OK, Some(&sid))
+}
+
+/// GET: the standalone stream, or the resumption of any stream of the session.
+pub async fn get(app: &AppState, headers: &HeaderMap) -> Response {
+    let sid = match session_header(headers) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return ApiError::bad_request("Bad Request: Mcp-Session-Id header is required")
+                .into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    if let Err(e) = load(app, &sid, headers).await {
+        return e.into_response();
+    }
+    if app.drain.is_draining() {
+        return draining().into_response();
+    }
+    let last = match headers::text(headers, LAST_EVENT_ID) {
+        Ok(v) => v.filter(|s| !s.is_empty()),
+        Err(e) => return ApiError::bad_request(e).into_response(),
+    };
+    let Some(last) = last else {
+        let head = match app.store.stream_head(&sid, STANDALONE).await {
+            Ok(h) => h.unwrap_or(0),
+            Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
+        };
+        return standalone(app, sid, head).await;
+    };
+    let Some((stream, seq)) = parse_event_id(last) else {
+        return ApiError::bad_request("Bad Request: malformed Last-Event-ID").into_response();
+    };
+    match app.store.stream_head(&sid, &stream).await {
+        Err(e) => ApiError::unavailable(e.to_string()).into_response(),
+        Ok(None) => ApiError::bad_request(
+            "Bad Request: Last-Event-ID does not name a stream of this session (it may have expired)",
+        )
+        .into_response(),
+        Ok(Some(_)) if stream == STANDALONE => standalone(app, sid, seq).await,
+        Ok(Some(_)) => {
+            let (writer, body) = SseWriter::channel();
+            tokio::spawn(exec::tail_log(app.clone(), writer, sid.clone(), stream, seq, true, None));
+            super::sse::response(body, Some(&sid))
+        }
+    }
+}
+
+/// Parses `<stream>:<seq>`.
+pub fn parse_event_id(id: &str) -> Option<(String, u64)> {
+    let (stream, seq) = id.rsplit_once(':')?;
+    let valid = !stream.is_empty()
+        && stream.len() <= 64
+        && stream.chars().all(|c| c.is_ascii_alphanumeric());
+    valid.then_some(())?;
+    Some((stream.to_owned(), seq.parse().ok()?))
+}
+
+/// Opens the session's standalone stream from `cursor`: one per session on this node (409
+/// otherwise). Cluster-wide signals for this session are appended to its log, so they are
+/// ordered and replayable after a reconnect.
+async fn standalone(app: &AppState, sid: String, cursor: u64) -> Response {
+    if !app.routes.claim_get_stream(&sid) {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            -32000,
+            "Conflict: this session already has an open GET stream",
+        )
+        .into_response();
+    }
+    if let Err(e) = app.store.open_stream(&sid, STANDALONE).await {
+        app.routes.release_get_stream(&sid);
+        return ApiError::unavailable(e.to_string()).into_response();
+    }
+    let appender = tokio::spawn(append_signals(app.clone(), sid.clone()));
+    let (writer, body) = SseWriter::channel();
+    let (app2, sid2) = (app.clone(), sid.clone());
+    tokio::spawn(async move {
+        exec::tail_log(
+            app2.clone(),
+            writer,
+            sid2.clone(),
+            STANDALONE.into(),
+            cursor,
+            true,
+            None,
+        )
+        .await;
+        appender.abort();
+        app2.routes.release_get_stream(&sid2);
+    });
+    super::sse::response(body, Some(&sid))
+}
+
+/// Appends list changes and this session's resource updates to its standalone log.
+async fn append_signals(app: AppState, sid: String) {
+    let mut signals = app.store.signals();
+    loop {
+        let envelope = match signals.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        let message = match envelope.payload {
+            Signal::ListChanged { kind } => {
+                let method = match crate::protocol::toolset::ListKind::from(kind) {
+                    crate::protocol::toolset::ListKind::Tools => "notifications/tools/list_changed",
+                    crate::protocol::toolset::ListKind::Prompts => {
+                        "notifications/prompts/list_changed"
+                    }
+                    crate::protocol::toolset::ListKind::Resources => {
+                        "notifications/resources/list_changed"
+                    }
+                };
+                jsonrpc::notification(method, json!({}))
+            }
+            Signal::ResourceUpdated { uri, session } => {
+                if session.as_deref().is_some_and(|s| s != sid) {
+                    continue;
+                }
+                match app.store.touch(&sid, false).await {
+                    Ok(Some(r)) if r.subscriptions.contains(&uri) => {}
+                    _ => continue,
+                }
+                jsonrpc::notification("notifications/resources/updated", json!({ "uri": uri }))
+            }
+            Signal::SessionEnded { session } if session == sid => return,
+            Signal::SessionEnded { .. } => continue,
+        };
+        let text = serde_json::to_string(&message).unwrap_or_default();
+        let _ = app
+            .store
+            .append_event(&sid, STANDALONE, std::sync::Arc::from(text))
+            .await;
+    }
+}
+
+/// DELETE: ends the session everywhere.
+pub async fn delete(app: &AppState, headers: &HeaderMap) -> Response {
+    let sid = match session_header(headers) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return ApiError::bad_request("Bad Request: Mcp-Session-Id header is required")
+                .into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    match app.store.delete(&sid).await {
+        Ok(true) => {
+            tracing::info!(session = %sid, "session deleted");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(false) => ApiError::session_not_found().into_response(),
+        Err(e) => ApiError::unavailable(e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_name_their_stream() {
+        assert_eq!(parse_event_id("pabc:12"), Some(("pabc".into(), 12)));
+        assert_eq!(parse_event_id("g:0"), Some(("g".into(), 0)));
+        assert_eq!(parse_event_id("nocolon"), None);
+        assert_eq!(parse_event_id("p-x:1"), None);
+        assert_eq!(parse_event_id(":1"), None);
+        assert_eq!(parse_event_id("p:-1"), None);
+    }
+}

@@ -1,0 +1,134 @@
+//! Streamable HTTP on `/mcp` for both eras: content negotiation, body limits and era routing
+//! here; the era-specific rules in [`legacy`] and [`modern`]; request execution and the
+//! JSON-or-SSE choice in [`exec`]; SSE framing in [`sse`].
+
+pub mod exec;
+pub mod headers;
+pub mod legacy;
+pub mod modern;
+pub mod services;
+pub mod sse;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use crate::app::AppState;
+use crate::http::error::ApiError;
+
+/// True if an `Accept` header admits `wanted` (`type/subtype`, `type/*` or `*/*`).
+pub fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
+    let (ty, _) = wanted.split_once('/').unwrap_or((wanted, ""));
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|item| {
+            item.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .any(|m| m == wanted || m == "*/*" || m == format!("{ty}/*"))
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// POST `/mcp`.
+pub async fn post(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let (label, resp) = post_inner(&app, &headers, body).await;
+    app.metrics.request(label, resp.status().as_u16());
+    resp
+}
+
+async fn post_inner(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> (&'static str, Response) {
+    if !accepts(headers, "application/json") || !accepts(headers, "text/event-stream") {
+        let e = ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            -32000,
+            "Not Acceptable: Client must accept both application/json and text/event-stream",
+        );
+        return ("other", e.into_response());
+    }
+    if !is_json(headers) {
+        let e = ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            -32000,
+            "Unsupported Media Type: Content-Type must be application/json",
+        );
+        return ("other", e.into_response());
+    }
+    let bytes = match body {
+        Ok(b) => b,
+        Err(rejection) => return ("other", body_error(app, rejection).into_response()),
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            let e = ApiError::new(StatusCode::BAD_REQUEST, -32700, format!("Parse error: {e}"));
+            return ("other", e.into_response());
+        }
+    };
+    if modern::is_modern(&value) {
+        modern::post(app, headers, value).await
+    } else {
+        legacy::post(app, headers, value).await
+    }
+}
+
+fn body_error(app: &AppState, rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            -32000,
+            format!(
+                "Payload Too Large: request bodies are limited to {} bytes",
+                app.settings.max_body_bytes
+            ),
+        )
+    } else {
+        ApiError::bad_request(format!("Bad Request: cannot read body: {rejection}"))
+    }
+}
+
+/// GET `/mcp`: legacy standalone stream or resumption.
+pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let resp = if !accepts(&headers, "text/event-stream") {
+        ApiError::new(
+            StatusCode::NOT_ACCEPTABLE,
+            -32000,
+            "Not Acceptable: Client must accept text/event-stream",
+        )
+        .into_response()
+    } else {
+        legacy::get(&app, &headers).await
+    };
+    app.metrics.request("GET", resp.status().as_u16());
+    resp
+}
+
+/// DELETE `/mcp`: ends a legacy session.
+pub async fn delete(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    let resp = legacy::delete(&app, &headers).await;
+    app.metrics.request("DELETE", resp.status().as_u16());
+    resp
+}

@@ -1,0 +1,282 @@
+//! The modern era (2026-07-28): stateless requests that carry version, capabilities and client
+//! info in `_meta`, mirrored in headers (SEP-2243). No session is minted or read. Closing a
+//! response stream cancels its request. `subscriptions/listen` streams receive changes made on
+//! any node through the store's signal bus.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use super::exec::{self, Prepared};
+use super::headers;
+use super::sse::{self, SseWriter};
+use crate::app::AppState;
+use crate::http::error::ApiError;
+use crate::protocol::error::ProtocolError;
+use crate::protocol::jsonrpc::{self, Incoming};
+use crate::protocol::toolset::{Era, ListKind, LogLevel};
+use crate::protocol::version::{
+    META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SUBSCRIPTION_ID,
+    MODERN_VERSION,
+};
+use crate::session::Signal;
+
+/// True if a JSON-RPC message selects the modern era (its `_meta` names a protocol version).
+pub fn is_modern(value: &Value) -> bool {
+    value
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get(META_PROTOCOL_VERSION))
+        .is_some()
+}
+
+fn reject(e: ProtocolError, id: Option<Value>) -> Response {
+    let mut err = ApiError::from_protocol(&e, Era::Modern, id);
+    if err.status == StatusCode::OK {
+        err.status = StatusCode::BAD_REQUEST;
+    }
+    err.into_response()
+}
+
+fn invalid_meta(message: &str) -> ProtocolError {
+    ProtocolError::InvalidParams {
+        message: message.to_owned(),
+        data: None,
+    }
+}
+
+/// Handles a modern POST; returns the metrics label too.
+pub async fn post(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static str, Response) {
+    let msg = match jsonrpc::classify(value) {
+        Ok(m) => m,
+        Err((e, id)) => return ("other", reject(e, id)),
+    };
+    let label = crate::telemetry::metrics::method_label(msg.method().unwrap_or("response"));
+    let (id, method, params) = match msg {
+        Incoming::Request { id, method, params } => (id, method, params),
+        Incoming::Notification { .. } => return (label, StatusCode::ACCEPTED.into_response()),
+        Incoming::Response { id, .. } => {
+            let e = ProtocolError::InvalidRequest(
+                "clients do not send responses in protocol version 2026-07-28".into(),
+            );
+            return (label, reject(e, Some(id)));
+        }
+    };
+    let resp = match validate(app, headers, &method, &params) {
+        Err(e) => reject(e, Some(id)),
+        Ok(_) if app.drain.is_draining() => {
+            ApiError::unavailable("Server is shutting down; retry on another instance")
+                .with_id(Some(id))
+                .into_response()
+        }
+        Ok(meta) if method == "subscriptions/listen" => listen(app, id, &params, meta).await,
+        Ok(meta) => {
+            exec::run(
+                app,
+                Prepared {
+                    era: Era::Modern,
+                    id,
+                    method,
+                    params,
+                    protocol_version: MODERN_VERSION.to_owned(),
+                    session_id: None,
+                    client_capabilities: meta.capabilities,
+                    log_level: meta.log_level,
+                },
+            )
+            .await
+        }
+    };
+    (label, resp)
+}
+
+/// What a valid modern request declares in `_meta`.
+struct Meta {
+    capabilities: Value,
+    log_level: Option<LogLevel>,
+}
+
+fn validate(
+    app: &AppState,
+    headers: &HeaderMap,
+    method: &str,
+    params: &Map<String, Value>,
+) -> Result<Meta, ProtocolError> {
+    let meta = params
+        .get("_meta")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid_meta("_meta must be an object"))?;
+    let version = meta
+        .get(META_PROTOCOL_VERSION)
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid_meta("_meta protocolVersion must be a string"))?;
+    let schema = (method == "tools/call")
+        .then(|| params.get("name").and_then(Value::as_str))
+        .flatten()
+        .and_then(|name| tool_schema(app, name));
+    headers::check_modern(headers, version, method, params, schema.as_ref())?;
+    if version != MODERN_VERSION {
+        return Err(ProtocolError::UnsupportedVersion(version.to_owned()));
+    }
+    let capabilities = match meta.get(META_CLIENT_CAPABILITIES) {
+        Some(c @ Value::Object(_)) => c.clone(),
+        _ => {
+            return Err(invalid_meta(
+                "_meta clientCapabilities is required and must be an object",
+            ))
+        }
+    };
+    let log_level = match meta.get(META_LOG_LEVEL) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            LogLevel::parse(s).ok_or_else(|| invalid_meta("_meta logLevel is not a log level"))?,
+        ),
+        Some(_) => return Err(invalid_meta("_meta logLevel must be a string")),
+    };
+    Ok(Meta {
+        capabilities,
+        log_level,
+    })
+}
+
+/// The input schema of an active tool, for `Mcp-Param-*` checks.
+fn tool_schema(app: &AppState, name: &str) -> Option<Value> {
+    let active = app.dispatcher.registry.active();
+    active
+        .tools_json
+        .as_array()?
+        .iter()
+        .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
+        .and_then(|t| t.get("inputSchema"))
+        .cloned()
+}
+
+/// The subset of a listen filter Abacus honours.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Filter {
+    tools: bool,
+    prompts: bool,
+    resources: bool,
+    uris: Option<Vec<String>>,
+}
+
+impl Filter {
+    fn parse(v: &Value) -> Self {
+        let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+        Self {
+            tools: flag("toolsListChanged"),
+            prompts: flag("promptsListChanged"),
+            resources: flag("resourcesListChanged"),
+            uris: v
+                .get("resourceSubscriptions")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_owned)
+                        .collect()
+                }),
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut o = Map::new();
+        if self.tools {
+            o.insert("toolsListChanged".into(), json!(true));
+        }
+        if self.prompts {
+            o.insert("promptsListChanged".into(), json!(true));
+        }
+        if self.resources {
+            o.insert("resourcesListChanged".into(), json!(true));
+        }
+        if let Some(uris) = &self.uris {
+            o.insert("resourceSubscriptions".into(), json!(uris));
+        }
+        Value::Object(o)
+    }
+
+    /// The notification a signal becomes on this stream, if the filter wants it.
+    fn notification(&self, signal: &Signal) -> Option<(&'static str, Map<String, Value>)> {
+        match signal {
+            Signal::ListChanged { kind } => match ListKind::from(*kind) {
+                ListKind::Tools if self.tools => {
+                    Some(("notifications/tools/list_changed", Map::new()))
+                }
+                ListKind::Prompts if self.prompts => {
+                    Some(("notifications/prompts/list_changed", Map::new()))
+                }
+                ListKind::Resources if self.resources => {
+                    Some(("notifications/resources/list_changed", Map::new()))
+                }
+                _ => None,
+            },
+            Signal::ResourceUpdated { uri, session: None }
+                if self.uris.as_ref().is_some_and(|u| u.contains(uri)) =>
+            {
+                let mut p = Map::new();
+                p.insert("uri".into(), json!(uri));
+                Some(("notifications/resources/updated", p))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `subscriptions/listen`: acknowledge, then forward matching changes from every node until
+/// the client leaves or the server drains (then answer with a complete result).
+async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: Meta) -> Response {
+    let filter = Filter::parse(params.get("notifications").unwrap_or(&Value::Null));
+    let sub_meta = json!({ META_SUBSCRIPTION_ID: id });
+    let mut signals = app.store.signals();
+    let (writer, body) = SseWriter::channel();
+    let app = app.clone();
+    tokio::spawn(async move {
+        let _gauge = app.metrics.stream_guard();
+        let ack = jsonrpc::notification(
+            "notifications/subscriptions/acknowledged",
+            json!({ "_meta": sub_meta, "notifications": filter.to_json() }),
+        );
+        if !send(&writer, &ack).await {
+            return;
+        }
+        let keepalive = Duration::from_millis(app.settings.sse_keepalive_ms);
+        loop {
+            tokio::select! {
+                signal = signals.recv() => match signal {
+                    Ok(env) => {
+                        if let Some((method, mut p)) = filter.notification(&env.payload) {
+                            p.insert("_meta".into(), sub_meta.clone());
+                            if !send(&writer, &jsonrpc::notification(method, Value::Object(p))).await {
+                                return;
+                            }
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => return,
+                },
+                _ = writer.closed() => return,
+                _ = app.drain.streams.cancelled() => {
+                    let done = app.dispatcher.shape("subscriptions/listen", Era::Modern, json!({}));
+                    send(&writer, &jsonrpc::response(&id, done)).await;
+                    return;
+                }
+                _ = tokio::time::sleep(keepalive) => {
+                    if !writer.send(sse::keepalive()).await { return; }
+                }
+            }
+        }
+    });
+    sse::response(body, None)
+}
+
+async fn send(writer: &SseWriter, msg: &Value) -> bool {
+    writer
+        .send(sse::event(
+            None,
+            &serde_json::to_string(msg).unwrap_or_default(),
+        ))
+        .await
+}

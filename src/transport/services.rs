@@ -1,0 +1,158 @@
+//! The [`ContextServices`] a request gets: its stream (an outbox channel), the session store,
+//! the node's routes and the MRTR codec. One value per request.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rmcp::model::SealOptions;
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use crate::app::AppState;
+use crate::protocol::jsonrpc;
+use crate::protocol::toolset::{ContextServices, DomainError, Era, HistoryScope, ListKind};
+use crate::session::{Envelope, Signal, StoreError};
+
+/// How long a sealed `requestState` stays valid.
+const REQUEST_STATE_TTL: Duration = Duration::from_secs(600);
+
+/// What a running request sends towards its client.
+#[derive(Debug)]
+pub enum Out {
+    /// A notification or server→client request, before the response.
+    Message(Value),
+    /// The final JSON-RPC response (or error) and the HTTP status it would have on its own.
+    Final(Value, axum::http::StatusCode),
+}
+
+/// Per-request services.
+pub struct CallServices {
+    pub app: AppState,
+    pub era: Era,
+    pub session_id: Option<String>,
+    /// `method` and `name`/`uri` of the request, bound into sealed `requestState`.
+    pub binding: String,
+    pub outbox: mpsc::Sender<Out>,
+}
+
+static SERVER_REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
+
+fn unavailable(e: StoreError) -> DomainError {
+    DomainError::Unavailable(e.to_string())
+}
+
+#[async_trait]
+impl ContextServices for CallServices {
+    async fn notify(&self, method: &str, params: Value) {
+        let _ = self
+            .outbox
+            .send(Out::Message(jsonrpc::notification(method, params)))
+            .await;
+    }
+
+    async fn request(&self, method: &str, params: Value) -> Result<Value, DomainError> {
+        let session = self
+            .session_id
+            .as_deref()
+            .ok_or_else(|| DomainError::Internal("server requests need a session".into()))?;
+        let id = Value::String(format!(
+            "srv-{}",
+            SERVER_REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let answer = self.app.routes.expect_answer(session, &id);
+        let msg = jsonrpc::request(&id, method, params);
+        if self.outbox.send(Out::Message(msg)).await.is_err() {
+            self.app.routes.forget_answer(session, &id);
+            return Err(DomainError::Cancelled);
+        }
+        let timeout = Duration::from_millis(self.app.settings.client_request_timeout_ms);
+        let result = tokio::time::timeout(timeout, answer).await;
+        self.app.routes.forget_answer(session, &id);
+        match result {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(DomainError::ClientRequestFailed(format!(
+                "client answered {method} with an error: {}",
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+            ))),
+            Ok(Err(_)) => Err(DomainError::Cancelled),
+            Err(_) => Err(DomainError::ClientRequestFailed(format!(
+                "client did not answer {method} within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn list_changed(&self, kind: ListKind) {
+        let _ = self
+            .app
+            .store
+            .publish(Envelope {
+                payload: Signal::ListChanged { kind: kind.into() },
+                meta: Default::default(),
+            })
+            .await;
+    }
+
+    async fn resource_updated(&self, uri: &str) {
+        let _ = self
+            .app
+            .store
+            .publish(Envelope {
+                payload: Signal::ResourceUpdated {
+                    uri: uri.to_owned(),
+                    session: self.session_id.clone(),
+                },
+                meta: Default::default(),
+            })
+            .await;
+    }
+
+    async fn scope(&self, handle: Option<&str>) -> Result<Arc<dyn HistoryScope>, DomainError> {
+        let store = &self.app.store;
+        match (handle, self.era, &self.session_id) {
+            (Some(h), _, _) => {
+                if store.touch_handle(h).await.map_err(unavailable)? {
+                    Ok(store.history(h))
+                } else {
+                    Err(DomainError::InvalidParams {
+                        message: format!("Unknown or expired history handle: {h}"),
+                        data: None,
+                    })
+                }
+            }
+            (None, Era::Legacy, Some(sid)) => Ok(store.history(sid)),
+            (None, _, _) => {
+                let h = store.create_handle().await.map_err(unavailable)?;
+                Ok(store.history(&h))
+            }
+        }
+    }
+
+    fn seal_state(&self, payload: &Value) -> Result<String, DomainError> {
+        let options = SealOptions::new()
+            .associated_data(self.binding.as_bytes())
+            .ttl(REQUEST_STATE_TTL);
+        self.app
+            .codec
+            .seal_json_with(payload, &options)
+            .map_err(|e| DomainError::Internal(e.to_string()))
+    }
+
+    fn open_state(&self, sealed: &str) -> Result<Value, DomainError> {
+        self.app
+            .codec
+            .open_json_with(sealed, self.binding.as_bytes())
+            .map_err(|_| DomainError::InvalidParams {
+                message: "Invalid requestState: it failed verification, expired, or belongs to another request".into(),
+                data: None,
+            })
+    }
+
+    fn count_calculation(&self, operation: &str) {
+        self.app.metrics.calculation(operation);
+    }
+}
