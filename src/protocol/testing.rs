@@ -134,6 +134,11 @@ impl ContextServices for Recorder {
     fn count_calculation(&self, operation: &str) {
         self.calculations.lock().push(operation.to_owned());
     }
+    async fn close_stream(&self) {
+        self.notifications
+            .lock()
+            .push(("(close stream)".into(), Value::Null));
+    }
 }
 
 /// A legacy-era context backed by `recorder`, with a progress token and every log level on.

@@ -189,6 +189,9 @@ pub trait ContextServices: Send + Sync {
     fn open_state(&self, sealed: &str) -> Result<Value, DomainError>;
     /// Counts one successful calculation of `operation` in the process metrics.
     fn count_calculation(&self, operation: &str);
+    /// Legacy era: ends this request's HTTP connection now (with a `retry:` hint) without
+    /// ending its stream; later messages are kept for the client's resumption (SEP-1699).
+    async fn close_stream(&self);
 }
 
 /// Everything a domain may know about, and do within, one request.
@@ -324,6 +327,15 @@ impl RequestContext {
     /// Counts one successful calculation in the process metrics.
     pub fn count_calculation(&self, operation: &str) {
         self.services.count_calculation(operation);
+    }
+
+    /// Legacy era: closes the client's connection to this request's stream early (SEP-1699
+    /// polling); the client resumes with `Last-Event-ID`. No-op in the modern era, where
+    /// closing the stream would cancel the request.
+    pub async fn close_stream(&self) {
+        if self.era == Era::Legacy {
+            self.services.close_stream().await;
+        }
     }
 }
 

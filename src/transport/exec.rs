@@ -112,7 +112,8 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
         Ok(None) => {
             return ApiError::new(StatusCode::OK, -32800, "Request cancelled").into_response()
         }
-        Ok(Some(Out::Message(m))) => Some(m),
+        Ok(Some(Out::Message(m))) => Some(Out::Message(m)),
+        Ok(Some(Out::CloseConnection)) => Some(Out::CloseConnection),
         Err(_) => None,
     };
     match (era, session_id) {
@@ -201,20 +202,27 @@ fn serialize(v: &Value) -> Arc<str> {
 async fn legacy_stream(
     app: &AppState,
     sid: String,
-    first: Option<Value>,
+    first: Option<Out>,
     mut rx: mpsc::Receiver<Out>,
 ) -> Response {
     let stream = format!("p{}", &random_id()[..16]);
+    let close_connection = CancellationToken::new();
+    let close = close_connection.clone();
     if let Err(e) = app.store.open_stream(&sid, &stream).await {
         return ApiError::unavailable(e.to_string()).into_response();
     }
     let store = app.store.clone();
     let (s2, st2) = (sid.clone(), stream.clone());
     tokio::spawn(async move {
-        if let Some(m) = first {
-            let _ = store.append_event(&s2, &st2, serialize(&m)).await;
-        }
-        while let Some(out) = rx.recv().await {
+        let mut next = first;
+        loop {
+            let out = match next.take() {
+                Some(out) => out,
+                None => match rx.recv().await {
+                    Some(out) => out,
+                    None => break,
+                },
+            };
             match out {
                 Out::Message(m) => {
                     let _ = store.append_event(&s2, &st2, serialize(&m)).await;
@@ -223,6 +231,7 @@ async fn legacy_stream(
                     let _ = store.append_event(&s2, &st2, serialize(&m)).await;
                     break;
                 }
+                Out::CloseConnection => close_connection.cancel(),
             }
         }
         let _ = store.close_stream(&s2, &st2).await;
@@ -235,26 +244,36 @@ async fn legacy_stream(
     tokio::spawn(tail_log(
         app.clone(),
         writer,
-        sid.clone(),
-        stream,
+        (sid.clone(), stream),
         0,
         true,
-        close_after,
+        Closing {
+            after: close_after,
+            now: Some(close),
+        },
     ));
     sse::response(body, Some(&sid))
 }
 
+/// When the server closes a connection early (SEP-1699 polling).
+#[derive(Default)]
+pub struct Closing {
+    /// Close after this long.
+    pub after: Option<Duration>,
+    /// Close when this fires (the request asked for it).
+    pub now: Option<CancellationToken>,
+}
+
 /// Writes a stream's logged events after `cursor` to the client until the stream completes,
-/// the session ends, the client leaves, the server drains, or `close_after` passes (then with
-/// a `retry:` hint so the client resumes).
+/// the session ends, the client leaves, the server drains, or `closing` says so (then with a
+/// `retry:` hint so the client resumes).
 pub async fn tail_log(
     app: AppState,
     writer: SseWriter,
-    session: String,
-    stream: String,
+    (session, stream): (String, String),
     mut cursor: u64,
     prime: bool,
-    close_after: Option<Duration>,
+    closing: Closing,
 ) {
     let _gauge = app.metrics.stream_guard();
     let retry_ms = app.settings.sse_retry_ms;
@@ -266,7 +285,8 @@ pub async fn tail_log(
         return;
     }
     let keepalive = Duration::from_millis(app.settings.sse_keepalive_ms);
-    let deadline = close_after.map(|d| tokio::time::Instant::now() + d);
+    let deadline = closing.after.map(|d| tokio::time::Instant::now() + d);
+    let close_now = closing.now.unwrap_or_default();
     loop {
         let until_close = async {
             match deadline {
@@ -303,6 +323,10 @@ pub async fn tail_log(
                 let _ = writer.send(sse::retry(retry_ms)).await;
                 return;
             }
+            _ = close_now.cancelled() => {
+                let _ = writer.send(sse::retry(retry_ms)).await;
+                return;
+            }
         }
     }
 }
@@ -311,7 +335,7 @@ pub async fn tail_log(
 /// stream cancels the request.
 fn modern_stream(
     app: &AppState,
-    first: Option<Value>,
+    first: Option<Out>,
     mut rx: mpsc::Receiver<Out>,
     cancel: CancellationToken,
 ) -> Response {
@@ -321,7 +345,7 @@ fn modern_stream(
     tokio::spawn(async move {
         let _gauge = metrics.stream_guard();
         let guard = cancel.drop_guard();
-        if let Some(m) = first {
+        if let Some(Out::Message(m)) = first {
             if !writer.send(sse::event(None, &serialize(&m))).await {
                 return;
             }
@@ -337,6 +361,7 @@ fn modern_stream(
                         guard.disarm();
                         return;
                     }
+                    Some(Out::CloseConnection) => {}
                     None => { guard.disarm(); return; }
                 },
                 _ = writer.closed() => return,

@@ -65,15 +65,18 @@ fn expect_header(headers: &HeaderMap, name: &str, expected: &str) -> Result<(), 
     Ok(())
 }
 
-/// Checks the modern-era mirror headers against the body.
+/// Checks that `MCP-Protocol-Version` equals the `_meta` version.
+pub fn check_version(headers: &HeaderMap, version: &str) -> Result<(), ProtocolError> {
+    expect_header(headers, PROTOCOL_VERSION, version)
+}
+
+/// Checks `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` against the body.
 pub fn check_modern(
     headers: &HeaderMap,
-    version: &str,
     method: &str,
     params: &Map<String, Value>,
     tool_schema: Option<&Value>,
 ) -> Result<(), ProtocolError> {
-    expect_header(headers, PROTOCOL_VERSION, version)?;
     expect_header(headers, MCP_METHOD, method)?;
     let name_key = match method {
         "tools/call" | "prompts/get" => Some("name"),
@@ -175,29 +178,22 @@ mod tests {
             ("mcp-param-region", "eu"),
             ("mcp-param-n", "42.0"),
         ]);
-        assert!(check_modern(&ok, "2026-07-28", "tools/call", params, Some(&schema)).is_ok());
+        assert!(check_modern(&ok, "tools/call", params, Some(&schema)).is_ok());
         let wrong = headers(&[
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/list"),
         ]);
-        assert!(check_modern(&wrong, "2026-07-28", "tools/call", params, None).is_err());
+        assert!(check_modern(&wrong, "tools/call", params, None).is_err());
         let missing_param = headers(&[
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "tools/call"),
             ("mcp-name", "calc"),
         ]);
-        assert!(check_modern(
-            &missing_param,
-            "2026-07-28",
-            "tools/call",
-            params,
-            Some(&schema)
-        )
-        .is_err());
+        assert!(check_modern(&missing_param, "tools/call", params, Some(&schema)).is_err());
         let case = headers(&[
             ("mcp-protocol-version", "2026-07-28"),
             ("mcp-method", "TOOLS/CALL"),
         ]);
-        assert!(check_modern(&case, "2026-07-28", "tools/call", params, None).is_err());
+        assert!(check_modern(&case, "tools/call", params, None).is_err());
     }
 }

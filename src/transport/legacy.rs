@@ -336,7 +336,7 @@ pub async fn get(app: &AppState, headers: &HeaderMap) -> Response {
         Ok(Some(_)) if stream == STANDALONE => standalone(app, sid, seq).await,
         Ok(Some(_)) => {
             let (writer, body) = SseWriter::channel();
-            tokio::spawn(exec::tail_log(app.clone(), writer, sid.clone(), stream, seq, true, None));
+            tokio::spawn(exec::tail_log(app.clone(), writer, (sid.clone(), stream), seq, true, exec::Closing::default()));
             super::sse::response(body, Some(&sid))
         }
     }
@@ -375,11 +375,10 @@ async fn standalone(app: &AppState, sid: String, cursor: u64) -> Response {
         exec::tail_log(
             app2.clone(),
             writer,
-            sid2.clone(),
-            STANDALONE.into(),
+            (sid2.clone(), STANDALONE.into()),
             cursor,
             true,
-            None,
+            exec::Closing::default(),
         )
         .await;
         appender.abort();

@@ -88,7 +88,7 @@ async fn post_inner(
             return ("other", e.into_response());
         }
     };
-    if modern::is_modern(&value) {
+    if modern::is_modern(&value, headers) {
         modern::post(app, headers, value).await
     } else {
         legacy::post(app, headers, value).await

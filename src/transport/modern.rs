@@ -23,13 +23,27 @@ use crate::protocol::version::{
 };
 use crate::session::Signal;
 
-/// True if a JSON-RPC message selects the modern era (its `_meta` names a protocol version).
-pub fn is_modern(value: &Value) -> bool {
-    value
+/// True if a request selects the modern era: its `_meta` names a protocol version, or (with
+/// `_meta` missing) it carries no session and a non-legacy `MCP-Protocol-Version`, so that a
+/// malformed modern request gets a modern error rather than a legacy "session required".
+pub fn is_modern(value: &Value, headers: &HeaderMap) -> bool {
+    let meta_version = value
         .get("params")
         .and_then(|p| p.get("_meta"))
         .and_then(|m| m.get(META_PROTOCOL_VERSION))
-        .is_some()
+        .is_some();
+    if meta_version {
+        return true;
+    }
+    let header = headers::text(headers, headers::PROTOCOL_VERSION)
+        .ok()
+        .flatten();
+    let has_session = headers.contains_key(headers::SESSION_ID);
+    let is_initialize = value.get("method").and_then(Value::as_str) == Some("initialize");
+    value.is_object()
+        && !has_session
+        && !is_initialize
+        && header.is_some_and(|v| !crate::protocol::version::is_legacy(v))
 }
 
 fn reject(e: ProtocolError, id: Option<Value>) -> Response {
@@ -104,30 +118,43 @@ fn validate(
     method: &str,
     params: &Map<String, Value>,
 ) -> Result<Meta, ProtocolError> {
+    // Order matters to clients probing the era: header presence, then `_meta` shape, then
+    // header/body agreement, then version support, then the other mirrored headers.
+    let header = headers::text(headers, headers::PROTOCOL_VERSION)
+        .ok()
+        .flatten();
+    if header.is_none() {
+        return Err(ProtocolError::HeaderMismatch(
+            "MCP-Protocol-Version header is required".into(),
+        ));
+    }
     let meta = params
         .get("_meta")
         .and_then(Value::as_object)
-        .ok_or_else(|| invalid_meta("_meta must be an object"))?;
+        .ok_or_else(|| invalid_meta("params._meta is required and must be an object"))?;
     let version = meta
         .get(META_PROTOCOL_VERSION)
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid_meta("_meta protocolVersion must be a string"))?;
+        .ok_or_else(|| {
+            invalid_meta(
+                "_meta io.modelcontextprotocol/protocolVersion is required and must be a string",
+            )
+        })?;
+    let capabilities = match meta.get(META_CLIENT_CAPABILITIES) {
+        Some(c @ Value::Object(_)) => c.clone(),
+        _ => return Err(invalid_meta(
+            "_meta io.modelcontextprotocol/clientCapabilities is required and must be an object",
+        )),
+    };
+    headers::check_version(headers, version)?;
+    if version != MODERN_VERSION {
+        return Err(ProtocolError::UnsupportedVersion(version.to_owned()));
+    }
     let schema = (method == "tools/call")
         .then(|| params.get("name").and_then(Value::as_str))
         .flatten()
         .and_then(|name| tool_schema(app, name));
-    headers::check_modern(headers, version, method, params, schema.as_ref())?;
-    if version != MODERN_VERSION {
-        return Err(ProtocolError::UnsupportedVersion(version.to_owned()));
-    }
-    let capabilities = match meta.get(META_CLIENT_CAPABILITIES) {
-        Some(c @ Value::Object(_)) => c.clone(),
-        _ => {
-            return Err(invalid_meta(
-                "_meta clientCapabilities is required and must be an object",
-            ))
-        }
-    };
+    headers::check_modern(headers, method, params, schema.as_ref())?;
     let log_level = match meta.get(META_LOG_LEVEL) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
@@ -259,7 +286,11 @@ async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: M
                 },
                 _ = writer.closed() => return,
                 _ = app.drain.streams.cancelled() => {
-                    let done = app.dispatcher.shape("subscriptions/listen", Era::Modern, json!({}));
+                    let done = app.dispatcher.shape(
+                        "subscriptions/listen",
+                        Era::Modern,
+                        json!({ "_meta": sub_meta }),
+                    );
                     send(&writer, &jsonrpc::response(&id, done)).await;
                     return;
                 }

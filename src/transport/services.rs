@@ -25,6 +25,8 @@ pub enum Out {
     Message(Value),
     /// The final JSON-RPC response (or error) and the HTTP status it would have on its own.
     Final(Value, axum::http::StatusCode),
+    /// Close the client's connection now; the stream goes on in the event log.
+    CloseConnection,
 }
 
 /// Per-request services.
@@ -154,5 +156,9 @@ impl ContextServices for CallServices {
 
     fn count_calculation(&self, operation: &str) {
         self.app.metrics.calculation(operation);
+    }
+
+    async fn close_stream(&self) {
+        let _ = self.outbox.send(Out::CloseConnection).await;
     }
 }

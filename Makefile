@@ -1,0 +1,46 @@
+# Abacus: `make run` serves in memory on 127.0.0.1:1453; `make test` installs what the tests
+# need (into .tools/ and via apt) and runs everything.
+
+CARGO ?= cargo
+
+.PHONY: run build release tools test test-unit test-e2e conformance clients bench lint fmt clean
+
+run:
+	$(CARGO) run --release --bin abacus
+
+build:
+	$(CARGO) build
+
+release:
+	$(CARGO) build --release --bin abacus
+
+tools:
+	bash hack/install-tools.sh all
+
+test: tools lint test-unit test-e2e
+
+test-unit:
+	$(CARGO) test --release
+
+test-e2e: release
+	bash hack/e2e.sh all
+
+conformance: tools release
+	bash hack/e2e.sh conformance
+
+clients: tools release
+	bash hack/e2e.sh clients
+
+bench: tools release
+	bash hack/bench.sh
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt
+
+clean:
+	$(CARGO) clean
+	rm -rf .tools conformance-results bench-results

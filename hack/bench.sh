@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `make bench`: throughput and latency of Abacus (in-memory) against a bare axum endpoint on the
+# same HTTP stack, in one run, server and load generator pinned to different cores; plus RSS
+# per idle session and session creation rate. Writes bench-results/latest.md (copy the table
+# into BENCHMARKS.md).
+#
+# Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
+#      BENCH_IDLE_SESSIONS (10000).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+DUR="${BENCH_DURATION:-10}"
+CONNS="${BENCH_CONNECTIONS:-64}"
+NSESS="${BENCH_SESSIONS_N:-64}"
+IDLE="${BENCH_IDLE_SESSIONS:-10000}"
+OUT="$ROOT/bench-results"
+mkdir -p "$OUT"
+work="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+command -v wrk >/dev/null || bash "$ROOT/hack/install-tools.sh" apt
+cargo build --release --bin abacus --example bare >/dev/null
+ncpu=$(nproc)
+srv_cpu=0
+gen_cpu=$(( ncpu > 1 ? 1 : 0 ))
+pin() { local cpu="$1"; shift; if command -v taskset >/dev/null; then taskset -c "$cpu" "$@"; else "$@"; fi; }
+
+start_abacus() { # name, env...
+  local name="$1"; shift
+  ABACUS_BIN="$ROOT/target/release/abacus" pin "$srv_cpu" "$ROOT/hack/start-server.sh" "$work/$name.pid" "$work/$name.log" "$@"
+  pids+=("$(cat "$work/$name.pid")")
+}
+
+calc_body='{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"calculate","arguments":{"a":6,"b":7,"op":"multiply"}}}'
+
+run_wrk() { # label url sessions.lua
+  local label="$1" url="$2" lua="$3"
+  local hostport; hostport=$(echo "$url" | sed -E 's#^http://([^/]+)/.*#\1#')
+  BENCH_SESSIONS="$lua" pin "$gen_cpu" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency \
+    -s "$ROOT/hack/bench/requests.lua" "http://$hostport" >"$work/$label.wrk" 2>&1
+  python3 - "$label" "$work/$label.wrk" >>"$work/results.tsv" <<'PY'
+import re, sys
+label, path = sys.argv[1], sys.argv[2]
+t = open(path).read()
+def ms(tok):
+    m = re.match(r"([\d.]+)(us|ms|s)", tok)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+total = int(re.search(r"(\d+) requests in", t).group(1))
+p50 = ms(re.search(r"50%\s+(\S+)", t).group(1))
+p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
+errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+print(f"{label}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{total}")
+PY
+}
+
+: >"$work/results.tsv"
+# 1. Bare axum endpoint.
+BARE_LOG="$work/bare.log"
+PORT=0 pin "$srv_cpu" "$ROOT/target/release/examples/bare" >"$BARE_LOG" 2>&1 &
+pids+=("$!")
+for _ in $(seq 50); do grep -q listening "$BARE_LOG" && break; sleep 0.1; done
+bare_url="http://$(sed -n 's/^bare listening on //p' "$BARE_LOG")/mcp"
+python3 -c 'import json,sys; print("sessions = {\"\"}\nbody = " + json.dumps(sys.argv[1]))' "$calc_body" >"$work/bare.lua"
+run_wrk "bare-axum" "$bare_url" "$work/bare.lua"
+
+# 2. Abacus in memory: 64 established sessions.
+url=$(start_abacus mem RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
+python3 "$ROOT/hack/bench/sessions.py" "$url" "$NSESS" "$work/mem.lua" "$calc_body"
+run_wrk "abacus-memory" "$url" "$work/mem.lua"
+curl -fsS "${url%/mcp}/metrics" >"$work/metrics.txt"
+calcs=$(sed -n 's/^mcp_calculations_total{operation="multiply"} //p' "$work/metrics.txt")
+
+# 3. Session creation rate and RSS per idle session (fresh process).
+url=$(start_abacus idle RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
+pid=$(cat "$work/idle.pid")
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+before=$(rss "$pid")
+start=$(date +%s.%N)
+python3 "$ROOT/hack/bench/sessions.py" "$url" "$IDLE" "$work/idle.lua" "{}"
+end=$(date +%s.%N)
+after=$(rss "$pid")
+
+python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" >"$OUT/latest.md" <<'PY'
+import sys, datetime
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
+before, after, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+secs = float(sys.argv[6]) - float(sys.argv[5])
+calcs, dur, conns, nsess = sys.argv[7], sys.argv[8], sys.argv[9], sys.argv[10]
+by = {r[0]: r for r in rows}
+bare = float(by["bare-axum"][1])
+print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, wrk -t1 -c{conns} -d{dur}s, {nsess} sessions, server and wrk pinned to separate cores.\n")
+print("| target | req/s | p50 ms | p99 ms | errors | requests | ratio to bare |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {float(r[1]) / bare:.2f} |")
+print()
+print(f"- calculations recorded by the server during the Abacus run: {calcs}")
+print(f"- RSS per idle session ({n} sessions): {(after - before) * 1024 / n:.0f} bytes (RSS {before} KiB -> {after} KiB)")
+print(f"- session creation (initialize + initialized, one sequential client): {n / secs:.0f} sessions/s")
+PY
+cat "$OUT/latest.md"
