@@ -14,8 +14,7 @@ use crate::config::{ConfigError, Settings};
 use crate::conformance::Conformance;
 use crate::http::ratelimit::RateLimiter;
 use crate::protocol::dispatch::Dispatcher;
-use crate::protocol::registry::Registry;
-use crate::protocol::toolset::Toolset;
+use crate::protocol::registry::{NamedToolset, Registry};
 use crate::session::memory::{MemoryLimits, MemoryStore};
 use crate::session::routing::LocalRoutes;
 use crate::session::SessionStore;
@@ -144,10 +143,7 @@ impl App {
     }
 }
 
-fn toolsets(
-    settings: &Settings,
-    live: &LiveSettings,
-) -> Result<Vec<(&'static str, Arc<dyn Toolset>)>, StartupError> {
+fn toolsets(settings: &Settings, live: &LiveSettings) -> Result<Vec<NamedToolset>, StartupError> {
     let (limits_tx, limits_rx) = tokio::sync::watch::channel(settings.runtime.limits.clone());
     let mut changes = live.subscribe();
     tokio::spawn(async move {

@@ -21,7 +21,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: i64,
     pub message: String,
-    pub data: Option<Value>,
+    pub data: Option<Box<Value>>,
     pub id: Option<Value>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
@@ -90,7 +90,7 @@ impl ApiError {
             status: status_of(e, era),
             code,
             message: e.to_string(),
-            data,
+            data: data.map(Box::new),
             id,
             headers: match e {
                 ProtocolError::Unavailable(_) => {
@@ -107,7 +107,7 @@ impl ApiError {
             self.id.as_ref(),
             self.code,
             &self.message,
-            self.data.clone(),
+            self.data.as_deref().cloned(),
         )
     }
 }
@@ -202,7 +202,7 @@ mod tests {
             Era::Modern,
             None,
         );
-        assert_eq!(nf.data, Some(json!({"uri": "a://b"})));
+        assert_eq!(nf.data.as_deref(), Some(&json!({"uri": "a://b"})));
     }
 
     #[test]

@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use super::toolset::{ListKind, Toolset};
 
+/// A toolset with the name `TOOLSETS` uses for it.
+pub type NamedToolset = (&'static str, Arc<dyn Toolset>);
+
 /// Why toolsets cannot be combined.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -56,16 +59,13 @@ impl Active {
 
 /// Available and active toolsets.
 pub struct Registry {
-    available: Vec<(&'static str, Arc<dyn Toolset>)>,
+    available: Vec<NamedToolset>,
     active: RwLock<Arc<Active>>,
 }
 
 impl Registry {
     /// Checks that the available toolsets never clash and activates `active`.
-    pub fn new(
-        available: Vec<(&'static str, Arc<dyn Toolset>)>,
-        active: &[String],
-    ) -> Result<Self, RegistryError> {
+    pub fn new(available: Vec<NamedToolset>, active: &[String]) -> Result<Self, RegistryError> {
         check_clashes(&available)?;
         let first = build(&available, active)?;
         Ok(Self {
@@ -98,7 +98,7 @@ impl Registry {
     }
 }
 
-fn check_clashes(available: &[(&'static str, Arc<dyn Toolset>)]) -> Result<(), RegistryError> {
+fn check_clashes(available: &[NamedToolset]) -> Result<(), RegistryError> {
     let mut tools: HashMap<String, &'static str> = HashMap::new();
     let mut prompts: HashMap<String, &'static str> = HashMap::new();
     let mut templates: HashMap<String, &'static str> = HashMap::new();
@@ -151,10 +151,7 @@ fn check_clashes(available: &[(&'static str, Arc<dyn Toolset>)]) -> Result<(), R
     Ok(())
 }
 
-fn build(
-    available: &[(&'static str, Arc<dyn Toolset>)],
-    names: &[String],
-) -> Result<Active, RegistryError> {
+fn build(available: &[NamedToolset], names: &[String]) -> Result<Active, RegistryError> {
     let mut toolsets = Vec::new();
     for name in names {
         let (_, ts) = available

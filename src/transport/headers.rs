@@ -29,8 +29,12 @@ pub fn text<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, S
     }
 }
 
+/// A header value whose `=?base64?…?=` wrapper does not hold valid Base64 of UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadEncoding;
+
 /// Decodes the `=?base64?…?=` wrapper used for non-ASCII values; other values are literal.
-pub fn decode_value(raw: &str) -> Result<String, ()> {
+pub fn decode_value(raw: &str) -> Result<String, BadEncoding> {
     let raw = raw.trim();
     match raw
         .strip_prefix("=?base64?")
@@ -39,8 +43,8 @@ pub fn decode_value(raw: &str) -> Result<String, ()> {
         Some(b64) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64)
-                .map_err(|_| ())?;
-            String::from_utf8(bytes).map_err(|_| ())
+                .map_err(|_| BadEncoding)?;
+            String::from_utf8(bytes).map_err(|_| BadEncoding)
         }
         None => Ok(raw.to_owned()),
     }
