@@ -8,7 +8,7 @@ use rmcp::model::RequestStateCodec;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::calculator::Calculator;
+use crate::calculator::{Calculator, Limits};
 use crate::config::live::LiveSettings;
 use crate::config::{ConfigError, Settings};
 use crate::conformance::Conformance;
@@ -93,6 +93,8 @@ pub struct App {
     pub limiter: RateLimiter,
     /// Process start, for uptime.
     pub started: Instant,
+    /// Calculator bounds, fed from the live settings.
+    pub limits: tokio::sync::watch::Sender<Limits>,
 }
 
 /// Shared handle to the application.
@@ -115,8 +117,9 @@ impl App {
             },
             Duration::from_secs(30),
         ));
+        let (limits, limits_rx) = tokio::sync::watch::channel(settings.runtime.limits);
         let registry = Arc::new(Registry::new(
-            toolsets(&settings, &live)?,
+            toolsets(&settings, limits_rx)?,
             &settings.runtime.toolsets,
         )?);
         let dispatcher = Arc::new(Dispatcher {
@@ -129,6 +132,7 @@ impl App {
             }),
         });
         Ok(Arc::new(App {
+            limits,
             codec: request_state_codec(&settings)?,
             limiter: RateLimiter::new(),
             settings,
@@ -143,20 +147,11 @@ impl App {
     }
 }
 
-fn toolsets(settings: &Settings, live: &LiveSettings) -> Result<Vec<NamedToolset>, StartupError> {
-    let (limits_tx, limits_rx) = tokio::sync::watch::channel(settings.runtime.limits.clone());
-    let mut changes = live.subscribe();
-    tokio::spawn(async move {
-        while changes.changed().await.is_ok() {
-            let limits = changes.borrow_and_update().limits.clone();
-            limits_tx.send_if_modified(|cur| {
-                let changed = *cur != limits;
-                *cur = limits;
-                changed
-            });
-        }
-    });
-    let calculator = Calculator::new(settings.sample_tool_name.clone(), limits_rx)
+fn toolsets(
+    settings: &Settings,
+    limits: tokio::sync::watch::Receiver<Limits>,
+) -> Result<Vec<NamedToolset>, StartupError> {
+    let calculator = Calculator::new(settings.sample_tool_name.clone(), limits)
         .map_err(|e| StartupError::Calculator(e.to_string()))?;
     Ok(vec![
         ("calculator", Arc::new(calculator)),
@@ -193,8 +188,8 @@ fn trim_key(mut key: Vec<u8>) -> Vec<u8> {
     key
 }
 
-/// Applies live settings changes: log filter, toolsets (announcing `list_changed` on every
-/// node). Rate limits, CORS, hosts and limits are read per request from the live channel.
+/// Applies live settings changes: log filter, calculator limits, toolsets (announcing
+/// `list_changed` on every node when a list's content changed). Rate limits, CORS, hosts and limits are read per request from the live channel.
 pub fn apply_live_settings(app: AppState, logs: crate::telemetry::LogControl) {
     let mut rx = app.live.subscribe();
     tokio::spawn(async move {
@@ -203,6 +198,8 @@ pub fn apply_live_settings(app: AppState, logs: crate::telemetry::LogControl) {
             if let Err(e) = logs.set(&rt.log_level) {
                 tracing::warn!("log level {:?} rejected: {e}", rt.log_level);
             }
+            // Limits first: they shape the tool schemas the registry re-lists below.
+            app.limits.send_replace(rt.limits);
             match app.dispatcher.registry.activate(&rt.toolsets) {
                 Ok(changed) => {
                     for kind in changed {

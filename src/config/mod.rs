@@ -301,6 +301,10 @@ impl RuntimeSettings {
                 reason: e.to_string(),
             }
         })?;
+        self.limits.validate().map_err(|e| ConfigError::Invalid {
+            name: "limits",
+            reason: e.to_string(),
+        })?;
         for o in self.cors_origins.iter().chain(&self.allowed_origins) {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
                 return Err(ConfigError::Invalid {
@@ -451,7 +455,7 @@ mod tests {
 
     #[test]
     fn yaml_file_maps_to_the_same_struct() {
-        let yaml = "port: 9000\nsessionTimeoutMs: 5000\ntoolsets: [conformance]\nlimits:\n  max_batch_size: 7\n";
+        let yaml = "port: 9000\nsessionTimeoutMs: 5000\ntoolsets: [conformance]\nlimits:\n  maxBatchSize: 7\n";
         let s: Settings = serde_yaml_ng::from_str(yaml).unwrap();
         assert_eq!(s.port, 9000);
         assert_eq!(s.session_timeout_ms, 5000);

@@ -178,17 +178,18 @@ impl Dispatcher {
             .ok_or_else(|| invalid_params(format!("Tool {name} not found")))?;
         match owner.call_tool(name, arguments, ctx).await {
             Ok(outcome) => outcome_json(outcome, ctx),
-            Err(DomainError::InvalidArguments(msg))
-                if version::validation_is_tool_error(&ctx.protocol_version) =>
-            {
-                let r = CallToolResult::error(vec![ContentBlock::text(format!(
-                    "Invalid arguments for tool {name}: {msg}"
-                ))]);
-                to_json(&r)
+            Err(DomainError::InvalidArguments(msg)) => {
+                let msg = if msg.starts_with("Invalid arguments for tool") {
+                    msg
+                } else {
+                    format!("Invalid arguments for tool {name}: {msg}")
+                };
+                if version::validation_is_tool_error(&ctx.protocol_version) {
+                    to_json(&CallToolResult::error(vec![ContentBlock::text(msg)]))
+                } else {
+                    Err(invalid_params(msg))
+                }
             }
-            Err(DomainError::InvalidArguments(msg)) => Err(invalid_params(format!(
-                "Invalid arguments for tool {name}: {msg}"
-            ))),
             Err(e) => Err(e.into()),
         }
     }
