@@ -1,5 +1,5 @@
 //! The physical-limit reference for `make bench`: a bare axum JSON endpoint on the same HTTP
-//! stack as Abacus (axum 0.8, hyper, tokio multi-thread, TCP_NODELAY). It parses the JSON-RPC
+//! stack as Abacus (axum 0.8, hyper, tokio multi-thread, TCP_NODELAY, mimalloc). It parses the JSON-RPC
 //! body and answers a small JSON result, with no MCP logic.
 //!
 //! `PORT=0 cargo run --release --example bare` prints `bare listening on ADDR`.
@@ -8,6 +8,10 @@ use axum::routing::post;
 use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::{json, Value};
+
+/// The same allocator as Abacus, so the comparison is of request handling alone.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 async fn echo(Json(body): Json<Value>) -> Json<Value> {
     Json(json!({

@@ -4,11 +4,12 @@
 # per idle session and session creation rate. Writes bench-results/latest.md (copy the table
 # into BENCHMARKS.md).
 #
-# Env: BENCH_DURATION (s, default 10), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
+# Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
 #      BENCH_IDLE_SESSIONS (10000).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-DUR="${BENCH_DURATION:-10}"
+DUR="${BENCH_DURATION:-3}"
+ROUNDS="${BENCH_ROUNDS:-5}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 NSESS="${BENCH_SESSIONS_N:-64}"
 IDLE="${BENCH_IDLE_SESSIONS:-10000}"
@@ -39,7 +40,7 @@ run_wrk() { # label url sessions.lua
   local hostport; hostport=$(echo "$url" | sed -E 's#^http://([^/]+)/.*#\1#')
   BENCH_SESSIONS="$lua" pin "$gen_cpu" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency \
     -s "$ROOT/hack/bench/requests.lua" "http://$hostport" >"$work/$label.wrk" 2>&1
-  python3 - "$label" "$work/$label.wrk" >>"$work/results.tsv" <<'PY'
+  python3 - "$label" "$work/$label.wrk" >>"$work/rounds.tsv" <<'PY'
 import re, sys
 label, path = sys.argv[1], sys.argv[2]
 t = open(path).read()
@@ -58,22 +59,26 @@ print(f"{label}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{total}")
 PY
 }
 
-: >"$work/results.tsv"
-# 1. Bare axum endpoint.
+# Both servers run side by side; short rounds alternate between them so that the noise of a
+# shared machine hits both alike, and medians over the rounds are reported.
 BARE_LOG="$work/bare.log"
 PORT=0 pin "$srv_cpu" "$ROOT/target/release/examples/bare" >"$BARE_LOG" 2>&1 &
 pids+=("$!")
 for _ in $(seq 50); do grep -q listening "$BARE_LOG" && break; sleep 0.1; done
 bare_url="http://$(sed -n 's/^bare listening on //p' "$BARE_LOG")/mcp"
 python3 -c 'import json,sys; print("sessions = {\"\"}\nbody = " + json.dumps(sys.argv[1]))' "$calc_body" >"$work/bare.lua"
-run_wrk "bare-axum" "$bare_url" "$work/bare.lua"
 
-# 2. Abacus in memory: 64 established sessions.
 url=$(start_abacus mem RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
 python3 "$ROOT/hack/bench/sessions.py" "$url" "$NSESS" "$work/mem.lua" "$calc_body"
-run_wrk "abacus-memory" "$url" "$work/mem.lua"
+
+: >"$work/rounds.tsv"
+for round in $(seq 1 "$ROUNDS"); do
+  run_wrk "bare-axum" "$bare_url" "$work/bare.lua"
+  run_wrk "abacus-memory" "$url" "$work/mem.lua"
+done
 curl -fsS "${url%/mcp}/metrics" >"$work/metrics.txt"
 calcs=$(sed -n 's/^mcp_calculations_total{operation="multiply"} //p' "$work/metrics.txt")
+cp "$work/rounds.tsv" "$work/results.tsv"
 
 # 3. Session creation rate and RSS per idle session (fresh process).
 url=$(start_abacus idle RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
@@ -85,22 +90,35 @@ python3 "$ROOT/hack/bench/sessions.py" "$url" "$IDLE" "$work/idle.lua" "{}"
 end=$(date +%s.%N)
 after=$(rss "$pid")
 
-python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" >"$OUT/latest.md" <<'PY'
-import sys, datetime
+python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" "$ROUNDS" >"$OUT/latest.md" <<'PY'
+import sys, datetime, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 before, after, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 secs = float(sys.argv[6]) - float(sys.argv[5])
-calcs, dur, conns, nsess = sys.argv[7], sys.argv[8], sys.argv[9], sys.argv[10]
-by = {r[0]: r for r in rows}
-bare = float(by["bare-axum"][1])
-print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, wrk -t1 -c{conns} -d{dur}s, {nsess} sessions, server and wrk pinned to separate cores.\n")
-print("| target | req/s | p50 ms | p99 ms | errors | requests | ratio to bare |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+calcs, dur, conns, nsess, rounds = sys.argv[7], sys.argv[8], sys.argv[9], sys.argv[10], sys.argv[11]
+labels = []
 for r in rows:
-    print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {float(r[1]) / bare:.2f} |")
+    if r[0] not in labels:
+        labels.append(r[0])
+by = {l: [r for r in rows if r[0] == l] for l in labels}
+def median_row(rs):
+    rs = sorted(rs, key=lambda r: float(r[1]))
+    return rs[len(rs) // 2]
+bare = float(median_row(by["bare-axum"])[1])
+print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores. Medians over the rounds.\n")
+print("| target | req/s (median) | p50 ms | p99 ms | errors (all rounds) | requests (all rounds) | ratio to bare |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for l in labels:
+    m = median_row(by[l])
+    errs = sum(int(r[4]) for r in by[l])
+    total = sum(int(r[5]) for r in by[l])
+    print(f"| {l} | {m[1]} | {m[2]} | {m[3]} | {errs} | {total} | {float(m[1]) / bare:.2f} |")
+pairs = list(zip(by["bare-axum"], by["abacus-memory"]))
 print()
-print(f"- calculations recorded by the server during the Abacus run: {calcs}")
+print("Per-round ratios abacus-memory / bare-axum: " + ", ".join(f"{float(a[1]) / float(b[1]):.2f}" for b, a in pairs))
+print()
+print(f"- calculations recorded by the server during the Abacus rounds: {calcs} (requests sent: {sum(int(r[5]) for r in by['abacus-memory'])})")
 print(f"- RSS per idle session ({n} sessions): {(after - before) * 1024 / n:.0f} bytes (RSS {before} KiB -> {after} KiB)")
-print(f"- session creation (initialize + initialized, one sequential client): {n / secs:.0f} sessions/s")
+print(f"- session creation (initialize + initialized, one sequential Python client): {n / secs:.0f} sessions/s")
 PY
 cat "$OUT/latest.md"

@@ -13,7 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::numfmt::{js_number, json_number};
 use super::resources;
@@ -108,16 +108,27 @@ async fn announce_session_change(ctx: &RequestContext) {
 
 /// The stored history entry. `resultText` keeps non-finite results reproducible, which the
 /// reference lost by storing `null`.
-pub fn entry(id: &str, timestamp: u64, calc: &Calc) -> Value {
-    let inputs: Vec<Value> = calc.inputs.iter().copied().map(json_number).collect();
-    json!({
-        "id": id,
-        "timestamp": timestamp,
-        "operation": calc.operation,
-        "inputs": inputs,
-        "result": json_number(calc.result),
-        "resultText": js_number(calc.result),
-    })
+pub fn entry(id: &str, timestamp: u64, calc: &Calc) -> String {
+    /// The stored shape of one calculation (serialized straight to text, no JSON tree).
+    #[derive(serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Entry<'a> {
+        id: &'a str,
+        timestamp: u64,
+        operation: &'a str,
+        inputs: Vec<Value>,
+        result: Value,
+        result_text: String,
+    }
+    let e = Entry {
+        id,
+        timestamp,
+        operation: calc.operation,
+        inputs: calc.inputs.iter().copied().map(json_number).collect(),
+        result: json_number(calc.result),
+        result_text: js_number(calc.result),
+    };
+    serde_json::to_string(&e).unwrap_or_default()
 }
 
 /// A fresh calculation id; see the module documentation for the scheme.
@@ -215,8 +226,8 @@ mod tests {
             },
         );
         assert_eq!(
-            e,
-            json!({"id": "c-1", "timestamp": 5, "operation": "factorial", "inputs": [171], "result": null, "resultText": "Infinity"})
+            serde_json::from_str::<Value>(&e).unwrap(),
+            serde_json::json!({"id": "c-1", "timestamp": 5, "operation": "factorial", "inputs": [171], "result": null, "resultText": "Infinity"})
         );
     }
 }

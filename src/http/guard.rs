@@ -1,12 +1,11 @@
 //! Guards in front of `/mcp`: Host allowlist and Origin validation (DNS-rebinding protection,
-//! 403), CORS (preflight and response headers), refusal while draining, and rate limiting
-//! (429 with `Retry-After`). One middleware so the order is explicit.
+//! 403), CORS (preflight and response headers) and rate limiting (429 with `Retry-After`).
+//! One function, [`admit`], called first by every `/mcp` handler, so the order is explicit.
 
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
@@ -21,20 +20,22 @@ const EXPOSED_HEADERS: &str = "Mcp-Session-Id, WWW-Authenticate, Retry-After";
 
 const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
 
-/// Splits `host[:port]` (IPv6 in brackets) into lowercase host and optional port.
-fn split_host(value: &str) -> (String, Option<&str>) {
+/// Splits `host[:port]` (IPv6 in brackets) into host and optional port, without allocating.
+fn split_host(value: &str) -> (&str, Option<&str>) {
     let value = value.trim();
-    if let Some(rest) = value.strip_prefix('[') {
-        if let Some(end) = rest.find(']') {
-            let host = format!("[{}]", &rest[..end]).to_ascii_lowercase();
-            let port = rest[end + 1..].strip_prefix(':');
-            return (host, port);
+    if value.starts_with('[') {
+        if let Some(end) = value.find(']') {
+            return (&value[..=end], value[end + 1..].strip_prefix(':'));
         }
     }
     match value.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => (h.to_ascii_lowercase(), Some(p)),
-        _ => (value.to_ascii_lowercase(), None),
+        Some((h, p)) if !h.contains(':') => (h, Some(p)),
+        _ => (value, None),
     }
+}
+
+fn is_loopback_name(name: &str) -> bool {
+    LOOPBACK_HOSTS.iter().any(|l| l.eq_ignore_ascii_case(name))
 }
 
 /// True if a `Host` header value is allowed: loopback names with any port, or an entry of the
@@ -44,7 +45,7 @@ pub fn host_allowed(host: &str, allowlist: &[String]) -> bool {
     if name.is_empty() {
         return false;
     }
-    if LOOPBACK_HOSTS.contains(&name.as_str()) {
+    if is_loopback_name(name) {
         return true;
     }
     allowlist.iter().any(|entry| {
@@ -52,7 +53,7 @@ pub fn host_allowed(host: &str, allowlist: &[String]) -> bool {
             return true;
         }
         let (ename, eport) = split_host(entry);
-        ename == name && (eport.is_none() || eport == port)
+        ename.eq_ignore_ascii_case(name) && (eport.is_none() || eport == port)
     })
 }
 
@@ -76,12 +77,12 @@ fn is_loopback_origin(origin: &str) -> bool {
         return false;
     };
     let (name, port) = split_host(rest);
-    LOOPBACK_HOSTS.contains(&name.as_str()) && port.is_none_or(|p| p.parse::<u16>().is_ok())
+    is_loopback_name(name) && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
 /// The client identity for rate limiting: the peer address, or the first `X-Forwarded-For`
 /// hop when the proxy is trusted.
-fn client_key(headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) -> String {
+fn client_key(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> String {
     if trust_proxy {
         if let Some(first) = headers
             .get("x-forwarded-for")
@@ -91,54 +92,79 @@ fn client_key(headers: &HeaderMap, peer: Option<SocketAddr>, trust_proxy: bool) 
             return first.trim().to_owned();
         }
     }
-    peer.map(|p| p.ip().to_string()).unwrap_or_default()
+    peer.ip().to_string()
 }
 
-/// The `/mcp` middleware.
-pub async fn mcp_guard(State(app): State<AppState>, req: Request, next: Next) -> Response {
+/// What the guard lets through: the validated `Origin` (for CORS headers on the answer).
+pub struct Admitted {
+    origin: Option<String>,
+}
+
+/// Checks a `/mcp` request before any work: Host and Origin (403), then the client's rate
+/// limit (429). Called at the top of each `/mcp` handler (a plain call: no middleware layer on
+/// the hot path).
+pub fn admit(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+) -> Result<Admitted, Box<Response>> {
     let rt = app.live.current();
-    let headers = req.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     if !host.is_some_and(|h| host_allowed(h, &rt.allowed_hosts)) {
-        return forbidden(&format!(
+        return Err(Box::new(forbidden(&format!(
             "Forbidden: Host {:?} is not allowed",
             host.unwrap_or("")
-        ));
+        ))));
     }
     let origin = match headers.get(header::ORIGIN).map(|v| v.to_str()) {
         None => None,
         Some(Ok(o)) if origin_allowed(o, &rt) => Some(o.to_owned()),
         Some(o) => {
-            return forbidden(&format!(
+            return Err(Box::new(forbidden(&format!(
                 "Forbidden: Origin {:?} is not allowed",
                 o.unwrap_or("")
-            ))
+            ))))
         }
     };
-    if req.method() == Method::OPTIONS {
-        return preflight(origin.as_deref(), &rt, headers);
+    if rt.rate_limit_max > 0 {
+        let key = client_key(headers, peer, app.settings.trust_proxy);
+        if let Verdict::Limited { retry_after_s } =
+            app.limiter
+                .check(&key, rt.rate_limit_max, rt.rate_limit_window_ms)
+        {
+            let resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                -32000,
+                "Too many requests, please retry later",
+            )
+            .with_header(header::RETRY_AFTER, &retry_after_s.to_string())
+            .into_response();
+            return Err(Box::new(with_cors(resp, origin.as_deref(), &rt)));
+        }
     }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let key = client_key(headers, peer, app.settings.trust_proxy);
-    if let Verdict::Limited { retry_after_s } =
-        app.limiter
-            .check(&key, rt.rate_limit_max, rt.rate_limit_window_ms)
-    {
-        let resp = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            -32000,
-            "Too many requests, please retry later",
-        )
-        .with_header(header::RETRY_AFTER, &retry_after_s.to_string())
-        .into_response();
-        app.metrics.request("other", 429);
-        return with_cors(resp, origin.as_deref(), &rt);
+    Ok(Admitted { origin })
+}
+
+impl Admitted {
+    /// Adds the CORS headers the request's origin is entitled to.
+    pub fn finish(&self, resp: Response, app: &AppState) -> Response {
+        match &self.origin {
+            None => resp,
+            Some(o) => with_cors(resp, Some(o), &app.live.current()),
+        }
     }
-    let resp = next.run(req).await;
-    with_cors(resp, origin.as_deref(), &rt)
+}
+
+/// `OPTIONS /mcp`: the CORS preflight (after the same Host/Origin checks).
+pub async fn options(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    match admit(&app, &headers, peer) {
+        Err(resp) => *resp,
+        Ok(a) => preflight(a.origin.as_deref(), &app.live.current(), &headers),
+    }
 }
 
 fn forbidden(message: &str) -> Response {

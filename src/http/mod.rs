@@ -24,13 +24,9 @@ pub fn router(app: AppState) -> Router {
             get(transport::get)
                 .post(transport::post)
                 .delete(transport::delete)
-                .on(MethodFilter::OPTIONS, || async { StatusCode::NO_CONTENT })
+                .on(MethodFilter::OPTIONS, guard::options)
                 .fallback(|| async { ApiError::method_not_allowed("GET, POST, DELETE, OPTIONS") }),
         )
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            guard::mcp_guard,
-        ))
         .layer(DefaultBodyLimit::max(app.settings.max_body_bytes));
     Router::new()
         .merge(mcp)

@@ -60,10 +60,10 @@ impl HistoryScope for MemoryScope {
     fn id(&self) -> &str {
         &self.id
     }
-    async fn append(&self, entries: Vec<(String, Value)>) -> Result<(), DomainError> {
+    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError> {
         let mut g = self.inner.lock();
         for (op, v) in entries {
-            g.0.push(v);
+            g.0.push(serde_json::from_str(&v).unwrap_or(Value::Null));
             g.1.calculation_total += 1;
             *g.1.operations.entry(op).or_default() += 1;
         }

@@ -159,8 +159,9 @@ pub trait HistoryScope: Send + Sync {
     /// The session id or state handle this scope belongs to.
     fn id(&self) -> &str;
     /// Appends entries (each with its operation name, counted per operation) and trims the
-    /// history to its configured cap, atomically.
-    async fn append(&self, entries: Vec<(String, Value)>) -> Result<(), DomainError>;
+    /// history to its configured cap, atomically. Entries are serialized JSON objects: stores
+    /// keep them as text (one allocation in memory, one list element in Redis).
+    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError>;
     /// The current history, oldest first.
     async fn history(&self) -> Result<Vec<Value>, DomainError>;
     /// Counters and timestamps of this scope.

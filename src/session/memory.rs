@@ -80,7 +80,7 @@ impl<T> Sharded<T> {
 /// A history scope's data: the capped history and its counters.
 #[derive(Default)]
 struct Scope {
-    history: VecDeque<Value>,
+    history: VecDeque<Box<str>>,
     stats: ScopeStats,
 }
 
@@ -240,12 +240,12 @@ impl HistoryScope for MemoryScope {
         &self.id
     }
 
-    async fn append(&self, entries: Vec<(String, Value)>) -> Result<(), DomainError> {
+    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError> {
         let cap = self.store.inner.limits.history_cap;
         self.store
             .with_scope(&self.id, |scope| {
                 for (op, entry) in entries {
-                    scope.history.push_back(entry);
+                    scope.history.push_back(entry.into_boxed_str());
                     scope.stats.calculation_total += 1;
                     *scope.stats.operations.entry(op).or_default() += 1;
                 }
@@ -259,7 +259,12 @@ impl HistoryScope for MemoryScope {
 
     async fn history(&self) -> Result<Vec<Value>, DomainError> {
         self.store
-            .with_scope(&self.id, |s| s.history.iter().cloned().collect())
+            .with_scope(&self.id, |s| {
+                s.history
+                    .iter()
+                    .map(|e| serde_json::from_str(e).unwrap_or(Value::Null))
+                    .collect()
+            })
             .ok_or(DomainError::SessionGone)
     }
 
@@ -508,7 +513,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn publish(&self, envelope: Envelope) -> Result<(), StoreError> {
-        let _ = self.inner.signals.send(envelope);
+        // No listener on this node means nobody to tell (and no allocation to make).
+        if self.inner.signals.receiver_count() > 0 {
+            let _ = self.inner.signals.send(envelope);
+        }
         Ok(())
     }
 
@@ -536,8 +544,8 @@ mod tests {
         SessionRecord {
             id: id.into(),
             protocol_version: "2025-11-25".into(),
-            client_capabilities: serde_json::json!({}),
-            client_info: serde_json::json!({}),
+            client_capabilities: Arc::new(serde_json::json!({})),
+            client_info: Arc::new(serde_json::json!({})),
             principal: None,
             log_level: None,
             subscriptions: Default::default(),
@@ -580,7 +588,7 @@ mod tests {
             let scope = s.history("a");
             tasks.push(tokio::spawn(async move {
                 scope
-                    .append(vec![("add".into(), serde_json::json!(i))])
+                    .append(vec![("add".into(), format!("{{\"i\":{i}}}"))])
                     .await
             }));
         }

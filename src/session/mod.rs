@@ -46,10 +46,10 @@ pub struct SessionRecord {
     pub id: String,
     /// The negotiated protocol version.
     pub protocol_version: String,
-    /// Client capabilities from `initialize`.
-    pub client_capabilities: Value,
+    /// Client capabilities from `initialize` (shared: read on every request, never changed).
+    pub client_capabilities: Arc<Value>,
     /// `clientInfo` from `initialize`.
-    pub client_info: Value,
+    pub client_info: Arc<Value>,
     /// The authenticated principal that owns the session (issuer and subject), once auth exists.
     pub principal: Option<String>,
     /// Level set by `logging/setLevel`; `None` means the default.

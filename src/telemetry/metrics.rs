@@ -68,8 +68,24 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
     mcp_method_name: &'static str,
-    gen_ai_tool_name: String,
-    error_type: String,
+    gen_ai_tool_name: &'static str,
+    error_type: &'static str,
+}
+
+/// Interns a registered tool name for use as a label value without a per-request allocation.
+/// Only names of registered tools reach here, so the set is bounded by the toolsets.
+pub fn intern_tool(name: &str) -> &'static str {
+    static NAMES: parking_lot::RwLock<Vec<&'static str>> = parking_lot::RwLock::new(Vec::new());
+    if let Some(n) = NAMES.read().iter().find(|n| **n == name) {
+        return n;
+    }
+    let mut names = NAMES.write();
+    if let Some(n) = names.iter().find(|n| **n == name) {
+        return n;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
 }
 
 /// The process's metrics.
@@ -176,12 +192,18 @@ impl Metrics {
     }
 
     /// Records the handling time of one MCP operation.
-    pub fn operation(&self, method: &str, tool: Option<&str>, error: Option<&str>, seconds: f64) {
+    pub fn operation(
+        &self,
+        method: &str,
+        tool: Option<&'static str>,
+        error: Option<&'static str>,
+        seconds: f64,
+    ) {
         self.durations
             .get_or_create(&DurationLabels {
                 mcp_method_name: method_label(method),
-                gen_ai_tool_name: tool.unwrap_or("").to_owned(),
-                error_type: error.unwrap_or("").to_owned(),
+                gen_ai_tool_name: tool.unwrap_or(""),
+                error_type: error.unwrap_or(""),
             })
             .observe(seconds);
     }

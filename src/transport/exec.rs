@@ -30,6 +30,8 @@ pub struct Prepared {
     pub protocol_version: String,
     pub session_id: Option<String>,
     pub client_capabilities: Value,
+    /// Resource URIs the legacy session subscribed to (updates to others need no delivery).
+    pub subscriptions: std::collections::BTreeSet<String>,
     pub log_level: Option<LogLevel>,
 }
 
@@ -70,6 +72,48 @@ impl Prepared {
     }
 }
 
+/// A request's execution, polled inline by its handler until it either finishes or needs to
+/// outlive the handler; then it moves to a tracked task (`detach`). A legacy request also
+/// detaches when its handler is dropped, because a disconnect is not a cancellation there.
+struct Detachable {
+    fut: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+    tasks: tokio_util::task::TaskTracker,
+    detach_on_drop: bool,
+}
+
+impl Detachable {
+    fn detach(&mut self) {
+        if let Some(fut) = self.fut.take() {
+            self.tasks.spawn(fut);
+        }
+    }
+}
+
+impl std::future::Future for Detachable {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Some(fut) = self.fut.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        let r = fut.as_mut().poll(cx);
+        if r.is_ready() {
+            self.fut = None;
+        }
+        r
+    }
+}
+
+impl Drop for Detachable {
+    fn drop(&mut self) {
+        if self.detach_on_drop {
+            self.detach();
+        }
+    }
+}
+
 /// Runs a request and answers it as JSON or SSE.
 pub async fn run(app: &AppState, req: Prepared) -> Response {
     let (tx, mut rx) = mpsc::channel(64);
@@ -79,6 +123,7 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
         era: req.era,
         session_id: req.session_id.clone(),
         binding: req.binding(),
+        subscriptions: req.subscriptions.clone(),
         outbox: tx.clone(),
     });
     let mut ctx = RequestContext::new(
@@ -100,22 +145,35 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
     // A modern request is cancelled when its client goes away; this guard fires if the
     // handler future is dropped before the answer is chosen.
     let guard = (era == Era::Modern).then(|| cancel.clone().drop_guard());
-    app.drain.tasks.spawn(execute(app.clone(), req, ctx, tx));
-    let window = Duration::from_millis(app.settings.sse_after_ms);
-    let first = match tokio::time::timeout(window, rx.recv()).await {
-        Ok(Some(Out::Final(msg, status))) => {
+    let mut job = Detachable {
+        fut: Some(Box::pin(execute(app.clone(), req, ctx, tx))),
+        tasks: app.drain.tasks.clone(),
+        detach_on_drop: era == Era::Legacy,
+    };
+    // Most requests finish on their first poll (the in-memory store never waits): no timer,
+    // no task, no hand-off. Others run inline for the JSON window, then move to a task.
+    if futures::poll!(&mut job).is_pending() {
+        let window = Duration::from_millis(app.settings.sse_after_ms);
+        tokio::select! {
+            biased;
+            _ = &mut job => {}
+            _ = tokio::time::sleep(window) => job.detach(),
+        }
+    }
+    let first = match rx.try_recv() {
+        Ok(Out::Final(msg, status)) => {
             if let Some(g) = guard {
                 g.disarm();
             }
             return json_response(&msg, status, session_id.as_deref());
         }
-        Ok(None) => {
+        Err(mpsc::error::TryRecvError::Disconnected) => {
             return ApiError::new(StatusCode::OK, -32800, "Request cancelled").into_response()
         }
-        Ok(Some(Out::Message(m))) => Some(Out::Message(m)),
-        Ok(Some(Out::CloseConnection)) => Some(Out::CloseConnection),
-        Err(_) => None,
+        Ok(other) => Some(other),
+        Err(mpsc::error::TryRecvError::Empty) => None,
     };
+    job.detach();
     match (era, session_id) {
         (Era::Legacy, Some(sid)) => legacy_stream(app, sid, first, rx).await,
         _ => {
@@ -130,7 +188,8 @@ async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Se
     let tool = (req.method == "tools/call")
         .then(|| req.params.get("name").and_then(Value::as_str))
         .flatten()
-        .filter(|n| app.dispatcher.registry.active().tool_owner(n).is_some());
+        .filter(|n| app.dispatcher.registry.active().tool_owner(n).is_some())
+        .map(crate::telemetry::metrics::intern_tool);
     let outcome = tokio::select! {
         r = app.dispatcher.call(&req.method, &req.params, &ctx) => Some(r),
         _ = ctx.cancel.cancelled() => None,
@@ -384,6 +443,7 @@ pub async fn run_to_value(app: &AppState, req: Prepared) -> Option<Value> {
         era: req.era,
         session_id: req.session_id.clone(),
         binding: req.binding(),
+        subscriptions: req.subscriptions.clone(),
         outbox: tx.clone(),
     });
     let ctx = RequestContext::new(

@@ -154,8 +154,8 @@ async fn initialize(app: &AppState, id: &Value, params: &Map<String, Value>) -> 
     let record = SessionRecord {
         id: random_id(),
         protocol_version: negotiated.to_owned(),
-        client_capabilities: capabilities,
-        client_info,
+        client_capabilities: std::sync::Arc::new(capabilities),
+        client_info: std::sync::Arc::new(client_info),
         principal: None,
         log_level: None,
         subscriptions: Default::default(),
@@ -228,7 +228,8 @@ fn prepared(
         params,
         protocol_version: record.protocol_version,
         session_id: Some(record.id),
-        client_capabilities: record.client_capabilities,
+        client_capabilities: (*record.client_capabilities).clone(),
+        subscriptions: record.subscriptions,
         log_level: Some(record.log_level.unwrap_or(DEFAULT_LOG_LEVEL)),
     }
 }

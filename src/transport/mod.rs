@@ -11,13 +11,16 @@ pub mod sse;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::app::AppState;
 use crate::http::error::ApiError;
+use crate::http::guard;
 
 /// True if an `Accept` header admits `wanted` (`type/subtype`, `type/*` or `*/*`).
 pub fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
@@ -48,12 +51,20 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// POST `/mcp`.
 pub async fn post(
     State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let admitted = match guard::admit(&app, &headers, peer) {
+        Ok(a) => a,
+        Err(resp) => {
+            app.metrics.request("other", resp.status().as_u16());
+            return *resp;
+        }
+    };
     let (label, resp) = post_inner(&app, &headers, body).await;
     app.metrics.request(label, resp.status().as_u16());
-    resp
+    admitted.finish(resp, &app)
 }
 
 async fn post_inner(
@@ -111,7 +122,15 @@ fn body_error(app: &AppState, rejection: BytesRejection) -> ApiError {
 }
 
 /// GET `/mcp`: legacy standalone stream or resumption.
-pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let admitted = match guard::admit(&app, &headers, peer) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
     let resp = if !accepts(&headers, "text/event-stream") {
         ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
@@ -123,12 +142,20 @@ pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
         legacy::get(&app, &headers).await
     };
     app.metrics.request("GET", resp.status().as_u16());
-    resp
+    admitted.finish(resp, &app)
 }
 
 /// DELETE `/mcp`: ends a legacy session.
-pub async fn delete(State(app): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn delete(
+    State(app): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    let admitted = match guard::admit(&app, &headers, peer) {
+        Ok(a) => a,
+        Err(resp) => return *resp,
+    };
     let resp = legacy::delete(&app, &headers).await;
     app.metrics.request("DELETE", resp.status().as_u16());
-    resp
+    admitted.finish(resp, &app)
 }

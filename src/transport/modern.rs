@@ -97,6 +97,7 @@ pub async fn post(app: &AppState, headers: &HeaderMap, value: Value) -> (&'stati
                     protocol_version: MODERN_VERSION.to_owned(),
                     session_id: None,
                     client_capabilities: meta.capabilities,
+                    subscriptions: Default::default(),
                     log_level: meta.log_level,
                 },
             )

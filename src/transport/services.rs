@@ -36,6 +36,8 @@ pub struct CallServices {
     pub session_id: Option<String>,
     /// `method` and `name`/`uri` of the request, bound into sealed `requestState`.
     pub binding: String,
+    /// The legacy session's resource subscriptions when the request started.
+    pub subscriptions: std::collections::BTreeSet<String>,
     pub outbox: mpsc::Sender<Out>,
 }
 
@@ -100,6 +102,10 @@ impl ContextServices for CallServices {
     }
 
     async fn resource_updated(&self, uri: &str) {
+        // A session-scoped update matters only if that session subscribed to the URI.
+        if self.era == Era::Legacy && !self.subscriptions.contains(uri) {
+            return;
+        }
         let _ = self
             .app
             .store
