@@ -51,6 +51,8 @@ async fn main() -> ExitCode {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("cannot start: {e}");
+            // Start-up errors go to stderr like configuration errors, not only to the log.
+            eprintln!("abacus: cannot start: {e}");
             return ExitCode::from(2);
         }
     };
@@ -63,6 +65,7 @@ async fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             tracing::error!(%addr, "cannot listen: {e}");
+            eprintln!("abacus: cannot listen on {addr}: {e}");
             return ExitCode::from(1);
         }
     };

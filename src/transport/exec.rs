@@ -190,9 +190,12 @@ async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Se
         .flatten()
         .filter(|n| app.dispatcher.registry.active().tool_owner(n).is_some())
         .map(crate::telemetry::metrics::intern_tool);
+    // Cancellation is checked first: a handler that stops because the token fired returns
+    // `Err(Cancelled)` in the same poll, and a cancelled request gets no response.
     let outcome = tokio::select! {
-        r = app.dispatcher.call(&req.method, &req.params, &ctx) => Some(r),
+        biased;
         _ = ctx.cancel.cancelled() => None,
+        r = app.dispatcher.call(&req.method, &req.params, &ctx) => Some(r),
     };
     if let (Era::Legacy, Some(sid)) = (req.era, &req.session_id) {
         app.routes.finish_request(sid, &req.id);
