@@ -9,7 +9,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DUR="${BENCH_DURATION:-3}"
-ROUNDS="${BENCH_ROUNDS:-5}"
+ROUNDS="${BENCH_ROUNDS:-7}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 NSESS="${BENCH_SESSIONS_N:-64}"
 IDLE="${BENCH_IDLE_SESSIONS:-10000}"
@@ -35,11 +35,16 @@ start_abacus() { # name, env...
 
 calc_body='{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"calculate","arguments":{"a":6,"b":7,"op":"multiply"}}}'
 
-run_wrk() { # label url sessions.lua
-  local label="$1" url="$2" lua="$3"
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+run_wrk() { # label url sessions.lua server-pid
+  local label="$1" url="$2" lua="$3" spid="$4"
   local hostport; hostport=$(echo "$url" | sed -E 's#^http://([^/]+)/.*#\1#')
+  local t0; t0=$(cpu_ticks "$spid")
   BENCH_SESSIONS="$lua" pin "$gen_cpu" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency \
     -s "$ROOT/hack/bench/requests.lua" "http://$hostport" >"$work/$label.wrk" 2>&1
+  local t1; t1=$(cpu_ticks "$spid")
+  echo "cpu_ticks: $((t1 - t0)) $(getconf CLK_TCK)" >>"$work/$label.wrk"
   python3 - "$label" "$work/$label.wrk" >>"$work/rounds.tsv" <<'PY'
 import re, sys
 label, path = sys.argv[1], sys.argv[2]
@@ -55,26 +60,34 @@ p99 = ms(re.search(r"99%\s+(\S+)", t).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
 errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
-print(f"{label}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{total}")
+ticks, hz = map(int, re.search(r"cpu_ticks: (\d+) (\d+)", t).groups())
+cpu_us = ticks / hz * 1e6 / max(total, 1)
+print(f"{label}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{total}\t{cpu_us:.2f}")
 PY
 }
 
 # Both servers run side by side; short rounds alternate between them so that the noise of a
 # shared machine hits both alike, and medians over the rounds are reported.
 BARE_LOG="$work/bare.log"
-PORT=0 pin "$srv_cpu" "$ROOT/target/release/examples/bare" >"$BARE_LOG" 2>&1 &
+if command -v taskset >/dev/null; then
+  PORT=0 taskset -c "$srv_cpu" "$ROOT/target/release/examples/bare" >"$BARE_LOG" 2>&1 &
+else
+  PORT=0 "$ROOT/target/release/examples/bare" >"$BARE_LOG" 2>&1 &
+fi
 pids+=("$!")
 for _ in $(seq 50); do grep -q listening "$BARE_LOG" && break; sleep 0.1; done
 bare_url="http://$(sed -n 's/^bare listening on //p' "$BARE_LOG")/mcp"
+bare_pid="${pids[-1]}"
 python3 -c 'import json,sys; print("sessions = {\"\"}\nbody = " + json.dumps(sys.argv[1]))' "$calc_body" >"$work/bare.lua"
 
 url=$(start_abacus mem RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
 python3 "$ROOT/hack/bench/sessions.py" "$url" "$NSESS" "$work/mem.lua" "$calc_body"
+mem_pid="$(cat "$work/mem.pid")"
 
 : >"$work/rounds.tsv"
 for round in $(seq 1 "$ROUNDS"); do
-  run_wrk "bare-axum" "$bare_url" "$work/bare.lua"
-  run_wrk "abacus-memory" "$url" "$work/mem.lua"
+  run_wrk "bare-axum" "$bare_url" "$work/bare.lua" "$bare_pid"
+  run_wrk "abacus-memory" "$url" "$work/mem.lua" "$mem_pid"
 done
 curl -fsS "${url%/mcp}/metrics" >"$work/metrics.txt"
 calcs=$(sed -n 's/^mcp_calculations_total{operation="multiply"} //p' "$work/metrics.txt")
@@ -106,16 +119,18 @@ def median_row(rs):
     return rs[len(rs) // 2]
 bare = float(median_row(by["bare-axum"])[1])
 print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores. Medians over the rounds.\n")
-print("| target | req/s (median) | p50 ms | p99 ms | errors (all rounds) | requests (all rounds) | ratio to bare |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+cpu = {l: statistics.median(float(r[6]) for r in by[l]) for l in labels}
+print("| target | req/s (median) | p50 ms | p99 ms | errors (all rounds) | requests (all rounds) | throughput ratio to bare | server CPU µs/request (median) | CPU-efficiency ratio to bare |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for l in labels:
     m = median_row(by[l])
     errs = sum(int(r[4]) for r in by[l])
     total = sum(int(r[5]) for r in by[l])
-    print(f"| {l} | {m[1]} | {m[2]} | {m[3]} | {errs} | {total} | {float(m[1]) / bare:.2f} |")
+    print(f"| {l} | {m[1]} | {m[2]} | {m[3]} | {errs} | {total} | {float(m[1]) / bare:.2f} | {cpu[l]:.1f} | {cpu['bare-axum'] / cpu[l]:.2f} |")
 pairs = list(zip(by["bare-axum"], by["abacus-memory"]))
 print()
-print("Per-round ratios abacus-memory / bare-axum: " + ", ".join(f"{float(a[1]) / float(b[1]):.2f}" for b, a in pairs))
+print("Per-round throughput ratios abacus-memory / bare-axum: " + ", ".join(f"{float(a[1]) / float(b[1]):.2f}" for b, a in pairs))
+print("Per-round CPU-efficiency ratios (bare CPU per request / Abacus CPU per request): " + ", ".join(f"{float(b[6]) / float(a[6]):.2f}" for b, a in pairs))
 print()
 print(f"- calculations recorded by the server during the Abacus rounds: {calcs} (requests sent: {sum(int(r[5]) for r in by['abacus-memory'])})")
 print(f"- RSS per idle session ({n} sessions): {(after - before) * 1024 / n:.0f} bytes (RSS {before} KiB -> {after} KiB)")

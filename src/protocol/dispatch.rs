@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use rmcp::model::{CallToolResult, ContentBlock};
+use rmcp::model::{CallToolResult, ContentBlock, MetaObject, ResultType};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::error::ProtocolError;
@@ -68,13 +69,18 @@ impl Dispatcher {
     }
 
     /// Handles one request (not `initialize`, not `subscriptions/listen`: the transport owns those).
+    /// The result is serialized JSON: typed results (the hot `tools/call` path) are shaped as
+    /// structs and serialized once, never built as a `Value` tree.
     pub async fn call(
         &self,
         method: &str,
         params: &Map<String, Value>,
         ctx: &RequestContext,
-    ) -> Result<Value, ProtocolError> {
+    ) -> Result<Box<RawValue>, ProtocolError> {
         let era = ctx.era;
+        if method == "tools/call" {
+            return self.call_tool(params, ctx).await;
+        }
         let result = match (method, era) {
             ("ping", Era::Legacy) => Ok(json!({})),
             ("initialize", Era::Legacy) => Err(ProtocolError::InvalidRequest(
@@ -90,13 +96,26 @@ impl Dispatcher {
                 self.list(params, "resourceTemplates", |a| a.templates_json.clone())
             }
             ("resources/list", _) => self.list_resources(params, ctx),
-            ("tools/call", _) => self.call_tool(params, ctx).await,
             ("prompts/get", _) => self.get_prompt(params, ctx).await,
             ("resources/read", _) => self.read_resource(params, ctx).await,
             ("completion/complete", _) => self.complete(params),
             _ => Err(ProtocolError::MethodNotFound(method.to_owned())),
         }?;
-        Ok(self.shape(method, era, result))
+        raw(&self.shape(method, era, result))
+    }
+
+    /// Sets the era-specific fields of a tool result on the struct itself.
+    fn shape_tool_result(&self, mut r: CallToolResult, era: Era) -> CallToolResult {
+        match era {
+            Era::Legacy => r.result_type = None,
+            Era::Modern => {
+                r.result_type = Some(ResultType::COMPLETE);
+                r.meta
+                    .get_or_insert_with(MetaObject::new)
+                    .insert(META_SERVER_INFO.into(), self.server_info.clone());
+            }
+        }
+        r
     }
 
     /// Adds or strips era-specific result fields.
@@ -169,29 +188,33 @@ impl Dispatcher {
         &self,
         params: &Map<String, Value>,
         ctx: &RequestContext,
-    ) -> Result<Value, ProtocolError> {
+    ) -> Result<Box<RawValue>, ProtocolError> {
         let name = required_str(params, "name")?;
         let arguments = optional_object(params, "arguments")?;
         let active = self.registry.active();
         let owner = active
             .tool_owner(name)
             .ok_or_else(|| invalid_params(format!("Tool {name} not found")))?;
-        match owner.call_tool(name, arguments, ctx).await {
-            Ok(outcome) => outcome_json(outcome, ctx),
+        let result = match owner.call_tool(name, arguments, ctx).await {
+            Ok(Outcome::Complete(r)) => r,
+            Ok(outcome) => {
+                let v = outcome_json(outcome, ctx)?;
+                return raw(&self.shape("tools/call", ctx.era, v));
+            }
             Err(DomainError::InvalidArguments(msg)) => {
                 let msg = if msg.starts_with("Invalid arguments for tool") {
                     msg
                 } else {
                     format!("Invalid arguments for tool {name}: {msg}")
                 };
-                if version::validation_is_tool_error(&ctx.protocol_version) {
-                    to_json(&CallToolResult::error(vec![ContentBlock::text(msg)]))
-                } else {
-                    Err(invalid_params(msg))
+                if !version::validation_is_tool_error(&ctx.protocol_version) {
+                    return Err(invalid_params(msg));
                 }
+                CallToolResult::error(vec![ContentBlock::text(msg)])
             }
-            Err(e) => Err(e.into()),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        raw(&self.shape_tool_result(result, ctx.era))
     }
 
     async fn get_prompt(
@@ -346,6 +369,10 @@ fn outcome_json<T: serde::Serialize>(
             Ok(r)
         }
     }
+}
+
+fn raw<T: serde::Serialize>(v: &T) -> Result<Box<RawValue>, ProtocolError> {
+    serde_json::value::to_raw_value(v).map_err(|e| ProtocolError::Internal(e.to_string()))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtocolError> {

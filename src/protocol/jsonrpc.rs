@@ -111,6 +111,18 @@ pub fn response(id: &RequestId, result: Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
 
+/// A success response around an already-serialized result, as text (no `Value` tree).
+pub fn response_text(id: &RequestId, result: &serde_json::value::RawValue) -> String {
+    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
+    let mut s = String::with_capacity(result.get().len() + id.len() + 32);
+    s.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
+    s.push_str(&id);
+    s.push_str(",\"result\":");
+    s.push_str(result.get());
+    s.push('}');
+    s
+}
+
 /// An error response; `id` is null when the request's id could not be read.
 pub fn error_response(
     id: Option<&RequestId>,

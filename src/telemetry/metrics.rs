@@ -56,7 +56,7 @@ pub fn method_label(method: &str) -> &'static str {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabels {
-    operation: String,
+    operation: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +75,11 @@ struct DurationLabels {
 /// Interns a registered tool name for use as a label value without a per-request allocation.
 /// Only names of registered tools reach here, so the set is bounded by the toolsets.
 pub fn intern_tool(name: &str) -> &'static str {
+    intern(name)
+}
+
+/// Interns a label value from a bounded, code-defined set (tool and operation names).
+fn intern(name: &str) -> &'static str {
     static NAMES: parking_lot::RwLock<Vec<&'static str>> = parking_lot::RwLock::new(Vec::new());
     if let Some(n) = NAMES.read().iter().find(|n| **n == name) {
         return n;
@@ -179,7 +184,7 @@ impl Metrics {
     pub fn calculation(&self, operation: &str) {
         self.calculations
             .get_or_create(&OperationLabels {
-                operation: operation.to_owned(),
+                operation: intern(operation),
             })
             .inc();
     }

@@ -79,12 +79,20 @@ struct Detachable {
     fut: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
     tasks: tokio_util::task::TaskTracker,
     detach_on_drop: bool,
+    /// Runs once the execution finishes, wherever it ran.
+    on_done: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Detachable {
     fn detach(&mut self) {
         if let Some(fut) = self.fut.take() {
-            self.tasks.spawn(fut);
+            let on_done = self.on_done.take();
+            self.tasks.spawn(async move {
+                fut.await;
+                if let Some(f) = on_done {
+                    f();
+                }
+            });
         }
     }
 }
@@ -101,6 +109,9 @@ impl std::future::Future for Detachable {
         let r = fut.as_mut().poll(cx);
         if r.is_ready() {
             self.fut = None;
+            if let Some(f) = self.on_done.take() {
+                f();
+            }
         }
         r
     }
@@ -137,10 +148,13 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
         services,
     );
     (ctx.input_responses, ctx.request_state) = req.mrtr();
-    if let (Era::Legacy, Some(sid)) = (req.era, &req.session_id) {
-        app.routes.start_request(sid, &req.id, cancel.clone());
-    }
     let era = req.era;
+    // Only a request that outlives its first poll can be cancelled by a later
+    // `notifications/cancelled`, so only such requests are entered in the routing table.
+    let cancel_route = match (era, &req.session_id) {
+        (Era::Legacy, Some(sid)) => Some((sid.clone(), req.id.clone())),
+        _ => None,
+    };
     let session_id = req.session_id.clone();
     // A modern request is cancelled when its client goes away; this guard fires if the
     // handler future is dropped before the answer is chosen.
@@ -149,10 +163,16 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
         fut: Some(Box::pin(execute(app.clone(), req, ctx, tx))),
         tasks: app.drain.tasks.clone(),
         detach_on_drop: era == Era::Legacy,
+        on_done: None,
     };
     // Most requests finish on their first poll (the in-memory store never waits): no timer,
     // no task, no hand-off. Others run inline for the JSON window, then move to a task.
     if futures::poll!(&mut job).is_pending() {
+        if let Some((sid, id)) = cancel_route {
+            app.routes.start_request(&sid, &id, cancel.clone());
+            let app = app.clone();
+            job.on_done = Some(Box::new(move || app.routes.finish_request(&sid, &id)));
+        }
         let window = Duration::from_millis(app.settings.sse_after_ms);
         tokio::select! {
             biased;
@@ -165,7 +185,7 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
             if let Some(g) = guard {
                 g.disarm();
             }
-            return json_response(&msg, status, session_id.as_deref());
+            return json_response(msg, status, session_id.as_deref());
         }
         Err(mpsc::error::TryRecvError::Disconnected) => {
             return ApiError::new(StatusCode::OK, -32800, "Request cancelled").into_response()
@@ -197,9 +217,6 @@ async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Se
         _ = ctx.cancel.cancelled() => None,
         r = app.dispatcher.call(&req.method, &req.params, &ctx) => Some(r),
     };
-    if let (Era::Legacy, Some(sid)) = (req.era, &req.session_id) {
-        app.routes.finish_request(sid, &req.id);
-    }
     let error_type = match &outcome {
         Some(Err(e)) => Some(error_type(e)),
         None => Some("cancelled"),
@@ -209,10 +226,10 @@ async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Se
         .operation(&req.method, tool, error_type, start.elapsed().as_secs_f64());
     let Some(outcome) = outcome else { return };
     let (msg, status) = match outcome {
-        Ok(v) => (jsonrpc::response(&req.id, v), StatusCode::OK),
+        Ok(raw) => (jsonrpc::response_text(&req.id, &raw), StatusCode::OK),
         Err(e) => {
             let a = ApiError::from_protocol(&e, req.era, Some(req.id.clone()));
-            (a.body(), a.status)
+            (a.body().to_string(), a.status)
         }
     };
     let _ = tx.send(Out::Final(msg, status)).await;
@@ -237,8 +254,12 @@ fn error_type(e: &crate::protocol::error::ProtocolError) -> &'static str {
 }
 
 /// A JSON answer (with the session id header on legacy answers).
-pub fn json_response(msg: &Value, status: StatusCode, session_id: Option<&str>) -> Response {
-    let body = serde_json::to_vec(msg).unwrap_or_default();
+pub fn json_response(
+    body: impl Into<axum::body::Body>,
+    status: StatusCode,
+    session_id: Option<&str>,
+) -> Response {
+    let body: axum::body::Body = body.into();
     let mut resp = (
         status,
         [(
@@ -290,7 +311,7 @@ async fn legacy_stream(
                     let _ = store.append_event(&s2, &st2, serialize(&m)).await;
                 }
                 Out::Final(m, _) => {
-                    let _ = store.append_event(&s2, &st2, serialize(&m)).await;
+                    let _ = store.append_event(&s2, &st2, Arc::from(m)).await;
                     break;
                 }
                 Out::CloseConnection => close_connection.cancel(),
@@ -419,7 +440,7 @@ fn modern_stream(
                         if !writer.send(sse::event(None, &serialize(&m))).await { return; }
                     }
                     Some(Out::Final(m, _)) => {
-                        writer.send(sse::event(None, &serialize(&m))).await;
+                        writer.send(sse::event(None, &m)).await;
                         guard.disarm();
                         return;
                     }
@@ -462,7 +483,7 @@ pub async fn run_to_value(app: &AppState, req: Prepared) -> Option<Value> {
     app.drain.tasks.spawn(execute(app.clone(), req, ctx, tx));
     while let Some(out) = rx.recv().await {
         if let Out::Final(m, _) = out {
-            return Some(m);
+            return serde_json::from_str(&m).ok();
         }
     }
     None

@@ -172,7 +172,11 @@ async fn initialize(app: &AppState, id: &Value, params: &Map<String, Value>) -> 
     }
     tracing::info!(session = %sid, version = negotiated, "session created");
     let result = app.dispatcher.initialize_result(negotiated);
-    json_response(&jsonrpc::response(id, result), StatusCode::OK, Some(&sid))
+    json_response(
+        jsonrpc::response(id, result).to_string(),
+        StatusCode::OK,
+        Some(&sid),
+    )
 }
 
 async fn notification(
@@ -295,7 +299,7 @@ async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Respon
     if answers.is_empty() {
         return StatusCode::ACCEPTED.into_response();
     }
-    json_response(&Value::Array(answers), StatusCode::OK, Some(&sid))
+    json_response(Value::Array(answers).to_string(), StatusCode::OK, Some(&sid))
 }
 
 /// GET: the standalone stream, or the resumption of any stream of the session.

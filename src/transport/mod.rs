@@ -24,20 +24,19 @@ use crate::http::guard;
 
 /// True if an `Accept` header admits `wanted` (`type/subtype`, `type/*` or `*/*`).
 pub fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
-    let (ty, _) = wanted.split_once('/').unwrap_or((wanted, ""));
+    let ty = wanted.split_once('/').map_or(wanted, |(t, _)| t);
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|item| {
-            item.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
+        .map(|item| item.split(';').next().unwrap_or("").trim())
+        .any(|m| {
+            m.eq_ignore_ascii_case(wanted)
+                || m == "*/*"
+                || m.strip_suffix("/*")
+                    .is_some_and(|t| t.eq_ignore_ascii_case(ty))
         })
-        .any(|m| m == wanted || m == "*/*" || m == format!("{ty}/*"))
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

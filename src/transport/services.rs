@@ -23,8 +23,9 @@ const REQUEST_STATE_TTL: Duration = Duration::from_secs(600);
 pub enum Out {
     /// A notification or server→client request, before the response.
     Message(Value),
-    /// The final JSON-RPC response (or error) and the HTTP status it would have on its own.
-    Final(Value, axum::http::StatusCode),
+    /// The final JSON-RPC response (or error) as JSON text, and the HTTP status it would have
+    /// on its own.
+    Final(String, axum::http::StatusCode),
     /// Close the client's connection now; the stream goes on in the event log.
     CloseConnection,
 }
