@@ -13,6 +13,25 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use tower::ServiceExt;
 
+/// The production allocator, so that the numbers match the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The reference: a bare axum JSON endpoint (same as `examples/bare.rs`).
+fn bare_router() -> axum::Router {
+    use axum::routing::post;
+    use axum::Json;
+    use serde_json::{json, Value};
+    async fn echo(Json(body): Json<Value>) -> Json<Value> {
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": body.get("id").cloned().unwrap_or(Value::Null),
+            "result": { "content": [{ "type": "text", "text": "ok" }], "isError": false }
+        }))
+    }
+    axum::Router::new().route("/mcp", post(echo))
+}
+
 fn request(body: &str, sid: Option<&str>) -> Request<Body> {
     let mut b = Request::post("/mcp")
         .header("host", "127.0.0.1:1453")
@@ -48,6 +67,9 @@ async fn send(router: &axum::Router, req: Request<Body>) -> (u16, Vec<u8>, Optio
 async fn main() {
     let mut settings = Settings::default();
     settings.runtime.rate_limit_max = 0;
+    if std::env::var("WITH_LOGS").is_ok() {
+        abacus::telemetry::init_logging("warn", abacus::config::LogFormat::Text);
+    }
     let app = App::build(settings).expect("app");
     let router = abacus::http::router(app);
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"b","version":"1"}}}"#;
@@ -71,6 +93,19 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
     let only = std::env::var("CASE").ok();
+    if only.as_deref().is_none_or(|o| "bare".contains(o)) {
+        let bare = bare_router();
+        let body = cases[2].1;
+        for _ in 0..1000 {
+            send(&bare, request(body, Some(&sid))).await;
+        }
+        let start = Instant::now();
+        for _ in 0..n {
+            send(&bare, request(body, Some(&sid))).await;
+        }
+        let per = start.elapsed().as_nanos() / n as u128;
+        println!("{:24} {per:>8} ns/request", "bare axum (reference)");
+    }
     for (name, body) in cases {
         if only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;

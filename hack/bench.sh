@@ -17,7 +17,12 @@ OUT="$ROOT/bench-results"
 mkdir -p "$OUT"
 work="$(mktemp -d)"
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  # Servers started inside $(...) recorded their pids in files only.
+  for f in "$work"/*.pid; do [[ -e "$f" ]] && kill "$(cat "$f")" 2>/dev/null; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 command -v wrk >/dev/null || bash "$ROOT/hack/install-tools.sh" apt
@@ -27,10 +32,9 @@ srv_cpu=0
 gen_cpu=$(( ncpu > 1 ? 1 : 0 ))
 pin() { local cpu="$1"; shift; if command -v taskset >/dev/null; then taskset -c "$cpu" "$@"; else "$@"; fi; }
 
-start_abacus() { # name, env...
+start_abacus() { # name, env...  (runs inside $(...): the pid is kept in $work/NAME.pid for cleanup)
   local name="$1"; shift
   ABACUS_BIN="$ROOT/target/release/abacus" pin "$srv_cpu" "$ROOT/hack/start-server.sh" "$work/$name.pid" "$work/$name.log" "$@"
-  pids+=("$(cat "$work/$name.pid")")
 }
 
 calc_body='{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"calculate","arguments":{"a":6,"b":7,"op":"multiply"}}}'
@@ -78,6 +82,7 @@ pids+=("$!")
 for _ in $(seq 50); do grep -q listening "$BARE_LOG" && break; sleep 0.1; done
 bare_url="http://$(sed -n 's/^bare listening on //p' "$BARE_LOG")/mcp"
 bare_pid="${pids[-1]}"
+echo "$bare_pid" >"$work/bare.pid"
 python3 -c 'import json,sys; print("sessions = {\"\"}\nbody = " + json.dumps(sys.argv[1]))' "$calc_body" >"$work/bare.lua"
 
 url=$(start_abacus mem RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)

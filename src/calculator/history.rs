@@ -109,31 +109,47 @@ async fn announce_session_change(ctx: &RequestContext) {
 /// The stored history entry. `resultText` keeps non-finite results reproducible, which the
 /// reference lost by storing `null`.
 pub fn entry(id: &str, timestamp: u64, calc: &Calc) -> String {
-    /// The stored shape of one calculation (serialized straight to text, no JSON tree).
-    #[derive(serde::Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Entry<'a> {
-        id: &'a str,
-        timestamp: u64,
-        operation: &'a str,
-        inputs: Vec<Value>,
-        result: Value,
-        result_text: String,
+    use std::fmt::Write;
+    // Written by hand: this runs on every calculation, and a serde round through a JSON tree
+    // cost more than the arithmetic and the store together.
+    let mut s = String::with_capacity(160);
+    s.push_str("{\"id\":");
+    push_json_str(&mut s, id);
+    let _ = write!(s, ",\"timestamp\":{timestamp},\"operation\":");
+    push_json_str(&mut s, calc.operation);
+    s.push_str(",\"inputs\":[");
+    for (i, x) in calc.inputs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        push_json_number(&mut s, *x);
     }
-    let e = Entry {
-        id,
-        timestamp,
-        operation: calc.operation,
-        inputs: calc.inputs.iter().copied().map(json_number).collect(),
-        result: json_number(calc.result),
-        result_text: js_number(calc.result),
-    };
-    serde_json::to_string(&e).unwrap_or_default()
+    s.push_str("],\"result\":");
+    push_json_number(&mut s, calc.result);
+    s.push_str(",\"resultText\":");
+    push_json_str(&mut s, &js_number(calc.result));
+    s.push('}');
+    s
+}
+
+/// Appends a JSON string literal.
+fn push_json_str(out: &mut String, text: &str) {
+    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+}
+
+/// Appends the JSON number [`json_number`] would produce (`null` when not finite).
+fn push_json_number(out: &mut String, x: f64) {
+    match json_number(x) {
+        Value::Null => out.push_str("null"),
+        v => out.push_str(&v.to_string()),
+    }
 }
 
 /// A fresh calculation id; see the module documentation for the scheme.
 pub fn new_calc_id(handle: Option<&str>) -> String {
-    let random = format!("c-{:016x}", rand::random::<u64>());
+    let mut random = String::with_capacity(18 + handle.map_or(0, |h| h.len() * 4 / 3 + 4));
+    random.push_str("c-");
+    random.push_str(&hex::encode(rand::random::<u64>().to_be_bytes()));
     match handle {
         Some(h) => format!("{random}.{}", URL_SAFE_NO_PAD.encode(h)),
         None => random,

@@ -114,7 +114,7 @@ pub fn response(id: &RequestId, result: Value) -> Value {
 /// A success response around an already-serialized result, as text (no `Value` tree).
 pub fn response_text(id: &RequestId, result: &serde_json::value::RawValue) -> String {
     let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-    let mut s = String::with_capacity(result.get().len() + id.len() + 32);
+    let mut s = String::with_capacity(result.get().len() + id.len() + 33);
     s.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
     s.push_str(&id);
     s.push_str(",\"result\":");

@@ -133,7 +133,11 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
         app: app.clone(),
         era: req.era,
         session_id: req.session_id.clone(),
-        binding: req.binding(),
+        binding: if req.era == Era::Modern {
+            req.binding()
+        } else {
+            String::new()
+        },
         subscriptions: req.subscriptions.clone(),
         outbox: tx.clone(),
     });
@@ -466,7 +470,11 @@ pub async fn run_to_value(app: &AppState, req: Prepared) -> Option<Value> {
         app: app.clone(),
         era: req.era,
         session_id: req.session_id.clone(),
-        binding: req.binding(),
+        binding: if req.era == Era::Modern {
+            req.binding()
+        } else {
+            String::new()
+        },
         subscriptions: req.subscriptions.clone(),
         outbox: tx.clone(),
     });

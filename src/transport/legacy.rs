@@ -299,7 +299,11 @@ async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Respon
     if answers.is_empty() {
         return StatusCode::ACCEPTED.into_response();
     }
-    json_response(Value::Array(answers).to_string(), StatusCode::OK, Some(&sid))
+    json_response(
+        Value::Array(answers).to_string(),
+        StatusCode::OK,
+        Some(&sid),
+    )
 }
 
 /// GET: the standalone stream, or the resumption of any stream of the session.

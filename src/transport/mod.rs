@@ -39,6 +39,26 @@ pub fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
         })
 }
 
+/// True if `Accept` admits both `application/json` and `text/event-stream` (one pass).
+fn accepts_json_and_sse(headers: &HeaderMap) -> bool {
+    let (mut json, mut sse) = (false, false);
+    for item in headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        let m = item.split(';').next().unwrap_or("").trim();
+        if m == "*/*" {
+            return true;
+        }
+        json |=
+            m.eq_ignore_ascii_case("application/json") || m.eq_ignore_ascii_case("application/*");
+        sse |= m.eq_ignore_ascii_case("text/event-stream") || m.eq_ignore_ascii_case("text/*");
+    }
+    json && sse
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
@@ -71,7 +91,7 @@ async fn post_inner(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> (&'static str, Response) {
-    if !accepts(headers, "application/json") || !accepts(headers, "text/event-stream") {
+    if !accepts_json_and_sse(headers) {
         let e = ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             -32000,

@@ -35,15 +35,14 @@ pub fn is_modern(value: &Value, headers: &HeaderMap) -> bool {
     if meta_version {
         return true;
     }
+    if headers.contains_key(headers::SESSION_ID) || !value.is_object() {
+        return false;
+    }
+    let is_initialize = value.get("method").and_then(Value::as_str) == Some("initialize");
     let header = headers::text(headers, headers::PROTOCOL_VERSION)
         .ok()
         .flatten();
-    let has_session = headers.contains_key(headers::SESSION_ID);
-    let is_initialize = value.get("method").and_then(Value::as_str) == Some("initialize");
-    value.is_object()
-        && !has_session
-        && !is_initialize
-        && header.is_some_and(|v| !crate::protocol::version::is_legacy(v))
+    !is_initialize && header.is_some_and(|v| !crate::protocol::version::is_legacy(v))
 }
 
 fn reject(e: ProtocolError, id: Option<Value>) -> Response {

@@ -35,7 +35,8 @@ pub struct CallServices {
     pub app: AppState,
     pub era: Era,
     pub session_id: Option<String>,
-    /// `method` and `name`/`uri` of the request, bound into sealed `requestState`.
+    /// `method` and `name`/`uri` of the request, bound into sealed `requestState` (modern era
+    /// only: MRTR does not exist in the legacy era, so legacy requests leave it empty).
     pub binding: String,
     /// The legacy session's resource subscriptions when the request started.
     pub subscriptions: std::collections::BTreeSet<String>,
