@@ -55,6 +55,8 @@ label, path = sys.argv[1], sys.argv[2]
 t = open(path).read()
 def ms(tok):
     m = re.match(r"([\d.]+)(us|ms|s)", tok)
+    if m is None:
+        sys.exit(f"cannot read a latency from {tok!r} in:\n{t}")
     v, u = float(m.group(1)), m.group(2)
     return v / 1000 if u == "us" else v * 1000 if u == "s" else v
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
