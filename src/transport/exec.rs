@@ -125,10 +125,15 @@ impl Drop for Detachable {
     }
 }
 
-/// Runs a request and answers it as JSON or SSE.
-pub async fn run(app: &AppState, req: Prepared) -> Response {
-    let (tx, mut rx) = mpsc::channel(64);
-    let cancel = CancellationToken::new();
+/// The domain's view of a request. `streaming` is false for batch items, whose answer cannot
+/// carry progress or log notifications, so none are asked for.
+fn context(
+    app: &AppState,
+    req: &Prepared,
+    outbox: &mpsc::Sender<Out>,
+    cancel: &CancellationToken,
+    streaming: bool,
+) -> RequestContext {
     let services = Arc::new(CallServices {
         app: app.clone(),
         era: req.era,
@@ -139,19 +144,31 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
             String::new()
         },
         subscriptions: req.subscriptions.clone(),
-        outbox: tx.clone(),
+        outbox: outbox.clone(),
     });
     let mut ctx = RequestContext::new(
         req.era,
         req.protocol_version.clone(),
         req.session_id.clone(),
         req.client_capabilities.clone(),
-        req.progress_token(),
-        req.log_level,
+        if streaming {
+            req.progress_token()
+        } else {
+            None
+        },
+        if streaming { req.log_level } else { None },
         cancel.clone(),
         services,
     );
     (ctx.input_responses, ctx.request_state) = req.mrtr();
+    ctx
+}
+
+/// Runs a request and answers it as JSON or SSE.
+pub async fn run(app: &AppState, req: Prepared) -> Response {
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let ctx = context(app, &req, &tx, &cancel, true);
     let era = req.era;
     // Only a request that outlives its first poll can be cancelled by a later
     // `notifications/cancelled`, so only such requests are entered in the routing table.
@@ -465,29 +482,7 @@ fn modern_stream(
 /// message; intermediate notifications are dropped, as a batch answer cannot carry them.
 pub async fn run_to_value(app: &AppState, req: Prepared) -> Option<Value> {
     let (tx, mut rx) = mpsc::channel(64);
-    let cancel = CancellationToken::new();
-    let services = Arc::new(CallServices {
-        app: app.clone(),
-        era: req.era,
-        session_id: req.session_id.clone(),
-        binding: if req.era == Era::Modern {
-            req.binding()
-        } else {
-            String::new()
-        },
-        subscriptions: req.subscriptions.clone(),
-        outbox: tx.clone(),
-    });
-    let ctx = RequestContext::new(
-        req.era,
-        req.protocol_version.clone(),
-        req.session_id.clone(),
-        req.client_capabilities.clone(),
-        None,
-        None,
-        cancel,
-        services,
-    );
+    let ctx = context(app, &req, &tx, &CancellationToken::new(), false);
     app.drain.tasks.spawn(execute(app.clone(), req, ctx, tx));
     while let Some(out) = rx.recv().await {
         if let Out::Final(m, _) = out {

@@ -79,6 +79,12 @@ async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static 
     (label, resp)
 }
 
+/// Reads a `Mcp-Session-Id` that must be present (GET, DELETE): 400 if absent or malformed.
+fn required_session(headers: &HeaderMap) -> Result<String, ApiError> {
+    session_header(headers)?
+        .ok_or_else(|| ApiError::bad_request("Bad Request: Mcp-Session-Id header is required"))
+}
+
 /// Reads `Mcp-Session-Id`: `Ok(None)` if absent, 400 if malformed.
 fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     match headers::text(headers, SESSION_ID) {
@@ -308,12 +314,8 @@ async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Respon
 
 /// GET: the standalone stream, or the resumption of any stream of the session.
 pub async fn get(app: &AppState, headers: &HeaderMap) -> Response {
-    let sid = match session_header(headers) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return ApiError::bad_request("Bad Request: Mcp-Session-Id header is required")
-                .into_response()
-        }
+    let sid = match required_session(headers) {
+        Ok(s) => s,
         Err(e) => return e.into_response(),
     };
     if let Err(e) = load(app, &sid, headers).await {
@@ -441,12 +443,8 @@ async fn append_signals(app: AppState, sid: String) {
 
 /// DELETE: ends the session everywhere.
 pub async fn delete(app: &AppState, headers: &HeaderMap) -> Response {
-    let sid = match session_header(headers) {
-        Ok(Some(s)) => s,
-        Ok(None) => {
-            return ApiError::bad_request("Bad Request: Mcp-Session-Id header is required")
-                .into_response()
-        }
+    let sid = match required_session(headers) {
+        Ok(s) => s,
         Err(e) => return e.into_response(),
     };
     match app.store.delete(&sid).await {
