@@ -222,6 +222,10 @@ async fn log_format_json_and_log_level_are_honoured() {
         json_lines.iter().any(|l| l["message"] == "session created"),
         "{out}"
     );
+    // Session ids are handles to sessions: logs carry only a short prefix, never the full id.
+    let sid = server.mcp().initialize().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!server.stdout().contains(&sid), "full session id in logs");
     // Quiet level: no info lines at all.
     let quiet = Server::start(&[("LOG_FORMAT", "json"), ("LOG_LEVEL", "error")]);
     quiet.mcp().initialize().await;

@@ -79,6 +79,12 @@ async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static 
     (label, resp)
 }
 
+/// A session id shortened for logs: enough to correlate lines, too little to use the session
+/// (the full id works as a handle to it).
+fn log_id(sid: &str) -> &str {
+    sid.get(..8).unwrap_or(sid)
+}
+
 /// Reads a `Mcp-Session-Id` that must be present (GET, DELETE): 400 if absent or malformed.
 fn required_session(headers: &HeaderMap) -> Result<String, ApiError> {
     session_header(headers)?
@@ -176,7 +182,11 @@ async fn initialize(app: &AppState, id: &Value, params: &Map<String, Value>) -> 
             .with_id(Some(id.clone()))
             .into_response();
     }
-    tracing::info!(session = %sid, version = negotiated, "session created");
+    tracing::info!(
+        session = log_id(&sid),
+        version = negotiated,
+        "session created"
+    );
     let result = app.dispatcher.initialize_result(negotiated);
     json_response(
         jsonrpc::response(id, result).to_string(),
@@ -449,7 +459,7 @@ pub async fn delete(app: &AppState, headers: &HeaderMap) -> Response {
     };
     match app.store.delete(&sid).await {
         Ok(true) => {
-            tracing::info!(session = %sid, "session deleted");
+            tracing::info!(session = log_id(&sid), "session deleted");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => ApiError::session_not_found().into_response(),
