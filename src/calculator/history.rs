@@ -99,6 +99,9 @@ impl HistoryTarget {
 
 /// Tells subscribers that the session's stats and info changed.
 async fn announce_session_change(ctx: &RequestContext) {
+    if !ctx.may_have_subscribers() {
+        return;
+    }
     if let Some(session) = &ctx.session_id {
         ctx.resource_updated(resources::STATS_URI).await;
         ctx.resource_updated(&resources::session_info_uri(session))

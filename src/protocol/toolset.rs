@@ -181,6 +181,11 @@ pub trait ContextServices: Send + Sync {
     async fn list_changed(&self, kind: ListKind);
     /// Announces that a resource changed, to every subscriber, on every node.
     async fn resource_updated(&self, uri: &str);
+    /// False when no `resource_updated` from this request can reach anyone (a legacy session
+    /// without subscriptions), so domains can skip building the announcement.
+    fn may_have_subscribers(&self) -> bool {
+        true
+    }
     /// Opens a history scope: `Some(handle)` opens an existing state handle (error if unknown),
     /// `None` gives the legacy session's scope or, in the modern era, mints a new handle.
     async fn scope(&self, handle: Option<&str>) -> Result<Arc<dyn HistoryScope>, DomainError>;
@@ -300,6 +305,12 @@ impl RequestContext {
     /// Announces a list change to every interested stream on every node.
     pub async fn list_changed(&self, kind: ListKind) {
         self.services.list_changed(kind).await;
+    }
+
+    /// False when no resource update from this request can reach a subscriber; lets a domain
+    /// skip building announcements on the hot path.
+    pub fn may_have_subscribers(&self) -> bool {
+        self.services.may_have_subscribers()
     }
 
     /// Announces a resource change to its subscribers on every node.

@@ -121,6 +121,10 @@ impl ContextServices for CallServices {
             .await;
     }
 
+    fn may_have_subscribers(&self) -> bool {
+        self.era == Era::Modern || !self.subscriptions.is_empty()
+    }
+
     async fn scope(&self, handle: Option<&str>) -> Result<Arc<dyn HistoryScope>, DomainError> {
         let store = &self.app.store;
         match (handle, self.era, &self.session_id) {
