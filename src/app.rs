@@ -122,8 +122,10 @@ impl App {
             toolsets(&settings, limits_rx)?,
             &settings.runtime.toolsets,
         )?);
+        let metrics = Arc::new(Metrics::new());
         let dispatcher = Arc::new(Dispatcher {
             registry,
+            metrics: metrics.clone(),
             store: store.clone(),
             server_info: serde_json::json!({
                 "name": "abacus",
@@ -139,7 +141,7 @@ impl App {
             live,
             store,
             dispatcher,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             routes: LocalRoutes::default(),
             drain: Drain::new(),
             started: Instant::now(),

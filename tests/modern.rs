@@ -429,18 +429,7 @@ async fn closing_the_response_stream_cancels_the_call() {
     let first = s.next_message(T).await.expect("progress");
     assert_eq!(first["method"], "notifications/progress");
     drop(s);
-    let cancelled = eventually(T, || async {
-        let m = server.metrics().await;
-        metric(
-            &m,
-            "mcp_server_operation_duration_seconds_count",
-            &[
-                ("gen_ai_tool_name", "demo_progress"),
-                ("error_type", "cancelled"),
-            ],
-        ) == 1.0
-    })
-    .await;
+    let cancelled = cancelled_call_recorded(&server, "demo_progress", T).await;
     assert!(cancelled, "{}", server.metrics().await);
 }
 

@@ -369,18 +369,7 @@ async fn cancelled_notification_stops_an_in_flight_call() {
         "no response for a cancelled request: {messages:?}"
     );
     assert!(progress_values(&messages).len() < 4, "{messages:?}");
-    let cancelled = eventually(T, || async {
-        let m = server.metrics().await;
-        metric(
-            &m,
-            "mcp_server_operation_duration_seconds_count",
-            &[
-                ("gen_ai_tool_name", "demo_progress"),
-                ("error_type", "cancelled"),
-            ],
-        ) == 1.0
-    })
-    .await;
+    let cancelled = cancelled_call_recorded(&server, "demo_progress", T).await;
     assert!(cancelled, "{}", server.metrics().await);
 }
 

@@ -13,6 +13,8 @@ use super::registry::Registry;
 use super::toolset::{CompletionRef, DomainError, Era, LogLevel, Outcome, RequestContext};
 use super::version::{self, ALL_VERSIONS, META_SERVER_INFO};
 use crate::session::{SessionChange, SessionStore};
+use crate::telemetry::metrics::{intern_tool, Metrics};
+use std::time::Instant;
 
 /// How long clients may cache list, read and discover results in the modern era.
 const CACHE_TTL_MS: u64 = 60_000;
@@ -27,6 +29,8 @@ pub struct Dispatcher {
     pub store: Arc<dyn SessionStore>,
     /// `serverInfo` / `io.modelcontextprotocol/serverInfo`.
     pub server_info: Value,
+    /// Operation durations are recorded here, where the tool lookup already happens.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Methods whose complete modern results carry `ttlMs` and `cacheScope`.
@@ -77,10 +81,37 @@ impl Dispatcher {
         params: &Map<String, Value>,
         ctx: &RequestContext,
     ) -> Result<Box<RawValue>, ProtocolError> {
+        let start = Instant::now();
+        let mut tool = None;
+        let result = if method == "tools/call" {
+            self.call_tool(params, ctx, &mut tool).await
+        } else {
+            self.call_other(method, params, ctx).await
+        };
+        let error = result.as_ref().err().map(ProtocolError::kind);
+        self.metrics
+            .operation(method, tool, error, start.elapsed().as_secs_f64());
+        result
+    }
+
+    /// The metrics label of the tool a `tools/call` names, if that tool exists. Only the cold
+    /// paths use it (a cancelled call); finished calls get their label from `call_tool`.
+    pub fn tool_label(&self, method: &str, params: &Map<String, Value>) -> Option<&'static str> {
+        let name = params.get("name").and_then(Value::as_str);
+        (method == "tools/call")
+            .then_some(name)
+            .flatten()
+            .filter(|n| self.registry.active().tool_owner(n).is_some())
+            .map(intern_tool)
+    }
+
+    async fn call_other(
+        &self,
+        method: &str,
+        params: &Map<String, Value>,
+        ctx: &RequestContext,
+    ) -> Result<Box<RawValue>, ProtocolError> {
         let era = ctx.era;
-        if method == "tools/call" {
-            return self.call_tool(params, ctx).await;
-        }
         let result = match (method, era) {
             ("ping", Era::Legacy) => Ok(json!({})),
             ("initialize", Era::Legacy) => Err(ProtocolError::InvalidRequest(
@@ -184,10 +215,12 @@ impl Dispatcher {
         Ok(json!({ "resources": resources }))
     }
 
+    /// Calls a tool; `tool` receives its (interned) name for metrics once it is known to exist.
     async fn call_tool(
         &self,
         params: &Map<String, Value>,
         ctx: &RequestContext,
+        tool: &mut Option<&'static str>,
     ) -> Result<Box<RawValue>, ProtocolError> {
         let name = required_str(params, "name")?;
         let arguments = optional_object(params, "arguments")?;
@@ -195,6 +228,7 @@ impl Dispatcher {
         let owner = active
             .tool_owner(name)
             .ok_or_else(|| invalid_params(format!("Tool {name} not found")))?;
+        *tool = Some(intern_tool(name));
         let result = match owner.call_tool(name, arguments, ctx).await {
             Ok(Outcome::Complete(r)) => r,
             Ok(outcome) => {

@@ -52,6 +52,26 @@ pub enum ProtocolError {
     Internal(String),
 }
 
+impl ProtocolError {
+    /// A short, bounded name of the error kind, for metrics (`error.type`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Parse(_) => "parse_error",
+            Self::InvalidRequest(_) | Self::NotInitialized => "invalid_request",
+            Self::MethodNotFound(_) => "method_not_found",
+            Self::InvalidParams { .. } => "invalid_params",
+            Self::HeaderMismatch(_) => "header_mismatch",
+            Self::MissingCapability(_) => "missing_capability",
+            Self::UnsupportedVersion(_) => "unsupported_version",
+            Self::ResourceNotFound(_) => "resource_not_found",
+            Self::SessionGone => "session_gone",
+            Self::Unavailable(_) => "unavailable",
+            Self::Cancelled => "cancelled",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+}
+
 impl From<DomainError> for ProtocolError {
     fn from(e: DomainError) -> Self {
         match e {

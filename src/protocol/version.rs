@@ -6,16 +6,11 @@ pub const LEGACY_VERSIONS: [&str; 3] = ["2025-11-25", "2025-06-18", "2025-03-26"
 pub const MODERN_VERSION: &str = "2026-07-28";
 /// Every version this server speaks, newest first (for `server/discover` and -32022 data).
 pub const ALL_VERSIONS: [&str; 4] = ["2026-07-28", "2025-11-25", "2025-06-18", "2025-03-26"];
-/// The version assumed when a legacy client omits `MCP-Protocol-Version` and nothing else
-/// tells (transports spec: "assume 2025-03-26").
-pub const DEFAULT_HEADERLESS: &str = "2025-03-26";
 
 /// The `_meta` key that marks a modern request.
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// The `_meta` key of the modern client capabilities.
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-/// The `_meta` key of the modern client info.
-pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 /// The `_meta` key of the modern per-request log level.
 pub const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 /// The `_meta` key of `serverInfo` on modern results.

@@ -540,20 +540,12 @@ mod tests {
     }
 
     fn record(id: &str) -> SessionRecord {
-        let now = now_ms();
-        SessionRecord {
-            id: id.into(),
-            protocol_version: "2025-11-25".into(),
-            client_capabilities: Arc::new(serde_json::json!({})),
-            client_info: Arc::new(serde_json::json!({})),
-            principal: None,
-            log_level: None,
-            subscriptions: Default::default(),
-            initialized: false,
-            created_ms: now,
-            last_seen_ms: now,
-            request_count: 1,
-        }
+        SessionRecord::new(
+            id.into(),
+            "2025-11-25",
+            serde_json::json!({}),
+            serde_json::json!({}),
+        )
     }
 
     #[tokio::test]

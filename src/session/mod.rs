@@ -66,6 +66,32 @@ pub struct SessionRecord {
     pub request_count: u64,
 }
 
+impl SessionRecord {
+    /// A fresh record for a successful `initialize`: not yet initialized, one request counted
+    /// (the `initialize` itself), created and last seen now.
+    pub fn new(
+        id: String,
+        protocol_version: &str,
+        client_capabilities: Value,
+        client_info: Value,
+    ) -> Self {
+        let now = now_ms();
+        Self {
+            id,
+            protocol_version: protocol_version.to_owned(),
+            client_capabilities: Arc::new(client_capabilities),
+            client_info: Arc::new(client_info),
+            principal: None,
+            log_level: None,
+            subscriptions: BTreeSet::new(),
+            initialized: false,
+            created_ms: now,
+            last_seen_ms: now,
+            request_count: 1,
+        }
+    }
+}
+
 /// One atomic change to a session record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SessionChange {

@@ -226,11 +226,6 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
 
 async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Sender<Out>) {
     let start = Instant::now();
-    let tool = (req.method == "tools/call")
-        .then(|| req.params.get("name").and_then(Value::as_str))
-        .flatten()
-        .filter(|n| app.dispatcher.registry.active().tool_owner(n).is_some())
-        .map(crate::telemetry::metrics::intern_tool);
     // Cancellation is checked first: a handler that stops because the token fired returns
     // `Err(Cancelled)` in the same poll, and a cancelled request gets no response.
     let outcome = tokio::select! {
@@ -238,14 +233,14 @@ async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Se
         _ = ctx.cancel.cancelled() => None,
         r = app.dispatcher.call(&req.method, &req.params, &ctx) => Some(r),
     };
-    let error_type = match &outcome {
-        Some(Err(e)) => Some(error_type(e)),
-        None => Some("cancelled"),
-        _ => None,
+    // The dispatcher records finished operations; a cancelled one never finishes there.
+    let Some(outcome) = outcome else {
+        let secs = start.elapsed().as_secs_f64();
+        let tool = app.dispatcher.tool_label(&req.method, &req.params);
+        app.metrics
+            .operation(&req.method, tool, Some("cancelled"), secs);
+        return;
     };
-    app.metrics
-        .operation(&req.method, tool, error_type, start.elapsed().as_secs_f64());
-    let Some(outcome) = outcome else { return };
     let (msg, status) = match outcome {
         Ok(raw) => (jsonrpc::response_text(&req.id, &raw), StatusCode::OK),
         Err(e) => {
@@ -254,24 +249,6 @@ async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Se
         }
     };
     let _ = tx.send(Out::Final(msg, status)).await;
-}
-
-fn error_type(e: &crate::protocol::error::ProtocolError) -> &'static str {
-    use crate::protocol::error::ProtocolError as P;
-    match e {
-        P::Parse(_) => "parse_error",
-        P::InvalidRequest(_) | P::NotInitialized => "invalid_request",
-        P::MethodNotFound(_) => "method_not_found",
-        P::InvalidParams { .. } => "invalid_params",
-        P::HeaderMismatch(_) => "header_mismatch",
-        P::MissingCapability(_) => "missing_capability",
-        P::UnsupportedVersion(_) => "unsupported_version",
-        P::ResourceNotFound(_) => "resource_not_found",
-        P::SessionGone => "session_gone",
-        P::Unavailable(_) => "unavailable",
-        P::Cancelled => "cancelled",
-        P::Internal(_) => "internal_error",
-    }
 }
 
 /// A JSON answer (with the session id header on legacy answers).

@@ -16,7 +16,7 @@ use crate::protocol::error::ProtocolError;
 use crate::protocol::jsonrpc::{self, Incoming};
 use crate::protocol::toolset::{Era, LogLevel};
 use crate::protocol::version::{self, MODERN_VERSION};
-use crate::session::{now_ms, random_id, SessionChange, SessionRecord, Signal};
+use crate::session::{random_id, SessionChange, SessionRecord, Signal};
 
 /// The standalone (GET) stream's id within a session.
 pub const STANDALONE: &str = "g";
@@ -162,20 +162,7 @@ async fn initialize(app: &AppState, id: &Value, params: &Map<String, Value>) -> 
         Some(_) => return bad("initialize: clientInfo must be an object"),
     };
     let negotiated = version::negotiate(requested);
-    let now = now_ms();
-    let record = SessionRecord {
-        id: random_id(),
-        protocol_version: negotiated.to_owned(),
-        client_capabilities: std::sync::Arc::new(capabilities),
-        client_info: std::sync::Arc::new(client_info),
-        principal: None,
-        log_level: None,
-        subscriptions: Default::default(),
-        initialized: false,
-        created_ms: now,
-        last_seen_ms: now,
-        request_count: 1,
-    };
+    let record = SessionRecord::new(random_id(), negotiated, capabilities, client_info);
     let sid = record.id.clone();
     if let Err(e) = app.store.create(record).await {
         return ApiError::unavailable(e.to_string())

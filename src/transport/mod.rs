@@ -67,6 +67,25 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// Runs a `/mcp` handler behind the guard: Host/Origin/rate-limit checks first, then the
+/// handler, then metrics (rejections included) and CORS headers.
+async fn guarded<F>(app: &AppState, headers: &HeaderMap, peer: SocketAddr, handler: F) -> Response
+where
+    F: std::future::Future<Output = (&'static str, Response)>,
+{
+    match guard::admit(app, headers, peer) {
+        Err(resp) => {
+            app.metrics.request("other", resp.status().as_u16());
+            *resp
+        }
+        Ok(admitted) => {
+            let (label, resp) = handler.await;
+            app.metrics.request(label, resp.status().as_u16());
+            admitted.finish(resp, app)
+        }
+    }
+}
+
 /// POST `/mcp`.
 pub async fn post(
     State(app): State<AppState>,
@@ -74,16 +93,7 @@ pub async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let admitted = match guard::admit(&app, &headers, peer) {
-        Ok(a) => a,
-        Err(resp) => {
-            app.metrics.request("other", resp.status().as_u16());
-            return *resp;
-        }
-    };
-    let (label, resp) = post_inner(&app, &headers, body).await;
-    app.metrics.request(label, resp.status().as_u16());
-    admitted.finish(resp, &app)
+    guarded(&app, &headers, peer, post_inner(&app, &headers, body)).await
 }
 
 async fn post_inner(
@@ -146,22 +156,18 @@ pub async fn get(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let admitted = match guard::admit(&app, &headers, peer) {
-        Ok(a) => a,
-        Err(resp) => return *resp,
+    let handler = async {
+        if !accepts(&headers, "text/event-stream") {
+            let e = ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                -32000,
+                "Not Acceptable: Client must accept text/event-stream",
+            );
+            return ("GET", e.into_response());
+        }
+        ("GET", legacy::get(&app, &headers).await)
     };
-    let resp = if !accepts(&headers, "text/event-stream") {
-        ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            -32000,
-            "Not Acceptable: Client must accept text/event-stream",
-        )
-        .into_response()
-    } else {
-        legacy::get(&app, &headers).await
-    };
-    app.metrics.request("GET", resp.status().as_u16());
-    admitted.finish(resp, &app)
+    guarded(&app, &headers, peer, handler).await
 }
 
 /// DELETE `/mcp`: ends a legacy session.
@@ -170,11 +176,6 @@ pub async fn delete(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let admitted = match guard::admit(&app, &headers, peer) {
-        Ok(a) => a,
-        Err(resp) => return *resp,
-    };
-    let resp = legacy::delete(&app, &headers).await;
-    app.metrics.request("DELETE", resp.status().as_u16());
-    admitted.finish(resp, &app)
+    let handler = async { ("DELETE", legacy::delete(&app, &headers).await) };
+    guarded(&app, &headers, peer, handler).await
 }

@@ -16,6 +16,7 @@ use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::protocol::error::ProtocolError;
 use crate::protocol::jsonrpc::{self, Incoming};
+use crate::protocol::registry::Active;
 use crate::protocol::toolset::{Era, ListKind, LogLevel};
 use crate::protocol::version::{
     META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SUBSCRIPTION_ID,
@@ -150,11 +151,12 @@ fn validate(
     if version != MODERN_VERSION {
         return Err(ProtocolError::UnsupportedVersion(version.to_owned()));
     }
+    let active = app.dispatcher.registry.active();
     let schema = (method == "tools/call")
         .then(|| params.get("name").and_then(Value::as_str))
         .flatten()
-        .and_then(|name| tool_schema(app, name));
-    headers::check_modern(headers, method, params, schema.as_ref())?;
+        .and_then(|name| tool_schema(&active, name));
+    headers::check_modern(headers, method, params, schema)?;
     let log_level = match meta.get(META_LOG_LEVEL) {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
@@ -168,16 +170,14 @@ fn validate(
     })
 }
 
-/// The input schema of an active tool, for `Mcp-Param-*` checks.
-fn tool_schema(app: &AppState, name: &str) -> Option<Value> {
-    let active = app.dispatcher.registry.active();
+/// The input schema of an active tool, for `Mcp-Param-*` checks (borrowed, not copied).
+fn tool_schema<'a>(active: &'a Active, name: &str) -> Option<&'a Value> {
     active
         .tools_json
         .as_array()?
         .iter()
         .find(|t| t.get("name").and_then(Value::as_str) == Some(name))
         .and_then(|t| t.get("inputSchema"))
-        .cloned()
 }
 
 /// The subset of a listen filter Abacus honours.

@@ -907,3 +907,16 @@ pub async fn raw_http(addr: &str, bytes: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// Waits until `/metrics` shows exactly one cancelled call of `tool`; returns whether it did.
+pub async fn cancelled_call_recorded(server: &Server, tool: &str, limit: Duration) -> bool {
+    eventually(limit, || async {
+        let m = server.metrics().await;
+        metric(
+            &m,
+            "mcp_server_operation_duration_seconds_count",
+            &[("gen_ai_tool_name", tool), ("error_type", "cancelled")],
+        ) == 1.0
+    })
+    .await
+}
