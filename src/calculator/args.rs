@@ -11,25 +11,19 @@ use crate::protocol::toolset::{DomainError, JsonObject};
 
 /// A view of one JSON object of arguments (the top level, or one batch item).
 pub struct Args<'a> {
-    tool: &'a str,
     path: String,
     obj: &'a JsonObject,
 }
 
 impl<'a> Args<'a> {
-    /// Wraps the top-level arguments of `tool`, rejecting names not in `allowed`.
-    pub fn new(tool: &'a str, obj: &'a JsonObject, allowed: &[&str]) -> Result<Self, DomainError> {
-        Self::at(tool, String::new(), obj, allowed)
+    /// Wraps the top-level arguments of a tool, rejecting names not in `allowed`.
+    pub fn new(obj: &'a JsonObject, allowed: &[&str]) -> Result<Self, DomainError> {
+        Self::at(String::new(), obj, allowed)
     }
 
     /// Wraps a nested object found at `path`, rejecting names not in `allowed`.
-    pub fn at(
-        tool: &'a str,
-        path: String,
-        obj: &'a JsonObject,
-        allowed: &[&str],
-    ) -> Result<Self, DomainError> {
-        let args = Self { tool, path, obj };
+    pub fn at(path: String, obj: &'a JsonObject, allowed: &[&str]) -> Result<Self, DomainError> {
+        let args = Self { path, obj };
         match obj.keys().find(|k| !allowed.contains(&k.as_str())) {
             Some(unknown) => Err(args.fail(unknown, "is not a known argument")),
             None => Ok(args),
@@ -47,7 +41,7 @@ impl<'a> Args<'a> {
 
     /// An `InvalidArguments` error about `key`.
     pub fn fail(&self, key: &str, problem: &str) -> DomainError {
-        invalid(self.tool, &self.full_name(key), problem)
+        invalid(&self.full_name(key), problem)
     }
 
     /// A required value.
@@ -157,11 +151,9 @@ impl<'a> Args<'a> {
     }
 }
 
-/// An `InvalidArguments` error naming the tool and the argument.
-pub fn invalid(tool: &str, argument: &str, problem: &str) -> DomainError {
-    DomainError::InvalidArguments(format!(
-        "Invalid arguments for tool {tool}: argument {argument:?} {problem}"
-    ))
+/// An `InvalidArguments` error naming the argument (the dispatcher names the tool).
+pub fn invalid(argument: &str, problem: &str) -> DomainError {
+    DomainError::InvalidArguments(format!("argument {argument:?} {problem}"))
 }
 
 /// The JSON type name of a value, for messages.
@@ -195,16 +187,16 @@ mod tests {
     #[test]
     fn names_the_argument_in_every_failure() {
         let o = obj(json!({"a": "1", "b": null, "foo": 1}));
-        let e = Args::new("calculate", &o, &["a", "b"]).err().map(message);
+        let e = Args::new(&o, &["a", "b"]).err().map(message);
         assert_eq!(
             e.as_deref(),
-            Some("Invalid arguments for tool calculate: argument \"foo\" is not a known argument")
+            Some("argument \"foo\" is not a known argument")
         );
         let o = obj(json!({"a": "1", "b": null}));
-        let args = Args::new("calculate", &o, &["a", "b", "c", "op"]).expect("known names");
+        let args = Args::new(&o, &["a", "b", "c", "op"]).expect("known names");
         assert_eq!(
             message(args.number("a").expect_err("string")),
-            "Invalid arguments for tool calculate: argument \"a\" must be a number, got string"
+            "argument \"a\" must be a number, got string"
         );
         assert!(message(args.number("b").expect_err("null")).contains("got null"));
         assert!(message(args.number("c").expect_err("missing")).ends_with("\"c\" is required"));
@@ -215,20 +207,15 @@ mod tests {
     #[test]
     fn choices_and_integer_ranges() {
         let o = obj(json!({"op": "pow", "steps": 2.5, "big": 1e300, "ok": 5.0}));
-        let args = Args::at(
-            "t",
-            "calculations[0]".into(),
-            &o,
-            &["op", "steps", "big", "ok"],
-        )
-        .expect("known names");
+        let args = Args::at("calculations[0]".into(), &o, &["op", "steps", "big", "ok"])
+            .expect("known names");
         let e = message(
             args.choice("op", &["add", "divide"], |_| None::<()>)
                 .expect_err("bad"),
         );
         assert_eq!(
             e,
-            "Invalid arguments for tool t: argument \"calculations[0].op\" must be one of \"add\", \"divide\", got \"pow\""
+            "argument \"calculations[0].op\" must be one of \"add\", \"divide\", got \"pow\""
         );
         assert!(args.opt_integer_in("steps", 1, 100).is_err());
         assert!(args.opt_integer_in("big", 1, 100).is_err());

@@ -175,7 +175,7 @@ impl Toolset for Calculator {
     ) -> Result<Outcome<CallToolResult>, DomainError> {
         let limits = self.limits();
         let result = match name {
-            _ if self.sample_tool_name() == Some(name) => tools::sample(name, &arguments)?,
+            _ if self.sample_tool_name() == Some(name) => tools::sample(&arguments)?,
             tools::CALCULATE => tools::calculate(&arguments, ctx).await?,
             tools::BATCH_CALCULATE => tools::batch(&arguments, ctx, &limits).await?,
             tools::ADVANCED_CALCULATE => tools::advanced(&arguments, ctx, &limits).await?,

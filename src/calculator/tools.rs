@@ -258,8 +258,8 @@ async fn pause(ctx: &RequestContext, duration: Duration) -> Result<(), DomainErr
 }
 
 /// The sample tool: echoes its string argument (reference: no `isError` key).
-pub fn sample(name: &str, arguments: &JsonObject) -> Result<CallToolResult, DomainError> {
-    let args = Args::new(name, arguments, &["value"])?;
+pub fn sample(arguments: &JsonObject) -> Result<CallToolResult, DomainError> {
+    let args = Args::new(arguments, &["value"])?;
     let value = args.string("value")?;
     let mut result = CallToolResult::success(vec![ContentBlock::text(format!(
         "test string print: {value}"
@@ -273,11 +273,7 @@ pub async fn calculate(
     arguments: &JsonObject,
     ctx: &RequestContext,
 ) -> Result<CallToolResult, DomainError> {
-    let args = Args::new(
-        CALCULATE,
-        arguments,
-        &["a", "b", "op", "stream", "historyHandle"],
-    )?;
+    let args = Args::new(arguments, &["a", "b", "op", "stream", "historyHandle"])?;
     let a = args.number("a")?;
     let b = args.number("b")?;
     let op = args.choice("op", &BasicOp::NAMES, BasicOp::parse)?;
@@ -339,9 +335,9 @@ fn parse_batch_item(i: usize, v: &Value) -> Result<BatchItem, DomainError> {
     let path = format!("calculations[{i}]");
     let Some(obj) = v.as_object() else {
         let problem = format!("must be an object, got {}", super::args::json_type(v));
-        return Err(super::args::invalid(BATCH_CALCULATE, &path, &problem));
+        return Err(super::args::invalid(&path, &problem));
     };
-    let item = Args::at(BATCH_CALCULATE, path, obj, &["a", "b", "op"])?;
+    let item = Args::at(path, obj, &["a", "b", "op"])?;
     Ok(BatchItem {
         a: item.number("a")?,
         b: item.number("b")?,
@@ -357,7 +353,6 @@ pub async fn batch(
     limits: &Limits,
 ) -> Result<CallToolResult, DomainError> {
     let args = Args::new(
-        BATCH_CALCULATE,
         arguments,
         &["calculations", "reportProgress", "historyHandle"],
     )?;
@@ -474,11 +469,7 @@ pub async fn advanced(
     ctx: &RequestContext,
     limits: &Limits,
 ) -> Result<CallToolResult, DomainError> {
-    let args = Args::new(
-        ADVANCED_CALCULATE,
-        arguments,
-        &["operation", "value", "base", "historyHandle"],
-    )?;
+    let args = Args::new(arguments, &["operation", "value", "base", "historyHandle"])?;
     let op = args.choice("operation", &AdvancedOp::NAMES, AdvancedOp::parse)?;
     let value = args.number("value")?;
     let base = args.opt_number("base")?;
@@ -512,7 +503,7 @@ pub async fn demo_progress(
     ctx: &RequestContext,
     limits: &Limits,
 ) -> Result<CallToolResult, DomainError> {
-    let args = Args::new(DEMO_PROGRESS, arguments, &["steps"])?;
+    let args = Args::new(arguments, &["steps"])?;
     let max = limits.steps_cap();
     let steps = args
         .opt_integer_in("steps", 1, max)?

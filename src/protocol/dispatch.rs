@@ -235,12 +235,8 @@ impl Dispatcher {
                 let v = outcome_json(outcome, ctx)?;
                 return raw(&self.shape("tools/call", ctx.era, v));
             }
-            Err(DomainError::InvalidArguments(msg)) => {
-                let msg = if msg.starts_with("Invalid arguments for tool") {
-                    msg
-                } else {
-                    format!("Invalid arguments for tool {name}: {msg}")
-                };
+            Err(DomainError::InvalidArguments(problem)) => {
+                let msg = format!("Invalid arguments for tool {name}: {problem}");
                 if !version::validation_is_tool_error(&ctx.protocol_version) {
                     return Err(invalid_params(msg));
                 }

@@ -80,6 +80,8 @@ pub enum DomainError {
     /// Bad arguments to a tool. From 2025-11-25 on (and in the modern era) the dispatcher turns
     /// this into a tool result with `isError: true` (SEP-1303); for older versions it is -32602.
     #[error("{0}")]
+    /// The message names the problem only (e.g. `argument "b" is required`); the dispatcher
+    /// adds the `Invalid arguments for tool <name>:` prefix.
     InvalidArguments(String),
     /// Bad parameters outside tool arguments (unknown prompt argument, bad cursor, bad handle): -32602.
     #[error("{message}")]
