@@ -70,7 +70,7 @@ async fn main() {
     if std::env::var("WITH_LOGS").is_ok() {
         abacus::telemetry::init_logging("warn", abacus::config::LogFormat::Text);
     }
-    let app = App::build(settings).expect("app");
+    let app = App::build(settings).await.expect("app");
     let router = abacus::http::router(app);
     let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"b","version":"1"}}}"#;
     let (_, _, sid) = send(&router, request(init, None)).await;

@@ -16,8 +16,9 @@ use crate::http::ratelimit::RateLimiter;
 use crate::protocol::dispatch::Dispatcher;
 use crate::protocol::registry::{NamedToolset, Registry};
 use crate::session::memory::{MemoryLimits, MemoryStore};
+use crate::session::redis::{RedisConfig, RedisStore};
 use crate::session::routing::LocalRoutes;
-use crate::session::SessionStore;
+use crate::session::{SessionStore, Signal};
 use crate::telemetry::metrics::Metrics;
 
 /// Why the server cannot start.
@@ -31,8 +32,8 @@ pub enum StartupError {
     Calculator(String),
     #[error("requestState keys: {0}")]
     RequestState(String),
-    #[error("USE_REDIS=true: the Redis session store is not part of this build yet")]
-    RedisUnavailable,
+    #[error("Redis: {0}")]
+    Redis(String),
 }
 
 /// Shutdown state: readiness, stream closing and in-flight tracking.
@@ -101,22 +102,11 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 impl App {
-    /// Builds the application from validated settings.
-    pub fn build(settings: Settings) -> Result<AppState, StartupError> {
-        if settings.use_redis {
-            return Err(StartupError::RedisUnavailable);
-        }
+    /// Builds the application from validated settings (connecting to Redis in Redis mode) and
+    /// starts the node's signal router.
+    pub async fn build(settings: Settings) -> Result<AppState, StartupError> {
         let live = LiveSettings::new(settings.runtime.clone());
-        let store: Arc<dyn SessionStore> = Arc::new(MemoryStore::new(
-            MemoryLimits {
-                idle: settings.session_timeout(),
-                max_lifetime: Duration::from_millis(settings.session_max_lifetime_ms),
-                max_sessions: settings.max_sessions,
-                history_cap: settings.runtime.limits.history_cap,
-                events_per_stream: 1000,
-            },
-            Duration::from_secs(30),
-        ));
+        let store = store(&settings).await?;
         let (limits, limits_rx) = tokio::sync::watch::channel(settings.runtime.limits);
         let registry = Arc::new(Registry::new(
             toolsets(&settings, limits_rx)?,
@@ -133,9 +123,10 @@ impl App {
                 "version": env!("CARGO_PKG_VERSION"),
             }),
         });
-        Ok(Arc::new(App {
+        let codec = request_state_codec(&settings, store.as_ref()).await?;
+        let app = Arc::new(App {
             limits,
-            codec: request_state_codec(&settings)?,
+            codec,
             limiter: RateLimiter::new(),
             settings,
             live,
@@ -145,7 +136,89 @@ impl App {
             routes: LocalRoutes::default(),
             drain: Drain::new(),
             started: Instant::now(),
-        }))
+        });
+        tokio::spawn(route_signals(Arc::downgrade(&app)));
+        Ok(app)
+    }
+}
+
+/// Events kept per SSE stream for replay.
+const EVENTS_PER_STREAM: usize = 1000;
+
+/// The session store the settings ask for.
+async fn store(settings: &Settings) -> Result<Arc<dyn SessionStore>, StartupError> {
+    let idle = settings.session_timeout();
+    let max_lifetime = Duration::from_millis(settings.session_max_lifetime_ms);
+    let history_cap = settings.runtime.limits.history_cap;
+    if !settings.use_redis {
+        return Ok(Arc::new(MemoryStore::new(
+            MemoryLimits {
+                idle,
+                max_lifetime,
+                max_sessions: settings.max_sessions,
+                history_cap,
+                events_per_stream: EVENTS_PER_STREAM,
+            },
+            Duration::from_secs(30),
+        )));
+    }
+    let password = match &settings.redis_password_file {
+        None => None,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                StartupError::Redis(format!("REDIS_PASSWORD_FILE {}: {e}", path.display()))
+            })?;
+            Some(text.trim_end().to_owned())
+        }
+    };
+    let cfg = RedisConfig {
+        url: settings.redis_url.clone(),
+        password,
+        command_timeout: Duration::from_millis(settings.redis_command_timeout_ms),
+        idle,
+        max_lifetime,
+        max_sessions: settings.max_sessions,
+        history_cap,
+        events_per_stream: EVENTS_PER_STREAM,
+        cache_capacity: 100_000,
+        node_id: crate::session::redis::node_id(),
+    };
+    let store = RedisStore::connect(cfg)
+        .await
+        .map_err(|e| StartupError::Redis(e.to_string()))?;
+    Ok(Arc::new(store))
+}
+
+/// Delivers answers and cancellations that other nodes forwarded to the requests running here.
+async fn route_signals(app: std::sync::Weak<App>) {
+    let mut signals = match app.upgrade() {
+        Some(app) => app.store.signals(),
+        None => return,
+    };
+    loop {
+        let envelope = match signals.recv().await {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(_) => return,
+        };
+        let Some(app) = app.upgrade() else { return };
+        match envelope.payload {
+            Signal::Answer {
+                session,
+                id,
+                outcome,
+            } => {
+                app.routes.deliver_answer(
+                    &session,
+                    &id,
+                    crate::session::routing::answer_of(outcome),
+                );
+            }
+            Signal::Cancel { session, id } => {
+                app.routes.cancel_request(&session, &id);
+            }
+            _ => {}
+        }
     }
 }
 
@@ -161,10 +234,18 @@ fn toolsets(
     ])
 }
 
-/// The MRTR codec: a keyring from files (first signs, all verify), or a random per-process key.
-fn request_state_codec(settings: &Settings) -> Result<RequestStateCodec, StartupError> {
+/// The MRTR codec: a keyring from files (first signs, all verify); without files, a key shared
+/// through the store (Redis: every node verifies what any node sealed) or a random
+/// per-process key (memory).
+async fn request_state_codec(
+    settings: &Settings,
+    store: &dyn SessionStore,
+) -> Result<RequestStateCodec, StartupError> {
     if settings.request_state_key_files.is_empty() {
-        let key: [u8; 32] = rand::random();
+        let key = store
+            .shared_key()
+            .await
+            .map_err(|e| StartupError::RequestState(e.to_string()))?;
         return RequestStateCodec::try_new(key.to_vec())
             .map_err(|e| StartupError::RequestState(e.to_string()));
     }

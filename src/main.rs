@@ -47,7 +47,7 @@ async fn main() -> ExitCode {
             }
         };
     let logs = abacus::telemetry::init_logging(&settings.runtime.log_level, settings.log_format);
-    let app = match App::build(settings) {
+    let app = match App::build(settings).await {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -86,6 +86,7 @@ async fn main() -> ExitCode {
         if !drain_app.drain.wait(grace).await {
             tracing::warn!("shutdown: grace period over with requests still running");
         }
+        drain_app.store.shutdown().await;
     };
     // Nagle's algorithm would add ~40 ms to small responses on kept-alive connections.
     let listener = listener.tap_io(|tcp| {

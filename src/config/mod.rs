@@ -99,6 +99,9 @@ pub struct Settings {
     pub redis_url: String,
     /// File holding the Redis password (`REDIS_PASSWORD_FILE`).
     pub redis_password_file: Option<PathBuf>,
+    /// Bound on every Redis command in ms (`REDIS_COMMAND_TIMEOUT`): past it a request gets
+    /// 503 instead of waiting on an unreachable Redis.
+    pub redis_command_timeout_ms: u64,
     /// Log output format (`LOG_FORMAT`: `text` or `json`).
     pub log_format: LogFormat,
     /// Name of the optional echo tool (`SAMPLE_TOOL_NAME`).
@@ -143,6 +146,7 @@ impl Default for Settings {
             use_redis: false,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_password_file: None,
+            redis_command_timeout_ms: 2000,
             log_format: LogFormat::Text,
             sample_tool_name: None,
             session_timeout_ms: 1_800_000,
@@ -193,6 +197,7 @@ impl Settings {
         env.parse("PORT", &mut self.port)?;
         env.bool("USE_REDIS", &mut self.use_redis)?;
         env.string("REDIS_URL", &mut self.redis_url);
+        env.parse("REDIS_COMMAND_TIMEOUT", &mut self.redis_command_timeout_ms)?;
         if let Some(v) = env.get("REDIS_PASSWORD_FILE") {
             self.redis_password_file = Some(v.into());
         }
@@ -247,6 +252,12 @@ impl Settings {
             }
         };
         min("SESSION_TIMEOUT", self.session_timeout_ms, 1000, "ms")?;
+        min(
+            "REDIS_COMMAND_TIMEOUT",
+            self.redis_command_timeout_ms,
+            10,
+            "ms",
+        )?;
         min(
             "SESSION_MAX_LIFETIME",
             self.session_max_lifetime_ms,

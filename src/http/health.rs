@@ -46,6 +46,13 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "uptime": app.started.elapsed().as_secs_f64(),
         "timestamp": crate::telemetry::iso_time(crate::session::now_ms()),
     });
+    if app.store.mode() == "redis" {
+        body["redis"] = json!(if store.is_ok() {
+            "connected"
+        } else {
+            "unreachable"
+        });
+    }
     if let Err(e) = &store {
         body["error"] = json!(e);
     }

@@ -116,6 +116,7 @@ struct Inner {
     streams: Sharded<StreamLog>,
     counters: SessionCounters,
     signals: broadcast::Sender<Envelope>,
+    claims: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The in-memory [`SessionStore`].
@@ -140,6 +141,7 @@ impl MemoryStore {
                 streams: Sharded::new(),
                 counters: SessionCounters::default(),
                 signals,
+                claims: Mutex::default(),
             }),
         };
         let weak = Arc::downgrade(&store.inner);
@@ -426,7 +428,12 @@ impl SessionStore for MemoryStore {
         Ok(true)
     }
 
-    async fn open_stream(&self, session: &str, stream: &str) -> Result<(), StoreError> {
+    async fn open_stream(
+        &self,
+        session: &str,
+        stream: &str,
+        _orphan: Option<Arc<str>>,
+    ) -> Result<(), StoreError> {
         self.stream_log(session, stream);
         Ok(())
     }
@@ -436,10 +443,18 @@ impl SessionStore for MemoryStore {
         session: &str,
         stream: &str,
         message: Arc<str>,
+        last: bool,
     ) -> Result<u64, StoreError> {
         let log = self.stream_log(session, stream);
         let seq = {
             let mut st = log.state.lock();
+            if st.closed {
+                return Ok(0);
+            }
+            if last {
+                st.closed = true;
+                st.closed_at_ms = now_ms();
+            }
             st.head += 1;
             let seq = st.head;
             st.events.push_back((seq, message));
@@ -510,6 +525,14 @@ impl SessionStore for MemoryStore {
             .streams
             .get(&stream_key(session, stream))
             .map(|l| l.state.lock().head))
+    }
+
+    async fn claim_standalone(&self, session: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.claims.lock().insert(session.to_owned()))
+    }
+
+    async fn release_standalone(&self, session: &str) {
+        self.inner.claims.lock().remove(session);
     }
 
     async fn publish(&self, envelope: Envelope) -> Result<(), StoreError> {
@@ -596,7 +619,7 @@ mod tests {
     async fn event_log_replays_after_cursor_and_is_bounded() {
         let s = MemoryStore::new(limits(), Duration::from_secs(3600));
         for i in 0..6 {
-            s.append_event("a", "p1", Arc::from(format!("m{i}")))
+            s.append_event("a", "p1", Arc::from(format!("m{i}")), false)
                 .await
                 .unwrap();
         }
@@ -618,12 +641,16 @@ mod tests {
     #[tokio::test]
     async fn readers_wake_on_append() {
         let s = MemoryStore::new(limits(), Duration::from_secs(3600));
-        s.append_event("a", "g", Arc::from("x")).await.unwrap();
+        s.append_event("a", "g", Arc::from("x"), false)
+            .await
+            .unwrap();
         let s2 = s.clone();
         let reader =
             tokio::spawn(async move { s2.next_events("a", "g", 1, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        s.append_event("a", "g", Arc::from("y")).await.unwrap();
+        s.append_event("a", "g", Arc::from("y"), false)
+            .await
+            .unwrap();
         let b = reader.await.unwrap().unwrap();
         assert_eq!(b.events.len(), 1);
         assert_eq!(&*b.events[0].1, "y");

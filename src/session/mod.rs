@@ -9,6 +9,8 @@
 //! single-node mode and go through the same envelope bus in Redis mode.
 
 pub mod memory;
+pub mod redis;
+mod redis_scripts;
 pub mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -136,6 +138,17 @@ pub enum Signal {
     },
     /// A session was deleted or expired: drop caches and end its streams.
     SessionEnded { session: String },
+    /// A session's record changed (initialized, log level, subscriptions): drop caches.
+    SessionChanged { session: String },
+    /// The client's answer to a server→client request, for the node whose call waits for it.
+    Answer {
+        session: String,
+        id: Value,
+        /// `{"result": …}` or `{"error": …}`.
+        outcome: Value,
+    },
+    /// `notifications/cancelled`, for the node running the request.
+    Cancel { session: String, id: Value },
 }
 
 /// Serializable mirror of [`ListKind`].
@@ -203,6 +216,12 @@ pub trait SessionStore: Send + Sync + 'static {
         id: &str,
         count_request: bool,
     ) -> Result<Option<SessionRecord>, StoreError>;
+    /// Called when a request that `touch`ed the session is done: a store that deferred the
+    /// request's bookkeeping (Redis, serving from its cache) writes it now, unless a write of
+    /// the request already carried it. `false` if the session turned out to be gone.
+    async fn settle(&self, _id: &str) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Applies one change; `false` if the session is gone.
     async fn update(&self, id: &str, change: SessionChange) -> Result<bool, StoreError>;
     /// Deletes the session and everything under it; `false` if it did not exist.
@@ -220,14 +239,22 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError>;
 
     /// Creates an empty stream log so that readers can attach before its first event.
-    async fn open_stream(&self, session: &str, stream: &str) -> Result<(), StoreError>;
+    /// `orphan` is the final message readers get if this node dies before closing the stream
+    /// (a request's stream); `None` for streams no node owns (the standalone stream).
+    async fn open_stream(
+        &self,
+        session: &str,
+        stream: &str,
+        orphan: Option<Arc<str>>,
+    ) -> Result<(), StoreError>;
     /// Appends an SSE message to a stream's log and wakes its readers; returns its sequence
-    /// number (1-based, per stream).
+    /// number (1-based, per stream). `last` also closes the stream, in the same step.
     async fn append_event(
         &self,
         session: &str,
         stream: &str,
         message: Arc<str>,
+        last: bool,
     ) -> Result<u64, StoreError>;
     /// Marks a stream as complete (its final response is in the log).
     async fn close_stream(&self, session: &str, stream: &str) -> Result<(), StoreError>;
@@ -242,10 +269,23 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The highest sequence number written to a stream (0 if none), `None` if it is unknown.
     async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError>;
 
+    /// Claims the session's standalone GET stream for this node (one per session across the
+    /// cluster); `false` if it is held elsewhere.
+    async fn claim_standalone(&self, session: &str) -> Result<bool, StoreError>;
+    /// Gives the claim back.
+    async fn release_standalone(&self, session: &str);
+
     /// Publishes a signal to every node (including this one).
     async fn publish(&self, envelope: Envelope) -> Result<(), StoreError>;
     /// Signals published anywhere, as seen by this node.
     fn signals(&self) -> broadcast::Receiver<Envelope>;
+    /// The node is stopping: give up what it holds so other nodes take over at once.
+    async fn shutdown(&self) {}
+    /// A 32-byte key every node of the deployment shares (for MRTR `requestState` when no key
+    /// files are configured). The memory store makes one per process.
+    async fn shared_key(&self) -> Result<[u8; 32], StoreError> {
+        Ok(rand::random())
+    }
 }
 
 /// Milliseconds since the Unix epoch.

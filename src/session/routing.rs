@@ -1,9 +1,8 @@
 //! Routing of traffic that belongs to a request running somewhere: the client's answers to
-//! server→client requests, `notifications/cancelled`, and the claim on a session's standalone
-//! GET stream. In single-node mode everything is in this node's tables; in Redis mode a miss here
+//! server→client requests and `notifications/cancelled`. In single-node mode everything is in this node's tables; in Redis mode a miss here
 //! is forwarded through the store's signal bus to the node that holds the waiting request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -13,12 +12,30 @@ use tokio_util::sync::CancellationToken;
 /// The client's answer to a server→client request: `Ok(result)` or `Err(error object)`.
 pub type ClientAnswer = Result<Value, Value>;
 
+/// The wire form of an answer forwarded between nodes: `{"result": …}` or `{"error": …}`.
+pub fn answer_wire(answer: &ClientAnswer) -> Value {
+    match answer {
+        Ok(r) => serde_json::json!({ "result": r }),
+        Err(e) => serde_json::json!({ "error": e }),
+    }
+}
+
+/// The inverse of [`answer_wire`]; anything without a `result` is an error answer.
+pub fn answer_of(mut wire: Value) -> ClientAnswer {
+    match wire.get_mut("result") {
+        Some(r) => Ok(r.take()),
+        None => Err(wire
+            .get_mut("error")
+            .map(Value::take)
+            .unwrap_or(Value::Null)),
+    }
+}
+
 /// This node's routing tables. Keys are `(session id, JSON text of the request id)`.
 #[derive(Default)]
 pub struct LocalRoutes {
     pending: Mutex<HashMap<(String, String), oneshot::Sender<ClientAnswer>>>,
     inflight: Mutex<HashMap<(String, String), CancellationToken>>,
-    get_streams: Mutex<HashSet<String>>,
 }
 
 /// The key text of a JSON-RPC id (`1` and `"1"` are different ids).
@@ -78,15 +95,5 @@ impl LocalRoutes {
             }
             None => false,
         }
-    }
-
-    /// Claims the session's standalone GET stream on this node; `false` if one is open.
-    pub fn claim_get_stream(&self, session: &str) -> bool {
-        self.get_streams.lock().insert(session.to_owned())
-    }
-
-    /// Releases the claim.
-    pub fn release_get_stream(&self, session: &str) {
-        self.get_streams.lock().remove(session);
     }
 }

@@ -177,6 +177,7 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
         _ => None,
     };
     let session_id = req.session_id.clone();
+    let request_id = req.id.clone();
     // A modern request is cancelled when its client goes away; this guard fires if the
     // handler future is dropped before the answer is chosen.
     let guard = (era == Era::Modern).then(|| cancel.clone().drop_guard());
@@ -216,7 +217,7 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
     };
     job.detach();
     match (era, session_id) {
-        (Era::Legacy, Some(sid)) => legacy_stream(app, sid, first, rx).await,
+        (Era::Legacy, Some(sid)) => legacy_stream(app, sid, &request_id, first, rx).await,
         _ => {
             let guard = guard.map(|g| g.disarm());
             modern_stream(app, first, rx, guard.unwrap_or(cancel))
@@ -283,13 +284,25 @@ fn serialize(v: &Value) -> Arc<str> {
 async fn legacy_stream(
     app: &AppState,
     sid: String,
+    id: &Value,
     first: Option<Out>,
     mut rx: mpsc::Receiver<Out>,
 ) -> Response {
     let stream = format!("p{}", &random_id()[..16]);
     let close_connection = CancellationToken::new();
     let close = close_connection.clone();
-    if let Err(e) = app.store.open_stream(&sid, &stream).await {
+    // What a resuming client receives if this node dies before the request finishes.
+    let orphan = jsonrpc::error_response(
+        Some(id),
+        -32603,
+        "The server instance running this request stopped before it finished; send the request again",
+        None,
+    );
+    if let Err(e) = app
+        .store
+        .open_stream(&sid, &stream, Some(serialize(&orphan)))
+        .await
+    {
         return ApiError::unavailable(e.to_string()).into_response();
     }
     let store = app.store.clone();
@@ -306,11 +319,11 @@ async fn legacy_stream(
             };
             match out {
                 Out::Message(m) => {
-                    let _ = store.append_event(&s2, &st2, serialize(&m)).await;
+                    let _ = store.append_event(&s2, &st2, serialize(&m), false).await;
                 }
                 Out::Final(m, _) => {
-                    let _ = store.append_event(&s2, &st2, Arc::from(m)).await;
-                    break;
+                    let _ = store.append_event(&s2, &st2, Arc::from(m), true).await;
+                    return;
                 }
                 Out::CloseConnection => close_connection.cancel(),
             }

@@ -71,12 +71,63 @@ async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static 
             notification(app, &sid, &method, &params).await
         }
         Incoming::Response { id, outcome } => {
-            app.routes.deliver_answer(&sid, &id, outcome);
+            deliver_answer(app, &sid, id, outcome).await;
             StatusCode::ACCEPTED.into_response()
         }
         Incoming::Request { id, method, params } => request(app, record, id, method, params).await,
     };
-    (label, resp)
+    (label, settle(app, &sid, resp).await)
+}
+
+/// Finishes a request's session bookkeeping (see [`crate::session::SessionStore::settle`]).
+/// A session found gone at this point answers 404 like one found gone up front.
+async fn settle(app: &AppState, sid: &str, resp: Response) -> Response {
+    match app.store.settle(sid).await {
+        Ok(true) => resp,
+        Ok(false) => ApiError::session_not_found().into_response(),
+        Err(e) => {
+            tracing::warn!(session = log_id(sid), "could not record the request: {e}");
+            resp
+        }
+    }
+}
+
+/// Hands a client's answer to the waiting server→client request: here, or on the node running it.
+async fn deliver_answer(
+    app: &AppState,
+    sid: &str,
+    id: Value,
+    outcome: crate::session::routing::ClientAnswer,
+) {
+    let wire = crate::session::routing::answer_wire(&outcome);
+    if app.routes.deliver_answer(sid, &id, outcome) {
+        return;
+    }
+    let signal = Signal::Answer {
+        session: sid.to_owned(),
+        id,
+        outcome: wire,
+    };
+    let _ = app.store.publish(envelope(signal)).await;
+}
+
+/// Cancels an in-flight request: here, or on the node running it.
+async fn cancel_request(app: &AppState, sid: &str, id: &Value) {
+    if app.routes.cancel_request(sid, id) {
+        return;
+    }
+    let signal = Signal::Cancel {
+        session: sid.to_owned(),
+        id: id.clone(),
+    };
+    let _ = app.store.publish(envelope(signal)).await;
+}
+
+fn envelope(payload: Signal) -> crate::session::Envelope {
+    crate::session::Envelope {
+        payload,
+        meta: Default::default(),
+    }
 }
 
 /// A session id shortened for logs: enough to correlate lines, too little to use the session
@@ -196,7 +247,7 @@ async fn notification(
         }
         "notifications/cancelled" => {
             if let Some(id) = params.get("requestId").filter(|v| jsonrpc::valid_id(v)) {
-                app.routes.cancel_request(sid, id);
+                cancel_request(app, sid, id).await;
             }
         }
         _ => {}
@@ -277,7 +328,7 @@ async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Respon
                 notification(app, &sid, &method, &params).await;
             }
             Ok(Incoming::Response { id, outcome }) => {
-                app.routes.deliver_answer(&sid, &id, outcome);
+                deliver_answer(app, &sid, id, outcome).await;
             }
             Ok(Incoming::Request { id, method, params }) => {
                 if method == "initialize" {
@@ -299,14 +350,16 @@ async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Respon
             }
         }
     }
-    if answers.is_empty() {
-        return StatusCode::ACCEPTED.into_response();
-    }
-    json_response(
-        Value::Array(answers).to_string(),
-        StatusCode::OK,
-        Some(&sid),
-    )
+    let resp = if answers.is_empty() {
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        json_response(
+            Value::Array(answers).to_string(),
+            StatusCode::OK,
+            Some(&sid),
+        )
+    };
+    settle(app, &sid, resp).await
 }
 
 /// GET: the standalone stream, or the resumption of any stream of the session.
@@ -318,6 +371,11 @@ pub async fn get(app: &AppState, headers: &HeaderMap) -> Response {
     if let Err(e) = load(app, &sid, headers).await {
         return e.into_response();
     }
+    let resp = get_stream(app, headers, sid.clone()).await;
+    settle(app, &sid, resp).await
+}
+
+async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Response {
     if app.drain.is_draining() {
         return draining().into_response();
     }
@@ -364,16 +422,20 @@ pub fn parse_event_id(id: &str) -> Option<(String, u64)> {
 /// otherwise). Cluster-wide signals for this session are appended to its log, so they are
 /// ordered and replayable after a reconnect.
 async fn standalone(app: &AppState, sid: String, cursor: u64) -> Response {
-    if !app.routes.claim_get_stream(&sid) {
-        return ApiError::new(
-            StatusCode::CONFLICT,
-            -32000,
-            "Conflict: this session already has an open GET stream",
-        )
-        .into_response();
+    match app.store.claim_standalone(&sid).await {
+        Ok(true) => {}
+        Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
+        Ok(false) => {
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                -32000,
+                "Conflict: this session already has an open GET stream",
+            )
+            .into_response()
+        }
     }
-    if let Err(e) = app.store.open_stream(&sid, STANDALONE).await {
-        app.routes.release_get_stream(&sid);
+    if let Err(e) = app.store.open_stream(&sid, STANDALONE, None).await {
+        app.store.release_standalone(&sid).await;
         return ApiError::unavailable(e.to_string()).into_response();
     }
     let appender = tokio::spawn(append_signals(app.clone(), sid.clone()));
@@ -390,7 +452,7 @@ async fn standalone(app: &AppState, sid: String, cursor: u64) -> Response {
         )
         .await;
         appender.abort();
-        app2.routes.release_get_stream(&sid2);
+        app2.store.release_standalone(&sid2).await;
     });
     super::sse::response(body, Some(&sid))
 }
@@ -428,12 +490,15 @@ async fn append_signals(app: AppState, sid: String) {
                 jsonrpc::notification("notifications/resources/updated", json!({ "uri": uri }))
             }
             Signal::SessionEnded { session } if session == sid => return,
-            Signal::SessionEnded { .. } => continue,
+            Signal::SessionEnded { .. }
+            | Signal::SessionChanged { .. }
+            | Signal::Answer { .. }
+            | Signal::Cancel { .. } => continue,
         };
         let text = serde_json::to_string(&message).unwrap_or_default();
         let _ = app
             .store
-            .append_event(&sid, STANDALONE, std::sync::Arc::from(text))
+            .append_event(&sid, STANDALONE, std::sync::Arc::from(text), false)
             .await;
     }
 }

@@ -1,0 +1,1220 @@
+//! The Redis [`SessionStore`]: any node serves any session.
+//!
+//! - Every key of a session is hash-tagged (`abacus:{<sid>}:…`, layout in [`super::redis_scripts`]),
+//!   so each script touches one slot and the layout works on Redis Cluster.
+//! - Idle TTL and absolute lifetime are Redis TTLs: nothing needs a sweeper to stay correct.
+//! - Each state change is one Lua script: atomic, and one round trip.
+//! - A bounded per-node cache holds session records, filled single-flight per session. A cached
+//!   session is served without a round trip up front; its request is counted later, folded into
+//!   the request's own write (a history append) or into one `settle` round trip at its end, so a
+//!   warm `tools/call calculate` costs exactly one round trip. Deletions and changes publish an
+//!   invalidation on the signal channel; expiry needs none, because a node only trusts its cache
+//!   until the earliest moment Redis could expire the record.
+//! - SSE events go to one Redis Stream per SSE stream; appends publish a wake-up on the events
+//!   channel, so a reader on any node tails any stream.
+//! - Every command has a bounded timeout and an unreachable Redis is `StoreError::Unavailable`,
+//!   never "not found".
+
+use std::collections::{HashMap, HashSet};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::{broadcast, Notify};
+
+use super::redis_scripts as lua;
+use super::{
+    random_id, Envelope, EventBatch, SessionChange, SessionCounters, SessionRecord, SessionStore,
+    Signal, StoreError,
+};
+use crate::protocol::toolset::{DomainError, HistoryScope, LogLevel, ScopeStats};
+
+/// Channel carrying [`Envelope`]s between nodes.
+const SIGNALS: &str = "abacus:signals";
+/// Channel carrying "stream has new events" wake-ups (`<session> <stream>`).
+const EVENTS: &str = "abacus:events";
+/// How long a node's liveness key outlives its last heartbeat.
+const NODE_LEASE: Duration = Duration::from_secs(3);
+/// Lease of a standalone-stream claim (refreshed while the stream is open).
+const CLAIM_LEASE: Duration = Duration::from_secs(6);
+/// Longest a stream reader waits before re-checking an unfinished stream's owner.
+const ORPHAN_CHECK: Duration = Duration::from_millis(1000);
+/// How long the cluster-wide live-session count may be reused.
+const COUNT_REUSE: Duration = Duration::from_secs(2);
+/// Safety margin subtracted from a cached record's validity.
+const CACHE_MARGIN: Duration = Duration::from_millis(250);
+/// Events returned by one read.
+const READ_BATCH: usize = 256;
+
+/// How the Redis store is configured.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL (may carry a password).
+    pub url: String,
+    /// Password from `REDIS_PASSWORD_FILE`, overriding the URL's.
+    pub password: Option<String>,
+    /// Bound on every command (default 2 s).
+    pub command_timeout: Duration,
+    /// Idle TTL of sessions and handles.
+    pub idle: Duration,
+    /// Absolute lifetime of a session.
+    pub max_lifetime: Duration,
+    /// Live sessions the cluster accepts (`initialize` beyond it gets 503).
+    pub max_sessions: usize,
+    /// History entries kept per scope.
+    pub history_cap: usize,
+    /// Approximate events kept per SSE stream (`MAXLEN ~`).
+    pub events_per_stream: usize,
+    /// Records cached on this node.
+    pub cache_capacity: usize,
+    /// This node's id (liveness key, stream ownership, claims).
+    pub node_id: String,
+}
+
+/// What a node keeps of a session between requests.
+#[derive(Clone)]
+struct Cached {
+    record: SessionRecord,
+    /// `ver` as last seen in Redis.
+    ver: String,
+    /// Until when Redis cannot have expired the record (by this node's last slide).
+    valid_until: Instant,
+}
+
+/// The immutable part of a record, stored as one JSON field.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Fixed {
+    v: String,
+    caps: Arc<Value>,
+    info: Arc<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    principal: Option<String>,
+}
+
+struct Scripts {
+    create: Script,
+    touch: Script,
+    append: Script,
+    read_scope: Script,
+    update: Script,
+    delete: Script,
+    open_stream: Script,
+    append_event: Script,
+    close_stream: Script,
+    read_events: Script,
+    end_orphan: Script,
+    claim: Script,
+    release: Script,
+}
+
+impl Scripts {
+    fn new() -> Self {
+        Self {
+            create: Script::new(&lua::create()),
+            touch: Script::new(&lua::touch()),
+            append: Script::new(&lua::append()),
+            read_scope: Script::new(&lua::read_scope()),
+            update: Script::new(&lua::update()),
+            delete: Script::new(&lua::delete()),
+            open_stream: Script::new(&lua::open_stream()),
+            append_event: Script::new(&lua::append_event()),
+            close_stream: Script::new(&lua::close_stream()),
+            read_events: Script::new(&lua::read_events()),
+            end_orphan: Script::new(&lua::end_orphan()),
+            claim: Script::new(&lua::claim()),
+            release: Script::new(&lua::release()),
+        }
+    }
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    cfg: RedisConfig,
+    scripts: Scripts,
+    counters: SessionCounters,
+    signals: broadcast::Sender<Envelope>,
+    cache: Mutex<lru::LruCache<String, Cached>>,
+    /// Single-flight loads: one Redis read per session per node at a time.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Requests served from cache and not yet counted in Redis, per scope.
+    pending: Mutex<HashMap<String, u64>>,
+    /// Local readers waiting for events, per `<session> <stream>`.
+    waiters: Mutex<HashMap<String, Weak<Notify>>>,
+    /// Standalone-stream claims held by this node (refreshed by the heartbeat).
+    claims: Mutex<HashSet<String>>,
+    /// Whether the signal subscription is up (caches are only trusted while it is).
+    subscribed: AtomicBool,
+    live_count: Mutex<Option<(Instant, u64)>>,
+    reads: AtomicU64,
+}
+
+/// The Redis-backed [`SessionStore`].
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+fn rec_key(id: &str) -> String {
+    format!("abacus:{{{id}}}:rec")
+}
+fn hist_key(id: &str) -> String {
+    format!("abacus:{{{id}}}:hist")
+}
+fn prefix(id: &str) -> String {
+    format!("abacus:{{{id}}}:")
+}
+fn meta_key(id: &str, stream: &str) -> String {
+    format!("abacus:{{{id}}}:m:{stream}")
+}
+fn events_key(id: &str, stream: &str) -> String {
+    format!("abacus:{{{id}}}:e:{stream}")
+}
+fn node_key(node: &str) -> String {
+    format!("abacus:node:{node}")
+}
+fn waiter_key(session: &str, stream: &str) -> String {
+    format!("{session} {stream}")
+}
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn gone_to_domain(e: StoreError) -> DomainError {
+    match e {
+        StoreError::Unavailable(m) => DomainError::Unavailable(m),
+        other => DomainError::Internal(other.to_string()),
+    }
+}
+
+impl RedisStore {
+    /// Connects (failing fast if Redis cannot be reached at start-up) and starts the
+    /// subscription and heartbeat tasks.
+    pub async fn connect(cfg: RedisConfig) -> Result<Self, StoreError> {
+        let client = client(&cfg)?;
+        let manager_cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(cfg.command_timeout))
+            .set_response_timeout(Some(cfg.command_timeout))
+            .set_number_of_retries(2)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500));
+        // Lazy: a node starts (not ready) while Redis is down and connects when it is back.
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
+            .map_err(unavailable)?;
+        let capacity = NonZeroUsize::new(cfg.cache_capacity.max(1)).expect("non-zero");
+        let (signals, _) = broadcast::channel(4096);
+        let store = Self {
+            inner: Arc::new(Inner {
+                conn,
+                scripts: Scripts::new(),
+                counters: SessionCounters::default(),
+                signals,
+                cache: Mutex::new(lru::LruCache::new(capacity)),
+                loading: Mutex::default(),
+                pending: Mutex::default(),
+                waiters: Mutex::default(),
+                claims: Mutex::default(),
+                subscribed: AtomicBool::new(false),
+                live_count: Mutex::new(None),
+                reads: AtomicU64::new(0),
+                cfg,
+            }),
+        };
+        if let Err(e) = store.ping().await {
+            tracing::warn!("Redis not reachable yet ({e}); not ready until it is");
+        }
+        tokio::spawn(subscribe_loop(Arc::downgrade(&store.inner), client));
+        tokio::spawn(heartbeat(Arc::downgrade(&store.inner)));
+        Ok(store)
+    }
+
+    /// Records loaded from Redis so far (cache misses), for tests and metrics.
+    pub fn cache_misses(&self) -> u64 {
+        self.inner.reads.load(Ordering::Relaxed)
+    }
+
+    fn conn(&self) -> ConnectionManager {
+        self.inner.conn.clone()
+    }
+
+    /// Runs a Redis future under the command timeout.
+    async fn bounded<T>(
+        &self,
+        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.inner.cfg.command_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("Redis command timed out")),
+        }
+    }
+
+    fn take_pending(&self, id: &str) -> u64 {
+        self.inner.pending.lock().remove(id).unwrap_or(0)
+    }
+
+    fn restore_pending(&self, id: &str, n: u64) {
+        if n > 0 {
+            *self.inner.pending.lock().entry(id.to_owned()).or_default() += n;
+        }
+    }
+
+    fn evict(&self, id: &str) {
+        self.inner.cache.lock().pop(id);
+    }
+
+    /// Refreshes a cached entry's validity after a write that slid the TTL.
+    fn refreshed(&self, id: &str, ttl_ms: i64, ver: &str) {
+        let mut cache = self.inner.cache.lock();
+        let stale = match cache.get_mut(id) {
+            Some(c) if c.ver == ver => {
+                c.valid_until = valid_until(ttl_ms);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        };
+        if stale {
+            cache.pop(id);
+        }
+    }
+
+    fn cached(&self, id: &str) -> Option<SessionRecord> {
+        if !self.inner.subscribed.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut cache = self.inner.cache.lock();
+        match cache.get(id) {
+            Some(c) if c.valid_until > Instant::now() => Some(c.record.clone()),
+            Some(_) => {
+                cache.pop(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Reads and slides a record from Redis (counting `count` requests), caching it.
+    async fn load(&self, id: &str, count: u64) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.reads.fetch_add(1, Ordering::Relaxed);
+        let reply: Option<Vec<redis::Value>> = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .touch
+                    .key(rec_key(id))
+                    .key(hist_key(id))
+                    .arg(ms(self.inner.cfg.idle))
+                    .arg(count)
+                    .arg(1)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        let Some(reply) = reply else {
+            self.evict(id);
+            return Ok(None);
+        };
+        let (ttl, ver, fields) = split_touch(reply)?;
+        let record = record_from(id, &fields)?;
+        if record.initialized {
+            // Only initialized sessions are cached: `initialized` is the one flag a client
+            // flips and immediately relies on from another node.
+            self.inner.cache.lock().put(
+                id.to_owned(),
+                Cached {
+                    record: record.clone(),
+                    ver,
+                    valid_until: valid_until(ttl),
+                },
+            );
+        }
+        Ok(Some(record))
+    }
+
+    /// Slides a scope and counts `count` requests without reading it back.
+    async fn slide(&self, id: &str, count: u64) -> Result<bool, StoreError> {
+        let reply: Result<Option<Vec<redis::Value>>, StoreError> = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .touch
+                    .key(rec_key(id))
+                    .key(hist_key(id))
+                    .arg(ms(self.inner.cfg.idle))
+                    .arg(count)
+                    .arg(0)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+        match reply {
+            Ok(Some(r)) => {
+                let (ttl, ver, _) = split_touch(r)?;
+                self.refreshed(id, ttl, &ver);
+                Ok(true)
+            }
+            Ok(None) => {
+                self.evict(id);
+                Ok(false)
+            }
+            Err(e) => {
+                self.restore_pending(id, count);
+                Err(e)
+            }
+        }
+    }
+
+    fn signal(&self, payload: Signal) -> Envelope {
+        Envelope {
+            payload,
+            meta: [("node".to_owned(), self.inner.cfg.node_id.clone())].into(),
+        }
+    }
+
+    async fn count_sessions(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn();
+        let mut cursor: u64 = 0;
+        let mut total = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .bounded(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg("abacus:{[0-9a-f]*}:rec")
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            total += keys.len() as u64;
+            if next == 0 {
+                return Ok(total);
+            }
+            cursor = next;
+        }
+    }
+
+    fn waiter(&self, session: &str, stream: &str) -> Arc<Notify> {
+        let key = waiter_key(session, stream);
+        let mut waiters = self.inner.waiters.lock();
+        if let Some(n) = waiters.get(&key).and_then(Weak::upgrade) {
+            return n;
+        }
+        let n = Arc::new(Notify::new());
+        waiters.insert(key, Arc::downgrade(&n));
+        n
+    }
+
+    async fn read_events(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+    ) -> Result<(EventBatch, String), StoreError> {
+        let reply: Vec<redis::Value> = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .read_events
+                    .key(rec_key(session))
+                    .key(meta_key(session, stream))
+                    .key(events_key(session, stream))
+                    .arg(after)
+                    .arg(READ_BATCH)
+                    .arg(ms(self.inner.cfg.idle))
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        let text: Vec<String> = reply.into_iter().map(as_string).collect();
+        if text.first().map(String::as_str) != Some("ok") || text.len() < 4 {
+            return Ok((
+                EventBatch {
+                    gone: true,
+                    ..Default::default()
+                },
+                String::new(),
+            ));
+        }
+        let head: u64 = text[1].parse().unwrap_or(0);
+        let closed = text[2] == "1";
+        let owner = text[3].clone();
+        let mut events = Vec::new();
+        for pair in text[4..].chunks(2) {
+            if let [seq, msg] = pair {
+                events.push((seq.parse().unwrap_or(0), Arc::from(msg.as_str())));
+            }
+        }
+        let last = events
+            .last()
+            .map(|e: &(u64, Arc<str>)| e.0)
+            .unwrap_or(after);
+        Ok((
+            EventBatch {
+                events,
+                closed: closed && last >= head,
+                gone: false,
+            },
+            owner,
+        ))
+    }
+
+    /// Ends a stream whose owner node is gone, so its readers are not left waiting.
+    async fn end_if_orphaned(
+        &self,
+        session: &str,
+        stream: &str,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        if owner.is_empty() || owner == self.inner.cfg.node_id {
+            return Ok(());
+        }
+        let alive: bool = self.bounded(self.conn().exists(node_key(owner))).await?;
+        if alive {
+            return Ok(());
+        }
+        tracing::warn!(stream, owner, "ending a stream whose node is gone");
+        let _: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .end_orphan
+                    .key(meta_key(session, stream))
+                    .key(events_key(session, stream))
+                    .arg(self.inner.cfg.events_per_stream)
+                    .arg(EVENTS)
+                    .arg(waiter_key(session, stream))
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn valid_until(ttl_ms: i64) -> Instant {
+    let ttl = Duration::from_millis(ttl_ms.max(0) as u64);
+    (Instant::now() + ttl)
+        .checked_sub(CACHE_MARGIN)
+        .unwrap_or_else(Instant::now)
+}
+
+fn client(cfg: &RedisConfig) -> Result<redis::Client, StoreError> {
+    use redis::IntoConnectionInfo;
+    let mut info = cfg
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| StoreError::Unavailable(format!("invalid REDIS_URL ({:?})", e.kind())))?;
+    if let Some(pw) = &cfg.password {
+        let redis = info.redis_settings().clone().set_password(pw);
+        info = info.set_redis_settings(redis);
+    }
+    redis::Client::open(info).map_err(unavailable)
+}
+
+fn as_string(v: redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        redis::Value::SimpleString(s) => s,
+        redis::Value::Int(i) => i.to_string(),
+        redis::Value::Okay => "OK".into(),
+        _ => String::new(),
+    }
+}
+
+fn as_int(v: &redis::Value) -> i64 {
+    match v {
+        redis::Value::Int(i) => *i,
+        redis::Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Splits a touch reply into TTL, version and record fields.
+fn split_touch(
+    reply: Vec<redis::Value>,
+) -> Result<(i64, String, HashMap<String, String>), StoreError> {
+    if reply.len() < 2 {
+        return Err(StoreError::Corrupt("short touch reply".into()));
+    }
+    let ttl = as_int(&reply[0]);
+    let mut it = reply.into_iter().skip(1).map(as_string);
+    let ver = it.next().unwrap_or_default();
+    let mut fields = HashMap::new();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        fields.insert(k, v);
+    }
+    Ok((ttl, ver, fields))
+}
+
+fn num(fields: &HashMap<String, String>, name: &str) -> u64 {
+    fields.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+fn record_from(id: &str, f: &HashMap<String, String>) -> Result<SessionRecord, StoreError> {
+    let fixed: Fixed = serde_json::from_str(f.get("r").map(String::as_str).unwrap_or(""))
+        .map_err(|e| StoreError::Corrupt(format!("session record: {e}")))?;
+    let log_level = f
+        .get("lvl")
+        .and_then(|l| serde_json::from_value::<LogLevel>(Value::String(l.clone())).ok());
+    let subscriptions = f
+        .get("subs")
+        .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok(SessionRecord {
+        id: id.to_owned(),
+        protocol_version: fixed.v,
+        client_capabilities: fixed.caps,
+        client_info: fixed.info,
+        principal: fixed.principal,
+        log_level,
+        subscriptions,
+        initialized: f.get("init").is_some_and(|v| v == "1"),
+        created_ms: num(f, "c"),
+        last_seen_ms: num(f, "ls"),
+        request_count: num(f, "rc"),
+    })
+}
+
+fn stats_from(id: &str, f: &HashMap<String, String>, pending: u64) -> ScopeStats {
+    ScopeStats {
+        id: id.to_owned(),
+        created_ms: num(f, "c"),
+        last_seen_ms: num(f, "ls"),
+        request_count: num(f, "rc") + pending,
+        calculation_total: num(f, "ct"),
+        history_len: num(f, "#history"),
+        operations: f
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("o:")?.to_owned(), v.parse().ok()?)))
+            .collect(),
+    }
+}
+
+fn change_args(change: &SessionChange) -> (&'static str, String) {
+    match change {
+        SessionChange::MarkInitialized => ("init", String::new()),
+        SessionChange::SetLogLevel(l) => (
+            "lvl",
+            serde_json::to_value(l)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+        ),
+        SessionChange::Subscribe(u) => ("sub", u.clone()),
+        SessionChange::Unsubscribe(u) => ("unsub", u.clone()),
+    }
+}
+
+/// Keeps the pub/sub subscription up: signals go to local listeners (after cache
+/// invalidation), event wake-ups to local readers. While it is down, caches are not trusted.
+async fn subscribe_loop(weak: Weak<Inner>, client: redis::Client) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let timeout = inner.cfg.command_timeout;
+        drop(inner);
+        let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub()).await;
+        let mut pubsub = match pubsub {
+            Ok(Ok(p)) => p,
+            _ => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if pubsub.subscribe(SIGNALS).await.is_err() || pubsub.subscribe(EVENTS).await.is_err() {
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        backoff = Duration::from_millis(100);
+        {
+            let Some(inner) = weak.upgrade() else { return };
+            inner.cache.lock().clear();
+            inner.subscribed.store(true, Ordering::Relaxed);
+            wake_all(&inner);
+            tracing::info!("subscribed to Redis signals");
+        }
+        let mut messages = pubsub.into_on_message();
+        while let Some(msg) = messages.next().await {
+            let Some(inner) = weak.upgrade() else { return };
+            let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+            if msg.get_channel_name() == EVENTS {
+                let key = String::from_utf8_lossy(&payload);
+                let waiter = inner
+                    .waiters
+                    .lock()
+                    .get(key.as_ref())
+                    .and_then(Weak::upgrade);
+                if let Some(n) = waiter {
+                    n.notify_waiters();
+                }
+                continue;
+            }
+            let Ok(envelope) = serde_json::from_slice::<Envelope>(&payload) else {
+                continue;
+            };
+            match &envelope.payload {
+                Signal::SessionEnded { session } => {
+                    inner.cache.lock().pop(session);
+                    let prefix = format!("{session} ");
+                    let ws: Vec<_> = inner
+                        .waiters
+                        .lock()
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&prefix))
+                        .filter_map(|(_, w)| w.upgrade())
+                        .collect();
+                    ws.iter().for_each(|n| n.notify_waiters());
+                }
+                Signal::SessionChanged { session } => {
+                    inner.cache.lock().pop(session);
+                    continue;
+                }
+                _ => {}
+            }
+            let _ = inner.signals.send(envelope);
+        }
+        if let Some(inner) = weak.upgrade() {
+            inner.subscribed.store(false, Ordering::Relaxed);
+            inner.cache.lock().clear();
+            wake_all(&inner);
+            tracing::warn!("lost the Redis signal subscription; reconnecting");
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+fn wake_all(inner: &Inner) {
+    let mut waiters = inner.waiters.lock();
+    waiters.retain(|_, w| w.strong_count() > 0);
+    for n in waiters.values().filter_map(Weak::upgrade) {
+        n.notify_waiters();
+    }
+}
+
+/// Keeps this node's liveness key and its standalone-stream claims alive.
+async fn heartbeat(weak: Weak<Inner>) {
+    let mut tick = tokio::time::interval(NODE_LEASE / 3);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let mut conn = inner.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(node_key(&inner.cfg.node_id))
+            .arg(1)
+            .arg("PX")
+            .arg(ms(NODE_LEASE))
+            .ignore();
+        for session in inner.claims.lock().iter() {
+            pipe.cmd("PEXPIRE")
+                .arg(format!("{}g", prefix(session)))
+                .arg(ms(CLAIM_LEASE))
+                .ignore();
+        }
+        let _ = tokio::time::timeout(inner.cfg.command_timeout, pipe.query_async::<()>(&mut conn))
+            .await;
+    }
+}
+
+/// The history of one session or handle in Redis.
+struct RedisScope {
+    store: RedisStore,
+    id: String,
+}
+
+#[async_trait]
+impl HistoryScope for RedisScope {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError> {
+        let s = &self.store;
+        let pending = s.take_pending(&self.id);
+        let mut inv = s.inner.scripts.append.key(rec_key(&self.id));
+        inv.key(hist_key(&self.id))
+            .arg(ms(s.inner.cfg.idle))
+            .arg(s.inner.cfg.history_cap)
+            .arg(pending);
+        for (op, entry) in &entries {
+            inv.arg(op).arg(entry);
+        }
+        let reply: Result<Option<(i64, String)>, StoreError> =
+            s.bounded(inv.invoke_async(&mut s.conn())).await;
+        match reply {
+            Ok(Some((ttl, ver))) => {
+                s.refreshed(&self.id, ttl, &ver);
+                Ok(())
+            }
+            Ok(None) => {
+                s.evict(&self.id);
+                Err(DomainError::SessionGone)
+            }
+            Err(e) => {
+                s.restore_pending(&self.id, pending);
+                Err(gone_to_domain(e))
+            }
+        }
+    }
+
+    async fn history(&self) -> Result<Vec<Value>, DomainError> {
+        let s = &self.store;
+        let reply: Option<(String, Vec<String>)> = s
+            .bounded(
+                s.inner
+                    .scripts
+                    .read_scope
+                    .key(rec_key(&self.id))
+                    .key(hist_key(&self.id))
+                    .arg("h")
+                    .invoke_async(&mut s.conn()),
+            )
+            .await
+            .map_err(gone_to_domain)?;
+        let (_, entries) = reply.ok_or(DomainError::SessionGone)?;
+        Ok(entries
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap_or(Value::Null))
+            .collect())
+    }
+
+    async fn stats(&self) -> Result<ScopeStats, DomainError> {
+        let s = &self.store;
+        let reply: Option<(String, Vec<String>)> = s
+            .bounded(
+                s.inner
+                    .scripts
+                    .read_scope
+                    .key(rec_key(&self.id))
+                    .key(hist_key(&self.id))
+                    .arg("s")
+                    .invoke_async(&mut s.conn()),
+            )
+            .await
+            .map_err(gone_to_domain)?;
+        let (_, flat) = reply.ok_or(DomainError::SessionGone)?;
+        let mut fields = HashMap::new();
+        let mut it = flat.into_iter();
+        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+            fields.insert(k, v);
+        }
+        let pending = s.inner.pending.lock().get(&self.id).copied().unwrap_or(0);
+        Ok(stats_from(&self.id, &fields, pending))
+    }
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    fn mode(&self) -> &'static str {
+        "redis"
+    }
+
+    fn counters(&self) -> &SessionCounters {
+        &self.inner.counters
+    }
+
+    async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
+        let max = self.inner.cfg.max_sessions as u64;
+        if self.live_sessions().await? >= max {
+            return Err(StoreError::Capacity(max as usize));
+        }
+        let fixed = Fixed {
+            v: record.protocol_version.clone(),
+            caps: record.client_capabilities.clone(),
+            info: record.client_info.clone(),
+            principal: record.principal.clone(),
+        };
+        let fixed =
+            serde_json::to_string(&fixed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .create
+                    .key(rec_key(&record.id))
+                    .arg(ms(self.inner.cfg.idle))
+                    .arg(ms(self.inner.cfg.max_lifetime))
+                    .arg("s")
+                    .arg(fixed)
+                    .arg(record.request_count)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        SessionCounters::add(&self.inner.counters.created, 1);
+        if let Some((_, n)) = self.inner.live_count.lock().as_mut() {
+            *n += 1;
+        }
+        Ok(())
+    }
+
+    async fn touch(
+        &self,
+        id: &str,
+        count_request: bool,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        if let Some(mut record) = self.cached(id) {
+            if count_request {
+                let mut pending = self.inner.pending.lock();
+                let n = pending.entry(id.to_owned()).or_default();
+                *n += 1;
+                record.request_count += *n;
+            }
+            return Ok(Some(record));
+        }
+        let lock = self
+            .inner
+            .loading
+            .lock()
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        let result = match self.cached(id) {
+            // Another request loaded it while this one waited.
+            Some(mut record) if count_request => {
+                let mut pending = self.inner.pending.lock();
+                let n = pending.entry(id.to_owned()).or_default();
+                *n += 1;
+                record.request_count += *n;
+                Ok(Some(record))
+            }
+            Some(record) => Ok(Some(record)),
+            None => self.load(id, u64::from(count_request)).await,
+        };
+        drop(_guard);
+        let mut loading = self.inner.loading.lock();
+        if loading.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
+            loading.remove(id);
+        }
+        result
+    }
+
+    async fn settle(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self.take_pending(id);
+        if n == 0 {
+            return Ok(true);
+        }
+        self.slide(id, n).await
+    }
+
+    async fn update(&self, id: &str, change: SessionChange) -> Result<bool, StoreError> {
+        let (what, value) = change_args(&change);
+        let signal = self.signal(Signal::SessionChanged {
+            session: id.to_owned(),
+        });
+        let signal = serde_json::to_string(&signal).unwrap_or_default();
+        let done: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .update
+                    .key(rec_key(id))
+                    .arg(what)
+                    .arg(value)
+                    .arg(SIGNALS)
+                    .arg(signal)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        self.evict(id);
+        Ok(done == 1)
+    }
+
+    async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let signal = self.signal(Signal::SessionEnded {
+            session: id.to_owned(),
+        });
+        let signal = serde_json::to_string(&signal).unwrap_or_default();
+        let done: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .delete
+                    .key(rec_key(id))
+                    .key(hist_key(id))
+                    .key(format!("{}st", prefix(id)))
+                    .key(format!("{}g", prefix(id)))
+                    .arg(prefix(id))
+                    .arg(SIGNALS)
+                    .arg(signal)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        self.evict(id);
+        self.inner.pending.lock().remove(id);
+        if done == 1 {
+            SessionCounters::add(&self.inner.counters.deleted, 1);
+            if let Some((_, n)) = self.inner.live_count.lock().as_mut() {
+                *n = n.saturating_sub(1);
+            }
+        }
+        Ok(done == 1)
+    }
+
+    async fn live_sessions(&self) -> Result<u64, StoreError> {
+        if let Some((at, n)) = *self.inner.live_count.lock() {
+            if at.elapsed() < COUNT_REUSE {
+                return Ok(n);
+            }
+        }
+        let n = self.count_sessions().await?;
+        *self.inner.live_count.lock() = Some((Instant::now(), n));
+        Ok(n)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let pong: String = self
+            .bounded(redis::cmd("PING").query_async(&mut self.conn()))
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(unavailable(format!("unexpected PING reply {pong:?}")))
+        }
+    }
+
+    fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope> {
+        Arc::new(RedisScope {
+            store: self.clone(),
+            id: scope_id.to_owned(),
+        })
+    }
+
+    async fn create_handle(&self) -> Result<String, StoreError> {
+        let id = format!("h{}", random_id());
+        let _: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .create
+                    .key(rec_key(&id))
+                    .arg(ms(self.inner.cfg.idle))
+                    // Handles have no absolute lifetime beyond the session maximum.
+                    .arg(ms(self.inner.cfg.max_lifetime))
+                    .arg("h")
+                    .arg("{}")
+                    .arg(0)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        Ok(id)
+    }
+
+    async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError> {
+        self.slide(handle, 1).await
+    }
+
+    async fn open_stream(
+        &self,
+        session: &str,
+        stream: &str,
+        orphan: Option<Arc<str>>,
+    ) -> Result<(), StoreError> {
+        let owner = if orphan.is_some() {
+            self.inner.cfg.node_id.as_str()
+        } else {
+            ""
+        };
+        let _: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .open_stream
+                    .key(meta_key(session, stream))
+                    .key(format!("{}st", prefix(session)))
+                    .arg(stream)
+                    .arg(owner)
+                    .arg(orphan.as_deref().unwrap_or(""))
+                    .arg(ms(self.inner.cfg.idle))
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn append_event(
+        &self,
+        session: &str,
+        stream: &str,
+        message: Arc<str>,
+        last: bool,
+    ) -> Result<u64, StoreError> {
+        let seq: u64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .append_event
+                    .key(meta_key(session, stream))
+                    .key(events_key(session, stream))
+                    .arg(message.as_bytes())
+                    .arg(self.inner.cfg.events_per_stream)
+                    .arg(ms(self.inner.cfg.idle))
+                    .arg(EVENTS)
+                    .arg(waiter_key(session, stream))
+                    .arg(if last { 1 } else { 0 })
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        Ok(seq)
+    }
+
+    async fn close_stream(&self, session: &str, stream: &str) -> Result<(), StoreError> {
+        let _: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .close_stream
+                    .key(meta_key(session, stream))
+                    .arg(EVENTS)
+                    .arg(waiter_key(session, stream))
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn next_events(
+        &self,
+        session: &str,
+        stream: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        let notify = self.waiter(session, stream);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (batch, owner) = self.read_events(session, stream, after).await?;
+            if !batch.events.is_empty() || batch.closed || batch.gone {
+                return Ok(batch);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(EventBatch::default());
+            }
+            let slice = if owner.is_empty() || owner == self.inner.cfg.node_id {
+                deadline - now
+            } else {
+                ORPHAN_CHECK.min(deadline - now)
+            };
+            if tokio::time::timeout(slice, notified).await.is_err() {
+                self.end_if_orphaned(session, stream, &owner).await?;
+            }
+        }
+    }
+
+    async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError> {
+        let head: Option<u64> = self
+            .bounded(self.conn().hget(meta_key(session, stream), "head"))
+            .await?;
+        Ok(head)
+    }
+
+    async fn claim_standalone(&self, session: &str) -> Result<bool, StoreError> {
+        let got: i64 = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .claim
+                    .key(format!("{}g", prefix(session)))
+                    .arg(&self.inner.cfg.node_id)
+                    .arg(ms(CLAIM_LEASE))
+                    .invoke_async(&mut self.conn()),
+            )
+            .await?;
+        if got != 1 {
+            return Ok(false);
+        }
+        // One claim per session per node, like the cluster-wide one.
+        Ok(self.inner.claims.lock().insert(session.to_owned()))
+    }
+
+    async fn release_standalone(&self, session: &str) {
+        self.inner.claims.lock().remove(session);
+        let _: Result<i64, _> = self
+            .bounded(
+                self.inner
+                    .scripts
+                    .release
+                    .key(format!("{}g", prefix(session)))
+                    .arg(&self.inner.cfg.node_id)
+                    .invoke_async(&mut self.conn()),
+            )
+            .await;
+    }
+
+    async fn publish(&self, envelope: Envelope) -> Result<(), StoreError> {
+        let text =
+            serde_json::to_string(&envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: i64 = self.bounded(self.conn().publish(SIGNALS, text)).await?;
+        Ok(())
+    }
+
+    fn signals(&self) -> broadcast::Receiver<Envelope> {
+        self.inner.signals.subscribe()
+    }
+
+    async fn shared_key(&self) -> Result<[u8; 32], StoreError> {
+        const KEY: &str = "abacus:request-state-key";
+        let fresh = hex::encode(rand::random::<[u8; 32]>());
+        let mut conn = self.conn();
+        let _: Option<String> = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(KEY)
+                    .arg(&fresh)
+                    .arg("NX")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let stored: String = self.bounded(conn.get(KEY)).await?;
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(stored.trim(), &mut key)
+            .map_err(|e| StoreError::Corrupt(format!("{KEY}: {e}")))?;
+        Ok(key)
+    }
+
+    async fn shutdown(&self) {
+        let _: Result<i64, _> = self
+            .bounded(self.conn().del(node_key(&self.inner.cfg.node_id)))
+            .await;
+    }
+}
+
+/// A node id: the pod name where there is one, plus randomness (a restarted pod is a new node).
+pub fn node_id() -> String {
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_default();
+    let host: String = host
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(40)
+        .collect();
+    let suffix = &random_id()[..8];
+    if host.is_empty() {
+        format!("node-{suffix}")
+    } else {
+        format!("{host}-{suffix}")
+    }
+}

@@ -1,0 +1,264 @@
+//! The Lua scripts behind [`super::redis::RedisStore`]. Each one is a single atomic step on the
+//! keys of one session (all hash-tagged `abacus:{<id>}:…`, so every script touches one Cluster
+//! slot). Times come from the Redis server's clock (`TIME`), never from a node's, so nodes with
+//! skewed clocks agree on expiry.
+//!
+//! Key layout for a session (or a modern-era state handle) with id `S`:
+//! - `abacus:{S}:rec`: hash. `r` = immutable part as JSON (version, capabilities, client info,
+//!   principal), `c` created ms, `dl` absolute deadline ms (created + max lifetime), `ls` last
+//!   seen ms, `rc` request count, `ct` calculations ever, `o:<op>` calculations per operation,
+//!   `init`, `lvl`, `subs` (JSON array), `ver` (bumped by every change), `k` (`s`/`h`).
+//! - `abacus:{S}:hist`: list of history entries (JSON text), trimmed to the cap.
+//! - `abacus:{S}:st`: set of the session's SSE stream names.
+//! - `abacus:{S}:m:<stream>`: hash `head`, `closed`, `owner` (node id), `orphan` (final message
+//!   to write if the owner dies).
+//! - `abacus:{S}:e:<stream>`: Redis Stream of events, ids `<seq>-0`, `MAXLEN ~`.
+//! - `abacus:{S}:g`: the claim on the standalone GET stream (node id, short lease).
+
+/// Redis server time in ms, shared prelude of the scripts below.
+const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+
+/// Slides the idle TTL of the record and history (bounded by the absolute deadline); returns the
+/// TTL applied, or deletes the scope and returns -1 if its lifetime is over.
+const SLIDE: &str = r#"
+local function slide(rec, hist, idle, now)
+  local dl = tonumber(redis.call('HGET', rec, 'dl'))
+  if dl == nil or now >= dl then
+    redis.call('DEL', rec, hist)
+    return -1
+  end
+  local ttl = math.min(idle, dl - now)
+  redis.call('HSET', rec, 'ls', now)
+  redis.call('PEXPIRE', rec, ttl)
+  redis.call('PEXPIRE', hist, ttl)
+  return ttl
+end
+"#;
+
+fn with_prelude(body: &str) -> String {
+    format!("{NOW}{SLIDE}{body}")
+}
+
+/// KEYS: rec. ARGV: idle, lifetime, kind, immutable JSON, request count.
+/// Creates the scope; returns the TTL.
+pub fn create() -> String {
+    with_prelude(
+        r#"
+local idle = tonumber(ARGV[1])
+redis.call('HSET', KEYS[1], 'k', ARGV[3], 'r', ARGV[4], 'c', now, 'dl', now + tonumber(ARGV[2]),
+  'ls', now, 'rc', ARGV[5], 'ct', 0, 'ver', 0, 'init', 0)
+redis.call('PEXPIRE', KEYS[1], idle)
+return idle
+"#,
+    )
+}
+
+/// KEYS: rec, hist. ARGV: idle, requests to count, want the record (1/0).
+/// Returns nil if gone; else `{ttl, ver}` or `{ttl, ver, field, value, …}` with the record.
+pub fn touch() -> String {
+    with_prelude(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local ttl = slide(KEYS[1], KEYS[2], tonumber(ARGV[1]), now)
+if ttl < 0 then return false end
+local n = tonumber(ARGV[2])
+if n > 0 then redis.call('HINCRBY', KEYS[1], 'rc', n) end
+local out = {ttl, redis.call('HGET', KEYS[1], 'ver')}
+if ARGV[3] == '1' then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all do out[#out + 1] = all[i] end
+end
+return out
+"#,
+    )
+}
+
+/// KEYS: rec, hist. ARGV: idle, cap, requests to count, then `op, entry` pairs.
+/// Returns nil if gone, else `{ttl, ver}`.
+pub fn append() -> String {
+    with_prelude(
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local ttl = slide(KEYS[1], KEYS[2], tonumber(ARGV[1]), now)
+if ttl < 0 then return false end
+local n = 0
+for i = 4, #ARGV, 2 do
+  redis.call('RPUSH', KEYS[2], ARGV[i + 1])
+  redis.call('HINCRBY', KEYS[1], 'o:' .. ARGV[i], 1)
+  n = n + 1
+end
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+redis.call('HINCRBY', KEYS[1], 'ct', n)
+local pending = tonumber(ARGV[3])
+if pending > 0 then redis.call('HINCRBY', KEYS[1], 'rc', pending) end
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {ttl, redis.call('HGET', KEYS[1], 'ver')}
+"#,
+    )
+}
+
+/// KEYS: rec, hist. Returns nil if gone, else `{fields…, '#history', n}` (HGETALL + history
+/// length) or, with ARGV[1] == 'h', the history list prefixed by nothing.
+pub fn read_scope() -> String {
+    format!(
+        "{NOW}{}",
+        r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local dl = tonumber(redis.call('HGET', KEYS[1], 'dl'))
+if dl ~= nil and now >= dl then return false end
+if ARGV[1] == 'h' then return {'ok', redis.call('LRANGE', KEYS[2], 0, -1)} end
+local all = redis.call('HGETALL', KEYS[1])
+all[#all + 1] = '#history'
+all[#all + 1] = tostring(redis.call('LLEN', KEYS[2]))
+return {'ok', all}
+"#
+    )
+}
+
+/// KEYS: rec. ARGV: change (`init`, `lvl`, `sub`, `unsub`), value, signal channel, signal JSON.
+/// Applies the change, bumps `ver`, publishes the invalidation; 0 if gone.
+pub fn update() -> String {
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local what = ARGV[1]
+if what == 'init' then
+  redis.call('HSET', KEYS[1], 'init', 1)
+elseif what == 'lvl' then
+  redis.call('HSET', KEYS[1], 'lvl', ARGV[2])
+else
+  local raw = redis.call('HGET', KEYS[1], 'subs')
+  local subs = {}
+  if raw then subs = cjson.decode(raw) end
+  local out, found = {}, false
+  for _, u in ipairs(subs) do
+    if u == ARGV[2] then found = true end
+    if not (what == 'unsub' and u == ARGV[2]) then out[#out + 1] = u end
+  end
+  if what == 'sub' and not found then out[#out + 1] = ARGV[2] end
+  if #out == 0 then redis.call('HDEL', KEYS[1], 'subs')
+  else redis.call('HSET', KEYS[1], 'subs', cjson.encode(out)) end
+end
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return 1
+"#
+    .to_owned()
+}
+
+/// KEYS: rec, hist, streams set, GET claim. ARGV: key prefix `abacus:{S}:`, signal channel,
+/// signal JSON. Deletes the session and all its streams; 0 if it did not exist.
+pub fn delete() -> String {
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for _, s in ipairs(redis.call('SMEMBERS', KEYS[3])) do
+  redis.call('DEL', ARGV[1] .. 'e:' .. s, ARGV[1] .. 'm:' .. s)
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"#
+    .to_owned()
+}
+
+/// KEYS: meta, streams set. ARGV: stream name, owner node, orphan message, TTL ms.
+/// Creates the stream's metadata if absent.
+pub fn open_stream() -> String {
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'head', 0, 'closed', 0, 'owner', ARGV[2], 'orphan', ARGV[3])
+end
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+return 1
+"#
+    .to_owned()
+}
+
+/// KEYS: meta, events. ARGV: message, MAXLEN, TTL ms, notify channel, notify payload,
+/// close after (1/0). Appends (and optionally closes) atomically, then wakes readers on every
+/// node. Returns the sequence number, or 0 if the stream is already closed.
+pub fn append_event() -> String {
+    r#"
+if redis.call('HGET', KEYS[1], 'closed') == '1' then return 0 end
+local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'm', ARGV[1])
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'closed', 1) end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return seq
+"#
+    .to_owned()
+}
+
+/// KEYS: meta. ARGV: notify channel, payload. Marks the stream complete.
+pub fn close_stream() -> String {
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'closed', 1)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return 1
+"#
+    .to_owned()
+}
+
+/// KEYS: rec, meta, events. ARGV: after, max count, TTL ms (slid for readers).
+/// Returns `{state, head, closed, owner, seq1, msg1, …}`; state is `gone` when the session or
+/// the stream does not exist.
+pub fn read_events() -> String {
+    r#"
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[2]) == 0 then
+  return {'gone'}
+end
+local m = redis.call('HMGET', KEYS[2], 'head', 'closed', 'owner')
+local out = {'ok', m[1] or '0', m[2] or '0', m[3] or ''}
+local rows = redis.call('XRANGE', KEYS[3], '(' .. ARGV[1] .. '-0', '+', 'COUNT', ARGV[2])
+for _, row in ipairs(rows) do
+  local seq = string.match(row[1], '^(%d+)-')
+  out[#out + 1] = seq
+  out[#out + 1] = row[2][2]
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return out
+"#
+    .to_owned()
+}
+
+/// KEYS: meta, events. ARGV: MAXLEN, notify channel, payload. Ends a stream whose owner died:
+/// writes its orphan message as the final event, once.
+pub fn end_orphan() -> String {
+    r#"
+local m = redis.call('HMGET', KEYS[1], 'closed', 'orphan')
+if m[1] == '1' or m[1] == false then return 0 end
+local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
+if m[2] and m[2] ~= '' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], seq .. '-0', 'm', m[2])
+end
+redis.call('HSET', KEYS[1], 'closed', 1)
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return seq
+"#
+    .to_owned()
+}
+
+/// KEYS: claim. ARGV: node, lease ms. Takes the claim if free or already ours.
+pub fn claim() -> String {
+    r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#
+    .to_owned()
+}
+
+/// KEYS: claim. ARGV: node. Releases the claim if it is ours.
+pub fn release() -> String {
+    r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"#
+    .to_owned()
+}
