@@ -151,8 +151,11 @@ fn collect_responses(
 /// Opens the echoed `requestState` and checks it was minted for `fixture`. The sealing service
 /// already binds method and name; the extra check keeps a state from one fixture from being
 /// replayed against another even if that binding is ever loosened.
-pub fn open_state(ctx: &RequestContext, fixture: &str) -> Result<Option<JsonObject>, DomainError> {
-    let Some(state) = ctx.open_request_state()? else {
+pub async fn open_state(
+    ctx: &RequestContext,
+    fixture: &str,
+) -> Result<Option<JsonObject>, DomainError> {
+    let Some(state) = ctx.open_request_state().await? else {
         return Ok(None);
     };
     match state {

@@ -90,7 +90,7 @@ async fn ask(
     state: Option<&Value>,
     finish: impl FnOnce(&JsonObject) -> Result<String, DomainError>,
 ) -> ToolOutcome {
-    open_state(ctx, fixture)?;
+    open_state(ctx, fixture).await?;
     match gather(ctx, asks, state).await? {
         Gathered::Answers(answers) => done(finish(&answers)?),
         Gathered::Pending {
@@ -120,7 +120,7 @@ fn re_ask<T>(ctx: &RequestContext, asks: &[Ask], state: &Value) -> Result<Outcom
 /// `_request_state` and `_tampered_state`: the answer counts only together with a verified
 /// `requestState`; a retry without one is asked again, a tampered one is an error.
 async fn with_state(fixture: &str, ctx: &RequestContext) -> ToolOutcome {
-    let state = open_state(ctx, fixture)?;
+    let state = open_state(ctx, fixture).await?;
     let asks = [Ask::elicit("confirm", "Please confirm", confirm_form())];
     let issued = state_for(fixture, json!({ "round": 1 }));
     if ctx.era == Era::Modern && state.is_none() {
@@ -173,7 +173,7 @@ async fn multi_round(ctx: &RequestContext) -> ToolOutcome {
         "Step 2: What is your favorite color?",
         string_form("color"),
     );
-    let state = open_state(ctx, IRR_MULTI_ROUND)?;
+    let state = open_state(ctx, IRR_MULTI_ROUND).await?;
     let known_name = state
         .as_ref()
         .and_then(|s| s.get("name"))
@@ -252,7 +252,7 @@ pub async fn prompt(ctx: &RequestContext) -> Result<Outcome<GetPromptResult>, Do
         "What context should the prompt use?",
         string_form("context"),
     )];
-    open_state(ctx, IRR_PROMPT)?;
+    open_state(ctx, IRR_PROMPT).await?;
     if ctx.era == Era::Legacy && !ctx.client_supports("elicitation") {
         return Ok(Outcome::Complete(context_prompt("(none)")));
     }

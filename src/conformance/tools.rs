@@ -151,7 +151,7 @@ async fn ask_then(
     asks: &[Ask],
     finish: impl FnOnce(&JsonObject) -> Result<String, DomainError>,
 ) -> ToolOutcome {
-    open_state(ctx, fixture)?;
+    open_state(ctx, fixture).await?;
     match gather(ctx, asks, None).await? {
         Gathered::Answers(answers) => Ok(Outcome::Complete(text(finish(&answers)?))),
         Gathered::Pending {

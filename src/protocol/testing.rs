@@ -122,7 +122,7 @@ impl ContextServices for Recorder {
     fn seal_state(&self, payload: &Value) -> Result<String, DomainError> {
         Ok(format!("sealed:{payload}"))
     }
-    fn open_state(&self, sealed: &str) -> Result<Value, DomainError> {
+    async fn open_state(&self, sealed: &str) -> Result<Value, DomainError> {
         sealed
             .strip_prefix("sealed:")
             .and_then(|s| serde_json::from_str(s).ok())

@@ -194,7 +194,8 @@ pub trait ContextServices: Send + Sync {
     /// Seals an MRTR `requestState` bound to this request's method, name and principal.
     fn seal_state(&self, payload: &Value) -> Result<String, DomainError>;
     /// Verifies and opens an MRTR `requestState`; tampered, expired or foreign state is an error.
-    fn open_state(&self, sealed: &str) -> Result<Value, DomainError>;
+    /// Each state opens once: a replayed one is an error.
+    async fn open_state(&self, sealed: &str) -> Result<Value, DomainError>;
     /// Counts one successful calculation of `operation` in the process metrics.
     fn count_calculation(&self, operation: &str);
     /// Legacy era: ends this request's HTTP connection now (with a `retry:` hint) without
@@ -331,10 +332,10 @@ impl RequestContext {
     }
 
     /// Opens the `requestState` the client echoed, if any; tampering is an `InvalidParams` error.
-    pub fn open_request_state(&self) -> Result<Option<Value>, DomainError> {
+    pub async fn open_request_state(&self) -> Result<Option<Value>, DomainError> {
         match &self.request_state {
             None => Ok(None),
-            Some(sealed) => self.services.open_state(sealed).map(Some),
+            Some(sealed) => self.services.open_state(sealed).await.map(Some),
         }
     }
 

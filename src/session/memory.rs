@@ -117,6 +117,8 @@ struct Inner {
     counters: SessionCounters,
     signals: broadcast::Sender<Envelope>,
     claims: Mutex<std::collections::HashSet<String>>,
+    /// Single-use tokens and when they may be forgotten (ms since the epoch).
+    used_once: Mutex<HashMap<String, u64>>,
 }
 
 /// The in-memory [`SessionStore`].
@@ -142,6 +144,7 @@ impl MemoryStore {
                 counters: SessionCounters::default(),
                 signals,
                 claims: Mutex::default(),
+                used_once: Mutex::default(),
             }),
         };
         let weak = Arc::downgrade(&store.inner);
@@ -167,6 +170,7 @@ impl MemoryStore {
     pub fn sweep(&self) -> usize {
         let now = now_ms();
         let idle = self.inner.limits.idle.as_millis() as u64;
+        self.inner.used_once.lock().retain(|_, until| *until > now);
         let mut ended = Vec::new();
         let expired = self.inner.sessions.retain(|id, e| {
             let live = !self.is_expired(&e.state.lock().0, now);
@@ -527,6 +531,21 @@ impl SessionStore for MemoryStore {
             .map(|l| l.state.lock().head))
     }
 
+    async fn consume_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let mut used = self.inner.used_once.lock();
+        if used.len() > 100_000 {
+            used.retain(|_, until| *until > now);
+        }
+        match used.get(key) {
+            Some(until) if *until > now => Ok(false),
+            _ => {
+                used.insert(key.to_owned(), now + ttl.as_millis() as u64);
+                Ok(true)
+            }
+        }
+    }
+
     async fn claim_standalone(&self, session: &str) -> Result<bool, StoreError> {
         Ok(self.inner.claims.lock().insert(session.to_owned()))
     }
@@ -580,6 +599,18 @@ mod tests {
         assert!(s.touch("a", true).await.unwrap().is_none());
         assert!(s.touch("a", true).await.unwrap().is_none());
         assert_eq!(SessionCounters::get(&s.counters().expired), 1);
+    }
+
+    #[tokio::test]
+    async fn single_use_tokens_open_once() {
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        let ttl = Duration::from_millis(100);
+        assert!(s.consume_once("t", ttl).await.unwrap());
+        assert!(!s.consume_once("t", ttl).await.unwrap());
+        assert!(s.consume_once("u", ttl).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.sweep();
+        assert!(s.inner.used_once.lock().is_empty(), "expired tokens are forgotten");
     }
 
     #[tokio::test]

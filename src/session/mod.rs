@@ -281,6 +281,9 @@ pub trait SessionStore: Send + Sync + 'static {
     fn signals(&self) -> broadcast::Receiver<Envelope>;
     /// The node is stopping: give up what it holds so other nodes take over at once.
     async fn shutdown(&self) {}
+    /// Records `key` as used for `ttl`; `false` if it was already (single-use tokens such as
+    /// MRTR `requestState`, on every node).
+    async fn consume_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;
     /// A 32-byte key every node of the deployment shares (for MRTR `requestState` when no key
     /// files are configured). The memory store makes one per process.
     async fn shared_key(&self) -> Result<[u8; 32], StoreError> {

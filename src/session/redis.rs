@@ -1174,6 +1174,21 @@ impl SessionStore for RedisStore {
         self.inner.signals.subscribe()
     }
 
+    async fn consume_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = self
+            .bounded(
+                redis::cmd("SET")
+                    .arg(format!("abacus:once:{{{key}}}"))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms(ttl))
+                    .query_async(&mut self.conn()),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
     async fn shared_key(&self) -> Result<[u8; 32], StoreError> {
         const KEY: &str = "abacus:request-state-key";
         let fresh = hex::encode(rand::random::<[u8; 32]>());

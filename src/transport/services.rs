@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rmcp::model::SealOptions;
+use sha2::Digest;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -156,14 +157,29 @@ impl ContextServices for CallServices {
             .map_err(|e| DomainError::Internal(e.to_string()))
     }
 
-    fn open_state(&self, sealed: &str) -> Result<Value, DomainError> {
-        self.app
+    async fn open_state(&self, sealed: &str) -> Result<Value, DomainError> {
+        let value = self
+            .app
             .codec
             .open_json_with(sealed, self.binding.as_bytes())
             .map_err(|_| DomainError::InvalidParams {
                 message: "Invalid requestState: it failed verification, expired, or belongs to another request".into(),
                 data: None,
-            })
+            })?;
+        let digest = hex::encode(sha2::Sha256::digest(sealed.as_bytes()));
+        let first_use = self
+            .app
+            .store
+            .consume_once(&digest, REQUEST_STATE_TTL)
+            .await
+            .map_err(unavailable)?;
+        if !first_use {
+            return Err(DomainError::InvalidParams {
+                message: "Invalid requestState: it was already used (each requestState is single-use)".into(),
+                data: None,
+            });
+        }
+        Ok(value)
     }
 
     fn count_calculation(&self, operation: &str) {

@@ -1,0 +1,455 @@
+//! Any node serves any session: several Abacus nodes on one private `redis-server`, reached
+//! through nginx round-robin (no stickiness) or node by node. Each test builds its own cluster
+//! on ephemeral ports, so the tests are parallel-safe.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::{tool, Cluster};
+use common::*;
+use serde_json::{json, Value};
+
+fn calc(a: i64) -> Value {
+    json!({ "a": a, "b": 1, "op": "add" })
+}
+
+/// A session made through the load balancer spreads its requests over every node, and each
+/// node sees the calculations the others recorded.
+#[tokio::test]
+async fn one_session_is_served_by_every_node() {
+    let cluster = Cluster::start(3, &[]);
+    let lb = cluster.lb_mcp();
+    let sid = lb.initialize().await;
+    let before = cluster.requests_per_node().await;
+    for i in 0..9 {
+        let answer = lb.call_tool(&sid, "calculate", calc(i)).await;
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+    }
+    let after = cluster.requests_per_node().await;
+    for (n, (b, a)) in before.iter().zip(&after).enumerate() {
+        assert!(a > b, "node {n} served none of the session's requests: {before:?} -> {after:?}");
+    }
+    for n in 0..3 {
+        let stats = cluster.node(n).mcp().read_json(&sid, "calculator://stats").await;
+        assert_eq!(stats["totalCalculations"], 9, "node {n}: {stats}");
+    }
+    let info = lb.read_json(&sid, &format!("session://info/{sid}")).await;
+    assert_eq!(info["calculationCount"], 9, "{info}");
+}
+
+/// 100 concurrent calls on one session through the load balancer: every calculation is
+/// recorded (history holds the cap of 50) and the request count is exact.
+#[tokio::test]
+async fn concurrent_calls_across_nodes_are_all_recorded() {
+    let cluster = Cluster::start(3, &[]);
+    let lb = cluster.lb_mcp();
+    let sid = lb.initialize().await;
+    let calls = (0..100).map(|i| {
+        let (lb, sid) = (lb.clone(), sid.clone());
+        tokio::spawn(async move { lb.call_tool(&sid, "calculate", calc(i)).await })
+    });
+    let mut ids = HashSet::new();
+    for call in calls {
+        let answer = call.await.unwrap();
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+        ids.insert(answer["result"]["structuredContent"]["id"].to_string());
+    }
+    assert_eq!(ids.len(), 100, "calculation ids must be unique");
+    let stats = cluster.node(0).mcp().read_json(&sid, "calculator://stats").await;
+    assert_eq!(stats["totalCalculations"], 100, "{stats}");
+    let info = cluster
+        .node(1)
+        .mcp()
+        .read_json(&sid, &format!("session://info/{sid}"))
+        .await;
+    assert_eq!(info["calculationCount"], 50, "capped history: {info}");
+    // initialize + initialized + 100 calls + stats read + this read.
+    assert_eq!(info["requestCount"], 104, "{info}");
+    let raw = cluster
+        .redis
+        .cli(&["HGET", &format!("abacus:{{{sid}}}:rec"), "rc"]);
+    assert_eq!(raw.trim(), "104", "requestCount in Redis after the read settled");
+}
+
+/// Deleting on one node ends the session on every node, including nodes that had it cached.
+#[tokio::test]
+async fn delete_on_one_node_is_404_on_all() {
+    let cluster = Cluster::start(3, &[]);
+    let sid = cluster.node(0).mcp().initialize().await;
+    for n in 0..3 {
+        let answer = cluster.node(n).mcp().call_tool(&sid, "calculate", calc(1)).await;
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+    }
+    let del = cluster
+        .node(1)
+        .mcp()
+        .http
+        .delete(cluster.node_url(1, "/mcp"))
+        .header("Mcp-Session-Id", &sid)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 0..3 {
+        let resp = cluster
+            .node(n)
+            .mcp()
+            .post(Some(&sid), &request(7, "ping", json!({})))
+            .await;
+        assert_eq!(resp.status, 404, "node {n}: {:?}", resp.text);
+    }
+}
+
+/// Idle expiry is enforced by Redis: after the idle TTL the session is 404 everywhere.
+#[tokio::test]
+async fn idle_sessions_expire_on_every_node() {
+    let cluster = Cluster::start(2, &[("SESSION_TIMEOUT", "1500")]);
+    let sid = cluster.node(0).mcp().initialize().await;
+    cluster.node(1).mcp().call_tool(&sid, "calculate", calc(1)).await;
+    assert_eq!(cluster.redis.cli(&["EXISTS", &format!("abacus:{{{sid}}}:rec")]).trim(), "1");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    assert_eq!(cluster.redis.cli(&["EXISTS", &format!("abacus:{{{sid}}}:rec")]).trim(), "0");
+    for n in 0..2 {
+        let resp = cluster
+            .node(n)
+            .mcp()
+            .post(Some(&sid), &request(7, "ping", json!({})))
+            .await;
+        assert_eq!(resp.status, 404, "node {n}: {:?}", resp.text);
+    }
+}
+
+/// Top-level commands a client sent, as seen by `MONITOR` (commands run inside scripts are
+/// tagged `lua` and are not counted).
+struct Monitor {
+    child: std::process::Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Monitor {
+    fn start(port: u16) -> Monitor {
+        let mut child = Command::new(tool("redis-cli"))
+            .args(["-p", &port.to_string(), "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli monitor");
+        let lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let out = lines.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out.lock().unwrap().push(line);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        Monitor { child, lines }
+    }
+
+    /// Top-level commands since the last call, minus the node heartbeats.
+    fn take(&self) -> Vec<String> {
+        let lines = std::mem::take(&mut *self.lines.lock().unwrap());
+        lines
+            .into_iter()
+            .filter(|l| !l.contains(" lua]") && !l.contains("\"abacus:node:") && l != "OK")
+            .collect()
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A warm `tools/call calculate` costs one Redis round trip (one script), observed in Redis.
+#[tokio::test]
+async fn a_warm_call_is_one_redis_round_trip() {
+    let cluster = Cluster::start(1, &[]);
+    let mcp = cluster.node(0).mcp();
+    let sid = mcp.initialize().await;
+    mcp.call_tool(&sid, "calculate", calc(0)).await;
+    let monitor = Monitor::start(cluster.redis.port());
+    monitor.take();
+    cluster.redis.cli(&["CONFIG", "RESETSTAT"]);
+    for i in 1..=20 {
+        mcp.call_tool(&sid, "calculate", calc(i)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let commands: Vec<String> = monitor
+        .take()
+        .into_iter()
+        .filter(|l| !l.contains("\"CONFIG\""))
+        .collect();
+    assert_eq!(commands.len(), 20, "one command per call: {commands:#?}");
+    assert!(commands.iter().all(|c| c.contains("\"EVALSHA\"")), "{commands:#?}");
+    let stats = cluster.redis.cli(&["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_evalsha:calls=20,"),
+        "INFO commandstats: {stats}"
+    );
+}
+
+/// A POST stream that node A closes early (SEP-1699) is resumed on node B with
+/// `Last-Event-ID`: B replays exactly the missed events, then the ones A produces later.
+#[tokio::test]
+async fn a_stream_started_on_one_node_resumes_on_another() {
+    let cluster = Cluster::start(2, &[("SSE_POST_CLOSE_AFTER", "300")]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let sid = a.initialize().await;
+    let body = request(
+        5,
+        "tools/call",
+        tool_params_with_progress("demo_progress", json!({ "steps": 5 }), json!("tok")),
+    );
+    let mut first = a.post_stream(Some(&sid), &[], &body).await;
+    let mut seen = Vec::new();
+    let mut last_id = None;
+    while let Some(ev) = first.next_within(Duration::from_secs(5)).await {
+        if let (Some(id), Some(msg)) = (ev.id.clone(), ev.json()) {
+            seen.push(msg);
+            last_id = Some(id);
+        } else if ev.id.is_some() {
+            last_id = ev.id.clone();
+        }
+    }
+    assert!(seen.len() < 6, "A closed the stream early: {seen:?}");
+    let last_id = last_id.expect("events carry ids");
+    let mut resumed = b.get_stream(Some(&sid), Some(&last_id)).await;
+    let mut rest = Vec::new();
+    while let Some(ev) = resumed.next_within(Duration::from_secs(5)).await {
+        if let Some(msg) = ev.json() {
+            rest.push(msg);
+        }
+    }
+    let all: Vec<Value> = seen.into_iter().chain(rest).collect();
+    let progress: Vec<f64> = all
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| m["params"]["progress"].as_f64().unwrap())
+        .collect();
+    assert_eq!(progress, vec![1.0, 2.0, 3.0, 4.0, 5.0], "no loss, no duplicates: {all:#?}");
+    let finals: Vec<&Value> = all.iter().filter(|m| m["id"] == 5).collect();
+    assert_eq!(finals.len(), 1, "{all:#?}");
+    assert!(finals[0]["result"].is_object(), "{all:#?}");
+}
+
+/// A server→client request (sampling) issued by a tool on node A is answered by a POST that
+/// lands on node B; the answer reaches the waiting call on A.
+#[tokio::test]
+async fn a_client_answer_posted_to_another_node_reaches_the_call() {
+    let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": { "sampling": {} },
+            "clientInfo": { "name": "t", "version": "1" }
+        }
+    });
+    let resp = a.post(None, &init).await;
+    let sid = resp.header("mcp-session-id").expect("session");
+    let ok = a
+        .post(Some(&sid), &notification("notifications/initialized", json!({})))
+        .await;
+    assert_eq!(ok.status, 202);
+    let body = request(
+        9,
+        "tools/call",
+        tool_params("test_sampling", json!({ "prompt": "Say hi" })),
+    );
+    let mut stream = a.post_stream(Some(&sid), &[], &body).await;
+    let ask = loop {
+        let msg = stream
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("a sampling request");
+        if msg["method"] == "sampling/createMessage" {
+            break msg;
+        }
+    };
+    let answer = json!({
+        "jsonrpc": "2.0", "id": ask["id"],
+        "result": {
+            "role": "assistant",
+            "content": { "type": "text", "text": "hi from B" },
+            "model": "test-model"
+        }
+    });
+    let posted = b.post(Some(&sid), &answer).await;
+    assert_eq!(posted.status, 202, "{:?}", posted.text);
+    let done = loop {
+        let msg = stream
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("the call's result");
+        if msg["id"] == 9 {
+            break msg;
+        }
+    };
+    assert!(done.to_string().contains("hi from B"), "{done}");
+}
+
+/// `notifications/cancelled` sent to node B stops the request running on node A.
+#[tokio::test]
+async fn a_cancel_sent_to_another_node_stops_the_call() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let sid = a.initialize().await;
+    let body = request(
+        11,
+        "tools/call",
+        tool_params_with_progress("demo_progress", json!({ "steps": 20 }), json!("p")),
+    );
+    let mut stream = a.post_stream(Some(&sid), &[], &body).await;
+    let first = stream.next_message(Duration::from_secs(5)).await;
+    assert!(first.is_some(), "the call started streaming");
+    let cancel = notification(
+        "notifications/cancelled",
+        json!({ "requestId": 11, "reason": "test" }),
+    );
+    assert_eq!(b.post(Some(&sid), &cancel).await.status, 202);
+    let rest = stream.rest(Duration::from_secs(3)).await;
+    let answered = rest
+        .iter()
+        .filter_map(|e| e.json())
+        .any(|m| m["id"] == 11 && m["result"].is_object());
+    assert!(!answered, "a cancelled request gets no result: {rest:?}");
+}
+
+/// A stream whose node dies is ended for a resuming client with a JSON-RPC error, quickly.
+#[tokio::test]
+async fn a_stream_of_a_dead_node_ends_with_an_error() {
+    let mut cluster = Cluster::start(2, &[]);
+    let a = cluster.node(0).mcp();
+    let sid = a.initialize().await;
+    let body = request(
+        21,
+        "tools/call",
+        tool_params_with_progress("demo_progress", json!({ "steps": 50 }), json!("p")),
+    );
+    let mut stream = a.post_stream(Some(&sid), &[], &body).await;
+    let mut last_id = None;
+    while last_id.is_none() {
+        let ev = stream
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("events");
+        if ev.json().is_some() {
+            last_id = ev.id.clone();
+        }
+    }
+    drop(stream);
+    cluster.kill9(0);
+    let b = cluster.node(1).mcp();
+    let started = std::time::Instant::now();
+    let mut resumed = b.get_stream(Some(&sid), last_id.as_deref()).await;
+    let rest = resumed.rest(Duration::from_secs(10)).await;
+    let error = rest
+        .iter()
+        .filter_map(|e| e.json())
+        .find(|m| m["id"] == 21)
+        .unwrap_or_else(|| panic!("no final message: {rest:?}"));
+    assert!(error["error"]["code"].is_i64(), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    // The session itself lives on.
+    let answer = b.call_tool(&sid, "calculate", calc(1)).await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+}
+
+/// The standalone GET stream held on node B receives list changes made anywhere, in order.
+#[tokio::test]
+async fn a_get_stream_on_one_node_hears_resource_updates_from_another() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let sid = a.initialize().await;
+    let sub = a
+        .rpc(
+            &sid,
+            3,
+            "resources/subscribe",
+            json!({ "uri": "calculator://stats" }),
+        )
+        .await;
+    assert!(sub["result"].is_object(), "{sub}");
+    let mut get = b.get_stream(Some(&sid), None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.call_tool(&sid, "calculate", calc(1)).await;
+    let msg = get
+        .next_message(Duration::from_secs(5))
+        .await
+        .expect("an update");
+    assert_eq!(msg["method"], "notifications/resources/updated", "{msg}");
+    // Only one GET stream per session across the cluster.
+    let second = a.get(Some(&sid), None).await;
+    assert_eq!(second.status, 409, "{:?}", second.text);
+}
+
+/// A modern-era tools/call on one node.
+async fn modern_call(mcp: &Mcp, id: i64, params: Value) -> Value {
+    let resp = mcp.modern(id, "tools/call", params).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.answer(&json!(id))
+}
+
+/// Modern era: a `requestState` sealed on node A is verified on node B, and only once; a
+/// history handle minted on A is written on B and read on A.
+#[tokio::test]
+async fn modern_state_and_handles_work_on_every_node() {
+    let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let caps = json!({ "_meta": { "io.modelcontextprotocol/clientCapabilities": { "elicitation": {} } } });
+    let mut params = tool_params("test_input_required_result_request_state", json!({}));
+    params["_meta"] = caps["_meta"].clone();
+    let first = modern_call(&a, 1, params.clone()).await;
+    let state = first["result"]["requestState"]
+        .as_str()
+        .unwrap_or_else(|| panic!("input_required with requestState: {first}"))
+        .to_owned();
+    params["requestState"] = json!(state);
+    params["inputResponses"] =
+        json!({ "confirm": { "action": "accept", "content": { "ok": true } } });
+    let done = modern_call(&b, 2, params.clone()).await;
+    assert!(done.to_string().contains("state-ok"), "{done}");
+    let replay = modern_call(&a, 3, params).await;
+    assert_eq!(replay["error"]["code"], -32602, "single-use: {replay}");
+
+    let made = modern_call(
+        &a,
+        4,
+        tool_params("calculate", json!({ "a": 2, "b": 3, "op": "add" })),
+    )
+    .await;
+    let handle = made["result"]["structuredContent"]["historyHandle"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a history handle: {made}"))
+        .to_owned();
+    let more = modern_call(
+        &b,
+        5,
+        tool_params(
+            "calculate",
+            json!({ "a": 4, "b": 5, "op": "add", "historyHandle": handle }),
+        ),
+    )
+    .await;
+    assert_eq!(more["result"]["isError"], false, "{more}");
+    let id = more["result"]["structuredContent"]["id"].as_str().unwrap();
+    let read = a
+        .modern(
+            6,
+            "resources/read",
+            json!({ "uri": format!("calculator://history/{id}") }),
+        )
+        .await;
+    assert_eq!(read.status, 200, "{:?}", read.text);
+    assert!(read.text.contains("9"), "the entry B wrote, read on A: {:?}", read.text);
+}
