@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build release tools test test-unit test-e2e conformance clients bench lint fmt clean
+.PHONY: run build release tools test test-unit test-e2e conformance clients bench lint fmt clean cluster cluster-down
 
 run:
 	$(CARGO) run --release --bin abacus
@@ -33,6 +33,13 @@ clients: tools release
 
 bench: tools release
 	bash hack/bench.sh
+
+# Redis + 3 release nodes + nginx round-robin on 127.0.0.1:8080 (LB_PORT=0: a free port); state in .cluster/.
+cluster: release
+	bash hack/cluster.sh up 3
+
+cluster-down:
+	bash hack/cluster.sh down
 
 lint:
 	$(CARGO) fmt --check

@@ -32,10 +32,17 @@ async fn one_session_is_served_by_every_node() {
     }
     let after = cluster.requests_per_node().await;
     for (n, (b, a)) in before.iter().zip(&after).enumerate() {
-        assert!(a > b, "node {n} served none of the session's requests: {before:?} -> {after:?}");
+        assert!(
+            a > b,
+            "node {n} served none of the session's requests: {before:?} -> {after:?}"
+        );
     }
     for n in 0..3 {
-        let stats = cluster.node(n).mcp().read_json(&sid, "calculator://stats").await;
+        let stats = cluster
+            .node(n)
+            .mcp()
+            .read_json(&sid, "calculator://stats")
+            .await;
         assert_eq!(stats["totalCalculations"], 9, "node {n}: {stats}");
     }
     let info = lb.read_json(&sid, &format!("session://info/{sid}")).await;
@@ -60,7 +67,11 @@ async fn concurrent_calls_across_nodes_are_all_recorded() {
         ids.insert(answer["result"]["structuredContent"]["id"].to_string());
     }
     assert_eq!(ids.len(), 100, "calculation ids must be unique");
-    let stats = cluster.node(0).mcp().read_json(&sid, "calculator://stats").await;
+    let stats = cluster
+        .node(0)
+        .mcp()
+        .read_json(&sid, "calculator://stats")
+        .await;
     assert_eq!(stats["totalCalculations"], 100, "{stats}");
     let info = cluster
         .node(1)
@@ -73,7 +84,11 @@ async fn concurrent_calls_across_nodes_are_all_recorded() {
     let raw = cluster
         .redis
         .cli(&["HGET", &format!("abacus:{{{sid}}}:rec"), "rc"]);
-    assert_eq!(raw.trim(), "104", "requestCount in Redis after the read settled");
+    assert_eq!(
+        raw.trim(),
+        "104",
+        "requestCount in Redis after the read settled"
+    );
 }
 
 /// Deleting on one node ends the session on every node, including nodes that had it cached.
@@ -82,7 +97,11 @@ async fn delete_on_one_node_is_404_on_all() {
     let cluster = Cluster::start(3, &[]);
     let sid = cluster.node(0).mcp().initialize().await;
     for n in 0..3 {
-        let answer = cluster.node(n).mcp().call_tool(&sid, "calculate", calc(1)).await;
+        let answer = cluster
+            .node(n)
+            .mcp()
+            .call_tool(&sid, "calculate", calc(1))
+            .await;
         assert_eq!(answer["result"]["isError"], false, "{answer}");
     }
     let del = cluster
@@ -111,10 +130,26 @@ async fn delete_on_one_node_is_404_on_all() {
 async fn idle_sessions_expire_on_every_node() {
     let cluster = Cluster::start(2, &[("SESSION_TIMEOUT", "1500")]);
     let sid = cluster.node(0).mcp().initialize().await;
-    cluster.node(1).mcp().call_tool(&sid, "calculate", calc(1)).await;
-    assert_eq!(cluster.redis.cli(&["EXISTS", &format!("abacus:{{{sid}}}:rec")]).trim(), "1");
+    cluster
+        .node(1)
+        .mcp()
+        .call_tool(&sid, "calculate", calc(1))
+        .await;
+    assert_eq!(
+        cluster
+            .redis
+            .cli(&["EXISTS", &format!("abacus:{{{sid}}}:rec")])
+            .trim(),
+        "1"
+    );
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    assert_eq!(cluster.redis.cli(&["EXISTS", &format!("abacus:{{{sid}}}:rec")]).trim(), "0");
+    assert_eq!(
+        cluster
+            .redis
+            .cli(&["EXISTS", &format!("abacus:{{{sid}}}:rec")])
+            .trim(),
+        "0"
+    );
     for n in 0..2 {
         let resp = cluster
             .node(n)
@@ -189,7 +224,10 @@ async fn a_warm_call_is_one_redis_round_trip() {
         .filter(|l| !l.contains("\"CONFIG\""))
         .collect();
     assert_eq!(commands.len(), 20, "one command per call: {commands:#?}");
-    assert!(commands.iter().all(|c| c.contains("\"EVALSHA\"")), "{commands:#?}");
+    assert!(
+        commands.iter().all(|c| c.contains("\"EVALSHA\"")),
+        "{commands:#?}"
+    );
     let stats = cluster.redis.cli(&["INFO", "commandstats"]);
     assert!(
         stats.contains("cmdstat_evalsha:calls=20,"),
@@ -235,7 +273,11 @@ async fn a_stream_started_on_one_node_resumes_on_another() {
         .filter(|m| m["method"] == "notifications/progress")
         .map(|m| m["params"]["progress"].as_f64().unwrap())
         .collect();
-    assert_eq!(progress, vec![1.0, 2.0, 3.0, 4.0, 5.0], "no loss, no duplicates: {all:#?}");
+    assert_eq!(
+        progress,
+        vec![1.0, 2.0, 3.0, 4.0, 5.0],
+        "no loss, no duplicates: {all:#?}"
+    );
     let finals: Vec<&Value> = all.iter().filter(|m| m["id"] == 5).collect();
     assert_eq!(finals.len(), 1, "{all:#?}");
     assert!(finals[0]["result"].is_object(), "{all:#?}");
@@ -258,7 +300,10 @@ async fn a_client_answer_posted_to_another_node_reaches_the_call() {
     let resp = a.post(None, &init).await;
     let sid = resp.header("mcp-session-id").expect("session");
     let ok = a
-        .post(Some(&sid), &notification("notifications/initialized", json!({})))
+        .post(
+            Some(&sid),
+            &notification("notifications/initialized", json!({})),
+        )
         .await;
     assert_eq!(ok.status, 202);
     let body = request(
@@ -359,7 +404,11 @@ async fn a_stream_of_a_dead_node_ends_with_an_error() {
         .find(|m| m["id"] == 21)
         .unwrap_or_else(|| panic!("no final message: {rest:?}"));
     assert!(error["error"]["code"].is_i64(), "{error}");
-    assert!(started.elapsed() < Duration::from_secs(8), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
     // The session itself lives on.
     let answer = b.call_tool(&sid, "calculate", calc(1)).await;
     assert_eq!(answer["result"]["isError"], false, "{answer}");
@@ -406,7 +455,8 @@ async fn modern_call(mcp: &Mcp, id: i64, params: Value) -> Value {
 async fn modern_state_and_handles_work_on_every_node() {
     let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
     let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
-    let caps = json!({ "_meta": { "io.modelcontextprotocol/clientCapabilities": { "elicitation": {} } } });
+    let caps =
+        json!({ "_meta": { "io.modelcontextprotocol/clientCapabilities": { "elicitation": {} } } });
     let mut params = tool_params("test_input_required_result_request_state", json!({}));
     params["_meta"] = caps["_meta"].clone();
     let first = modern_call(&a, 1, params.clone()).await;
@@ -451,5 +501,9 @@ async fn modern_state_and_handles_work_on_every_node() {
         )
         .await;
     assert_eq!(read.status, 200, "{:?}", read.text);
-    assert!(read.text.contains("9"), "the entry B wrote, read on A: {:?}", read.text);
+    assert!(
+        read.text.contains("9"),
+        "the entry B wrote, read on A: {:?}",
+        read.text
+    );
 }

@@ -610,7 +610,10 @@ mod tests {
         assert!(s.consume_once("u", ttl).await.unwrap());
         tokio::time::sleep(Duration::from_millis(150)).await;
         s.sweep();
-        assert!(s.inner.used_once.lock().is_empty(), "expired tokens are forgotten");
+        assert!(
+            s.inner.used_once.lock().is_empty(),
+            "expired tokens are forgotten"
+        );
     }
 
     #[tokio::test]

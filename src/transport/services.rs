@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rmcp::model::SealOptions;
-use sha2::Digest;
 use serde_json::Value;
+use sha2::Digest;
 use tokio::sync::mpsc;
 
 use crate::app::AppState;
@@ -175,7 +175,9 @@ impl ContextServices for CallServices {
             .map_err(unavailable)?;
         if !first_use {
             return Err(DomainError::InvalidParams {
-                message: "Invalid requestState: it was already used (each requestState is single-use)".into(),
+                message:
+                    "Invalid requestState: it was already used (each requestState is single-use)"
+                        .into(),
                 data: None,
             });
         }
