@@ -91,7 +91,7 @@ pub struct App {
     /// Shutdown state.
     pub drain: Drain,
     /// Per-client rate limiting.
-    pub limiter: RateLimiter,
+    pub limiter: Arc<RateLimiter>,
     /// Process start, for uptime.
     pub started: Instant,
     /// Calculator bounds, fed from the live settings.
@@ -127,7 +127,7 @@ impl App {
         let app = Arc::new(App {
             limits,
             codec,
-            limiter: RateLimiter::new(),
+            limiter: Arc::new(RateLimiter::new()),
             settings,
             live,
             store,
@@ -138,6 +138,13 @@ impl App {
             started: Instant::now(),
         });
         tokio::spawn(route_signals(Arc::downgrade(&app)));
+        if app.store.mode() == "redis" {
+            tokio::spawn(RateLimiter::sync(
+                Arc::downgrade(&app.limiter),
+                app.store.clone(),
+                app.live.clone(),
+            ));
+        }
         Ok(app)
     }
 }

@@ -507,3 +507,33 @@ async fn modern_state_and_handles_work_on_every_node() {
         read.text
     );
 }
+
+/// The rate limit holds for the cluster, not per node: requests spread over 3 nodes are
+/// admitted up to about the limit in total (each node learns the others' counts every 100 ms).
+#[tokio::test]
+async fn the_rate_limit_is_cluster_wide() {
+    let cluster = Cluster::start(
+        3,
+        &[("RATE_LIMIT_MAX", "30"), ("RATE_LIMIT_WINDOW", "60000")],
+    );
+    let nodes: Vec<Mcp> = (0..3).map(|n| cluster.node(n).mcp()).collect();
+    let (mut admitted, mut limited) = (0, 0);
+    for i in 0..90 {
+        let resp = nodes[i % 3]
+            .post(None, &request(i as i64, "ping", json!({})))
+            .await;
+        match resp.status {
+            429 => {
+                limited += 1;
+                assert!(resp.header("retry-after").is_some());
+            }
+            _ => admitted += 1,
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Node-local limits would admit 90 (30 per node).
+    assert!(
+        (30..=40).contains(&admitted),
+        "admitted {admitted}, limited {limited}"
+    );
+}

@@ -1,6 +1,12 @@
 //! Per-client rate limiting with a sliding-window counter: the previous window's count,
 //! weighted by how much of it still overlaps the sliding window, plus the current count.
 //! O(1) memory per client, no timers, and limits that follow the live settings.
+//!
+//! With several nodes (Redis mode) the limit is cluster-wide without a round trip per request:
+//! each node decides locally from its own counts plus the other nodes' counts as of the last
+//! sync, and a background task ([`RateLimiter::sync`]) adds its new counts to shared Redis
+//! counters every [`SYNC_INTERVAL`] and learns the totals. A client can exceed the limit by at
+//! most what the other nodes admitted since the last sync.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -14,11 +20,30 @@ const SHARDS: usize = 16;
 /// Clients tracked per shard before idle entries are pruned.
 const PRUNE_AT: usize = 4096;
 
+/// How often a node shares its counts in Redis mode.
+pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Clone, Copy, Default)]
 struct Window {
     start_ms: u64,
+    /// The previous window's count (cluster-wide when synced).
     previous: u64,
+    /// Requests this node admitted in the current window.
     current: u64,
+    /// Part of `current` already added to the shared counter.
+    synced: u64,
+    /// Other nodes' requests in the current window, as of the last sync.
+    others: u64,
+}
+
+/// One client's counts to share: its key, the window, the new requests since the last sync,
+/// and this node's count at the time of sending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Share {
+    pub client: String,
+    pub window_start_ms: u64,
+    pub delta: u64,
+    pub sent_current: u64,
 }
 
 /// The verdict for one request.
@@ -69,17 +94,16 @@ impl RateLimiter {
         let w = map.entry(client.to_owned()).or_default();
         let aligned = now - now % window_ms;
         if aligned != w.start_ms {
-            w.previous = if aligned - w.start_ms == window_ms {
-                w.current
-            } else {
-                0
+            let consecutive = aligned - w.start_ms == window_ms;
+            *w = Window {
+                start_ms: aligned,
+                previous: if consecutive { w.current + w.others } else { 0 },
+                ..Window::default()
             };
-            w.current = 0;
-            w.start_ms = aligned;
         }
         let elapsed = now - aligned;
         let weight = (window_ms - elapsed) as f64 / window_ms as f64;
-        let estimate = w.previous as f64 * weight + w.current as f64;
+        let estimate = w.previous as f64 * weight + (w.current + w.others) as f64;
         if estimate + 1.0 > max as f64 {
             let retry_ms = window_ms - elapsed;
             return Verdict::Limited {
@@ -89,11 +113,126 @@ impl RateLimiter {
         w.current += 1;
         Verdict::Allowed
     }
+
+    /// The counts to share: every client seen in the current window (a zero delta still reads
+    /// back the other nodes' counts).
+    pub fn shares(&self, window_ms: u64) -> Vec<Share> {
+        self.shares_at(window_ms, now_ms())
+    }
+
+    fn shares_at(&self, window_ms: u64, now: u64) -> Vec<Share> {
+        if window_ms == 0 {
+            return Vec::new();
+        }
+        let aligned = now - now % window_ms;
+        let mut out = Vec::new();
+        for shard in &self.shards {
+            for (client, w) in shard.lock().iter() {
+                if w.start_ms == aligned {
+                    out.push(Share {
+                        client: client.clone(),
+                        window_start_ms: aligned,
+                        delta: w.current - w.synced,
+                        sent_current: w.current,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Takes in the shared total of a client's window after its share was added.
+    pub fn learn(&self, share: &Share, total: u64) {
+        let shard = &self.shards[(self.hasher.hash_one(&share.client) as usize) % SHARDS];
+        if let Some(w) = shard.lock().get_mut(&share.client) {
+            if w.start_ms == share.window_start_ms {
+                w.synced = w.synced.max(share.sent_current);
+                w.others = total.saturating_sub(share.sent_current);
+            }
+        }
+    }
+
+    /// Shares this node's counts through `store` and learns the cluster totals, forever (one
+    /// task per node in Redis mode). Failures only mean the limit is node-local until Redis
+    /// answers again.
+    pub async fn sync(
+        limiter: std::sync::Weak<RateLimiter>,
+        store: std::sync::Arc<dyn crate::session::SessionStore>,
+        live: crate::config::live::LiveSettings,
+    ) {
+        let mut tick = tokio::time::interval(SYNC_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(limiter) = limiter.upgrade() else {
+                return;
+            };
+            let rt = live.current();
+            if rt.rate_limit_max == 0 {
+                continue;
+            }
+            let shares = limiter.shares(rt.rate_limit_window_ms);
+            if shares.is_empty() {
+                continue;
+            }
+            let counters: Vec<(String, u64)> = shares
+                .iter()
+                .map(|s| (format!("{}:{}", s.client, s.window_start_ms), s.delta))
+                .collect();
+            let ttl = std::time::Duration::from_millis(rt.rate_limit_window_ms * 2);
+            match store.add_to_counters(counters, ttl).await {
+                Ok(totals) => {
+                    for (share, total) in shares.iter().zip(totals) {
+                        limiter.learn(share, total);
+                    }
+                }
+                Err(e) => tracing::debug!("rate-limit sync failed: {e}"),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_nodes_counts_count_after_a_sync() {
+        let (a, b) = (RateLimiter::new(), RateLimiter::new());
+        let t0 = 10_000_000;
+        for _ in 0..3 {
+            assert_eq!(a.check_at("c", 5, 1000, t0), Verdict::Allowed);
+            assert_eq!(b.check_at("c", 5, 1000, t0), Verdict::Allowed);
+        }
+        // A shared counter in miniature: each node adds its delta and reads the total.
+        let mut shared = 0;
+        for node in [&a, &b] {
+            for share in node.shares_at(1000, t0) {
+                shared += share.delta;
+                node.learn(&share, shared);
+            }
+        }
+        // Node b learned both nodes' counts (6 > 5): it refuses.
+        assert!(matches!(
+            b.check_at("c", 5, 1000, t0),
+            Verdict::Limited { .. }
+        ));
+        // A second sync gives node a the total as well.
+        for share in a.shares_at(1000, t0) {
+            assert_eq!(share.delta, 0, "nothing new since the last sync");
+            a.learn(&share, shared);
+        }
+        assert!(matches!(
+            a.check_at("c", 5, 1000, t0),
+            Verdict::Limited { .. }
+        ));
+        // The next window starts from the cluster's count of this one, weighted.
+        assert!(matches!(
+            a.check_at("c", 5, 1000, t0 + 1100),
+            Verdict::Limited { .. }
+        ));
+        assert_eq!(a.check_at("c", 5, 1000, t0 + 1900), Verdict::Allowed);
+    }
 
     #[test]
     fn limits_per_client_and_recovers() {

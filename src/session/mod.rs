@@ -281,6 +281,15 @@ pub trait SessionStore: Send + Sync + 'static {
     fn signals(&self) -> broadcast::Receiver<Envelope>;
     /// The node is stopping: give up what it holds so other nodes take over at once.
     async fn shutdown(&self) {}
+    /// Adds to counters every node shares (kept for `ttl`) and returns their new totals, in
+    /// order; for cluster-wide rate limits. The memory store has no other nodes to share with.
+    async fn add_to_counters(
+        &self,
+        counters: Vec<(String, u64)>,
+        _ttl: Duration,
+    ) -> Result<Vec<u64>, StoreError> {
+        Ok(counters.into_iter().map(|(_, n)| n).collect())
+    }
     /// Records `key` as used for `ttl`; `false` if it was already (single-use tokens such as
     /// MRTR `requestState`, on every node).
     async fn consume_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError>;

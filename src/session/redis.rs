@@ -1174,6 +1174,20 @@ impl SessionStore for RedisStore {
         self.inner.signals.subscribe()
     }
 
+    async fn add_to_counters(
+        &self,
+        counters: Vec<(String, u64)>,
+        ttl: Duration,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut pipe = redis::pipe();
+        for (key, n) in &counters {
+            let key = format!("abacus:rl:{{{key}}}");
+            pipe.cmd("INCRBY").arg(&key).arg(*n);
+            pipe.cmd("PEXPIRE").arg(&key).arg(ms(ttl)).ignore();
+        }
+        self.bounded(pipe.query_async(&mut self.conn())).await
+    }
+
     async fn consume_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let set: Option<String> = self
             .bounded(
