@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# `make bench`: throughput and latency of Abacus (in-memory) against a bare axum endpoint on the
-# same HTTP stack, in one run, server and load generator pinned to different cores; plus RSS
-# per idle session and session creation rate. Writes bench-results/latest.md (copy the table
-# into BENCHMARKS.md).
+# `make bench`: throughput and latency of Abacus against a bare axum endpoint on the same HTTP
+# stack, in one run, server and load generator pinned to different cores: in-memory, Redis mode
+# on one node, and 3 Redis-mode nodes behind nginx round-robin. Plus RSS per idle session,
+# session creation rate, Redis memory per idle session, and cold-versus-warm first requests of
+# a session on a new node. Writes bench-results/latest.md (copy the tables into BENCHMARKS.md).
 #
 # Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
 #      BENCH_IDLE_SESSIONS (10000).
@@ -18,6 +19,7 @@ mkdir -p "$OUT"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
+  CLUSTER_DIR="$work/cluster" bash "$ROOT/hack/cluster.sh" down >/dev/null 2>&1 || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # Servers started inside $(...) recorded their pids in files only.
   for f in "$work"/*.pid; do [[ -e "$f" ]] && kill "$(cat "$f")" 2>/dev/null; done
@@ -25,7 +27,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-command -v wrk >/dev/null || bash "$ROOT/hack/install-tools.sh" apt
+command -v wrk >/dev/null && command -v redis-server >/dev/null && command -v nginx >/dev/null \
+  || bash "$ROOT/hack/install-tools.sh" apt
 cargo build --release --bin abacus --example bare >/dev/null
 ncpu=$(nproc)
 srv_cpu=0
@@ -39,7 +42,11 @@ start_abacus() { # name, env...  (runs inside $(...): the pid is kept in $work/N
 
 calc_body='{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"calculate","arguments":{"a":6,"b":7,"op":"multiply"}}}'
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { # pids (comma-separated): their summed user+system CPU ticks
+  local total=0 p
+  for p in ${1//,/ }; do total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$total"
+}
 
 run_wrk() { # label url sessions.lua server-pid
   local label="$1" url="$2" lua="$3" spid="$4"
@@ -91,14 +98,42 @@ url=$(start_abacus mem RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
 python3 "$ROOT/hack/bench/sessions.py" "$url" "$NSESS" "$work/mem.lua" "$calc_body"
 mem_pid="$(cat "$work/mem.pid")"
 
+# Redis mode: a private redis-server (no persistence) on the load generator's core, so that the
+# server core's budget is what both modes are measured against.
+redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+pin "$gen_cpu" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+  --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 50); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+redis_url="redis://127.0.0.1:$redis_port"
+rurl=$(start_abacus redis1 RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000 USE_REDIS=true REDIS_URL="$redis_url")
+python3 "$ROOT/hack/bench/sessions.py" "$rurl" "$NSESS" "$work/redis1.lua" "$calc_body"
+redis1_pid="$(cat "$work/redis1.pid")"
+
+# 3 Redis-mode nodes behind nginx, all on the server core: this shows the cost of the extra hop
+# and of cross-node traffic, not scaling (which needs more cores than this machine has). The CPU
+# column sums the three nodes (nginx excluded).
+lburl=$(CLUSTER_DIR="$work/cluster" LB_PORT=0 ABACUS_BIN="$ROOT/target/release/abacus" \
+  pin "$srv_cpu" bash "$ROOT/hack/cluster.sh" up 3 REDIS_URL="$redis_url" LOG_LEVEL=warn MAX_SESSIONS=1000000 | tail -1)
+python3 "$ROOT/hack/bench/sessions.py" "$lburl" "$NSESS" "$work/lb.lua" "$calc_body"
+nodes_pids=$(cat "$work/cluster"/node[0-9].pid | paste -sd, -)
+
 : >"$work/rounds.tsv"
 for round in $(seq 1 "$ROUNDS"); do
   run_wrk "bare-axum" "$bare_url" "$work/bare.lua" "$bare_pid"
   run_wrk "abacus-memory" "$url" "$work/mem.lua" "$mem_pid"
+  run_wrk "abacus-redis-1-node" "$rurl" "$work/redis1.lua" "$redis1_pid"
+  run_wrk "abacus-redis-3-nodes-nginx" "$lburl" "$work/lb.lua" "$nodes_pids"
 done
 curl -fsS "${url%/mcp}/metrics" >"$work/metrics.txt"
 calcs=$(sed -n 's/^mcp_calculations_total{operation="multiply"} //p' "$work/metrics.txt")
 cp "$work/rounds.tsv" "$work/results.tsv"
+
+# Cold (first request of a session on a node that never saw it) versus warm, in Redis mode.
+node0="http://127.0.0.1:$(cat "$work/cluster/node0.port")/mcp"
+node1="http://127.0.0.1:$(cat "$work/cluster/node1.port")/mcp"
+coldwarm=$(python3 "$ROOT/hack/bench/coldwarm.py" "$node0" "$node1" 500)
+CLUSTER_DIR="$work/cluster" bash "$ROOT/hack/cluster.sh" down >/dev/null 2>&1 || true
 
 # 3. Session creation rate and RSS per idle session (fresh process).
 url=$(start_abacus idle RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
@@ -110,7 +145,15 @@ python3 "$ROOT/hack/bench/sessions.py" "$url" "$IDLE" "$work/idle.lua" "{}"
 end=$(date +%s.%N)
 after=$(rss "$pid")
 
-python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" "$ROUNDS" >"$OUT/latest.md" <<'PY'
+# Redis memory per idle session (no history), on an empty database.
+redis-cli -p "$redis_port" flushall >/dev/null
+rmem_before=$(redis-cli -p "$redis_port" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+python3 "$ROOT/hack/bench/sessions.py" "$rurl" "$IDLE" "$work/ridle.lua" "{}"
+rmem_after=$(redis-cli -p "$redis_port" info memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+rkeys=$(redis-cli -p "$redis_port" dbsize)
+
+python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" "$ROUNDS" \
+  "$rmem_before" "$rmem_after" "$rkeys" "$coldwarm" >"$OUT/latest.md" <<'PY'
 import sys, datetime, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 before, after, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -137,10 +180,20 @@ for l in labels:
 pairs = list(zip(by["bare-axum"], by["abacus-memory"]))
 print()
 print("Per-round throughput ratios abacus-memory / bare-axum: " + ", ".join(f"{float(a[1]) / float(b[1]):.2f}" for b, a in pairs))
+mem = float(median_row(by["abacus-memory"])[1])
+for l in ("abacus-redis-1-node", "abacus-redis-3-nodes-nginx"):
+    if l in by:
+        print(f"Redis ratio {l} / abacus-memory (medians): {float(median_row(by[l])[1]) / mem:.2f}; per round: "
+              + ", ".join(f"{float(r[1]) / float(m[1]):.2f}" for m, r in zip(by["abacus-memory"], by[l])))
 print("Per-round CPU-efficiency ratios (bare CPU per request / Abacus CPU per request): " + ", ".join(f"{float(b[6]) / float(a[6]):.2f}" for b, a in pairs))
 print()
 print(f"- calculations recorded by the server during the Abacus rounds: {calcs} (requests sent: {sum(int(r[5]) for r in by['abacus-memory'])})")
 print(f"- RSS per idle session ({n} sessions): {(after - before) * 1024 / n:.0f} bytes (RSS {before} KiB -> {after} KiB)")
 print(f"- session creation (initialize + initialized, one sequential Python client): {n / secs:.0f} sessions/s")
+rb, ra, rkeys = int(sys.argv[12]), int(sys.argv[13]), sys.argv[14]
+print(f"- Redis memory per idle session ({n} sessions, no history): {(ra - rb) / n:.0f} bytes (used_memory {rb} -> {ra}; {rkeys} keys)")
+c50, c99, w50, w99 = map(float, sys.argv[15].split())
+print(f"- first request of a session on a node that never saw it (cold) vs the next (warm), 500 sessions, sequential: "
+      f"cold p50 {c50:.3f} ms / p99 {c99:.3f} ms, warm p50 {w50:.3f} ms / p99 {w99:.3f} ms; cold adds {c99 - w99:.3f} ms at p99")
 PY
 cat "$OUT/latest.md"
