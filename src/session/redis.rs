@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
@@ -136,8 +136,24 @@ impl Scripts {
     }
 }
 
+/// Where Redis is: one address, or whatever master Sentinel names.
+enum Target {
+    Direct,
+    Sentinel {
+        sentinels: Vec<redis::ConnectionInfo>,
+        master: String,
+        node: redis::RedisConnectionInfo,
+    },
+}
+
 struct Inner {
-    conn: ConnectionManager,
+    /// The shared multiplexed connection (replaced when Sentinel names a new master).
+    conn: RwLock<ConnectionManager>,
+    /// The client behind `conn`, for the pub/sub connection.
+    client: RwLock<redis::Client>,
+    target: Target,
+    /// Tells the subscription to reconnect (the master moved).
+    resubscribe: Arc<Notify>,
     cfg: RedisConfig,
     scripts: Scripts,
     counters: SessionCounters,
@@ -200,24 +216,32 @@ fn gone_to_domain(e: StoreError) -> DomainError {
 }
 
 impl RedisStore {
-    /// Connects (failing fast if Redis cannot be reached at start-up) and starts the
-    /// subscription and heartbeat tasks.
+    /// Sets up the connection (lazily: a node starts, not ready, while Redis is down) and
+    /// starts the subscription and heartbeat tasks, plus the master watch with Sentinel.
     pub async fn connect(cfg: RedisConfig) -> Result<Self, StoreError> {
-        let client = client(&cfg)?;
-        let manager_cfg = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(cfg.command_timeout))
-            .set_response_timeout(Some(cfg.command_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        // Lazy: a node starts (not ready) while Redis is down and connects when it is back.
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg)
-            .map_err(unavailable)?;
+        let target = target(&cfg)?;
+        let client = match &target {
+            Target::Direct => client(&cfg)?,
+            Target::Sentinel { .. } => match resolve_master(&target).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(
+                        "Sentinel cannot name a master yet ({e}); not ready until it does"
+                    );
+                    // A placeholder that fails until the watch finds the master.
+                    redis::Client::open("redis://127.0.0.1:1").map_err(unavailable)?
+                }
+            },
+        };
+        let conn = manager(&client, cfg.command_timeout)?;
         let capacity = NonZeroUsize::new(cfg.cache_capacity.max(1)).expect("non-zero");
         let (signals, _) = broadcast::channel(4096);
         let store = Self {
             inner: Arc::new(Inner {
-                conn,
+                conn: RwLock::new(conn),
+                client: RwLock::new(client),
+                target,
+                resubscribe: Arc::new(Notify::new()),
                 scripts: Scripts::new(),
                 counters: SessionCounters::default(),
                 signals,
@@ -235,8 +259,11 @@ impl RedisStore {
         if let Err(e) = store.ping().await {
             tracing::warn!("Redis not reachable yet ({e}); not ready until it is");
         }
-        tokio::spawn(subscribe_loop(Arc::downgrade(&store.inner), client));
+        tokio::spawn(subscribe_loop(Arc::downgrade(&store.inner)));
         tokio::spawn(heartbeat(Arc::downgrade(&store.inner)));
+        if matches!(store.inner.target, Target::Sentinel { .. }) {
+            tokio::spawn(watch_master(Arc::downgrade(&store.inner)));
+        }
         Ok(store)
     }
 
@@ -246,7 +273,7 @@ impl RedisStore {
     }
 
     fn conn(&self) -> ConnectionManager {
-        self.inner.conn.clone()
+        self.inner.conn.read().clone()
     }
 
     /// Runs a Redis future under the command timeout.
@@ -509,6 +536,127 @@ fn valid_until(ttl_ms: i64) -> Instant {
         .unwrap_or_else(Instant::now)
 }
 
+/// The shared connection: reconnecting, every command bounded by `timeout`.
+fn manager(client: &redis::Client, timeout: Duration) -> Result<ConnectionManager, StoreError> {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(unavailable)
+}
+
+/// Reads `REDIS_URL`: `redis://`/`rediss://` for one server, or
+/// `redis+sentinel://[user:password@]host:port[,host:port…]/<master name>[/<db>]` for Sentinel
+/// (the credentials are the data nodes'; Sentinels are reached without them).
+fn target(cfg: &RedisConfig) -> Result<Target, StoreError> {
+    let Some(rest) = cfg.url.strip_prefix("redis+sentinel://") else {
+        return Ok(Target::Direct);
+    };
+    let bad = |why: &str| StoreError::Unavailable(format!("invalid REDIS_URL (Sentinel): {why}"));
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((auth, rest)) => (Some(auth), rest),
+        None => (None, rest),
+    };
+    let (hosts, path) = rest.split_once('/').ok_or_else(|| bad("no master name"))?;
+    let mut parts = path.split('/');
+    let master = parts
+        .next()
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| bad("no master name"))?;
+    let db: i64 = match parts.next() {
+        None | Some("") => 0,
+        Some(d) => d.parse().map_err(|_| bad("database is not a number"))?,
+    };
+    let mut sentinels = Vec::new();
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        use redis::IntoConnectionInfo;
+        let info = format!("redis://{host}")
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| bad("a Sentinel address is malformed"))?;
+        sentinels.push(info);
+    }
+    if sentinels.is_empty() {
+        return Err(bad("no Sentinel address"));
+    }
+    let mut node = redis::RedisConnectionInfo::default().set_db(db);
+    if let Some(auth) = auth {
+        let (user, pw) = auth.split_once(':').unwrap_or(("", auth));
+        if !user.is_empty() {
+            node = node.set_username(user);
+        }
+        if !pw.is_empty() {
+            node = node.set_password(pw);
+        }
+    }
+    if let Some(pw) = &cfg.password {
+        node = node.set_password(pw);
+    }
+    Ok(Target::Sentinel {
+        sentinels,
+        master: master.to_owned(),
+        node,
+    })
+}
+
+/// Asks the Sentinels for the current master (verified with `ROLE`).
+async fn resolve_master(target: &Target) -> Result<redis::Client, StoreError> {
+    let Target::Sentinel {
+        sentinels,
+        master,
+        node,
+    } = target
+    else {
+        return Err(unavailable("not a Sentinel target"));
+    };
+    let info = redis::sentinel::SentinelNodeConnectionInfo::default()
+        .set_redis_connection_info(node.clone());
+    let mut sentinel = redis::sentinel::SentinelClient::build(
+        sentinels.clone(),
+        master.as_str(),
+        Some(info),
+        redis::sentinel::SentinelServerType::Master,
+    )
+    .map_err(unavailable)?;
+    tokio::time::timeout(Duration::from_secs(2), sentinel.async_get_client())
+        .await
+        .map_err(|_| unavailable("Sentinel did not answer"))?
+        .map_err(unavailable)
+}
+
+/// With Sentinel: follows the master. When Sentinel names another one (after a failover), the
+/// shared connection and the subscription move to it.
+async fn watch_master(weak: Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let found = match resolve_master(&inner.target).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!("Sentinel: {e}");
+                continue;
+            }
+        };
+        let now = found.get_connection_info().addr().to_string();
+        let before = inner.client.read().get_connection_info().addr().to_string();
+        if now == before {
+            continue;
+        }
+        match manager(&found, inner.cfg.command_timeout) {
+            Ok(conn) => {
+                tracing::warn!(master = %now, previous = %before, "Redis master moved; following it");
+                *inner.conn.write() = conn;
+                *inner.client.write() = found;
+                inner.resubscribe.notify_one();
+            }
+            Err(e) => tracing::warn!("cannot connect to the new master {now}: {e}"),
+        }
+    }
+}
+
 fn client(cfg: &RedisConfig) -> Result<redis::Client, StoreError> {
     use redis::IntoConnectionInfo;
     let mut info = cfg
@@ -624,11 +772,13 @@ fn change_args(change: &SessionChange) -> (&'static str, String) {
 
 /// Keeps the pub/sub subscription up: signals go to local listeners (after cache
 /// invalidation), event wake-ups to local readers. While it is down, caches are not trusted.
-async fn subscribe_loop(weak: Weak<Inner>, client: redis::Client) {
+async fn subscribe_loop(weak: Weak<Inner>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let Some(inner) = weak.upgrade() else { return };
         let timeout = inner.cfg.command_timeout;
+        let client = inner.client.read().clone();
+        let resubscribe = inner.resubscribe.clone();
         drop(inner);
         let pubsub = tokio::time::timeout(timeout, client.get_async_pubsub()).await;
         let mut pubsub = match pubsub {
@@ -652,7 +802,14 @@ async fn subscribe_loop(weak: Weak<Inner>, client: redis::Client) {
             tracing::info!("subscribed to Redis signals");
         }
         let mut messages = pubsub.into_on_message();
-        while let Some(msg) = messages.next().await {
+        loop {
+            let msg = tokio::select! {
+                m = messages.next() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
+                _ = resubscribe.notified() => break,
+            };
             let Some(inner) = weak.upgrade() else { return };
             let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
             if msg.get_channel_name() == EVENTS {
@@ -715,7 +872,7 @@ async fn heartbeat(weak: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = weak.upgrade() else { return };
-        let mut conn = inner.conn.clone();
+        let mut conn = inner.conn.read().clone();
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(node_key(&inner.cfg.node_id))

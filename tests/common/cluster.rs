@@ -166,6 +166,7 @@ pub struct Redis {
     port: u16,
     dir: PathBuf,
     aof: bool,
+    extra: Vec<String>,
 }
 
 impl Redis {
@@ -182,11 +183,17 @@ impl Redis {
 
     /// Starts Redis, with or without AOF persistence.
     pub fn start_with(aof: bool) -> Redis {
+        Self::start_with_args(aof, &[])
+    }
+
+    /// Starts Redis with extra command-line arguments (e.g. `--replicaof 127.0.0.1 PORT`).
+    pub fn start_with_args(aof: bool, extra: &[&str]) -> Redis {
         let mut redis = Redis {
             child: None,
             port: free_port(),
             dir: private_dir("redis"),
             aof,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         };
         redis.spawn();
         redis
@@ -216,6 +223,7 @@ impl Redis {
         } else {
             args.extend(["--appendonly", "no"]);
         }
+        args.extend(self.extra.iter().map(String::as_str));
         let child = Command::new(tool("redis-server"))
             .args(&args)
             .env_remove("REDIS_URL")
