@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build release tools test test-unit test-e2e conformance clients bench lint fmt clean cluster cluster-down
+.PHONY: run build release tools test test-unit test-e2e conformance conformance-cluster clients bench lint fmt clean cluster cluster-down
 
 run:
 	$(CARGO) run --release --bin abacus
@@ -28,6 +28,11 @@ test-e2e: release
 conformance: tools release
 	bash hack/e2e.sh conformance
 
+# Conformance suite, spread checks and real-client scenarios through nginx round-robin over 3
+# Redis-backed nodes (hack/cluster.sh); results in conformance-results-cluster/.
+conformance-cluster: tools release
+	bash hack/e2e.sh cluster
+
 clients: tools release
 	bash hack/e2e.sh clients
 
@@ -50,4 +55,4 @@ fmt:
 
 clean:
 	$(CARGO) clean
-	rm -rf .tools conformance-results bench-results
+	rm -rf .tools conformance-results conformance-results-cluster bench-results

@@ -22,7 +22,9 @@ cleanup() {
   CLUSTER_DIR="$work/cluster" bash "$ROOT/hack/cluster.sh" down >/dev/null 2>&1 || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   # Servers started inside $(...) recorded their pids in files only.
-  for f in "$work"/*.pid; do [[ -e "$f" ]] && kill "$(cat "$f")" 2>/dev/null; done
+  for f in "$work"/*.pid; do
+    if [[ -e "$f" ]]; then kill "$(cat "$f")" 2>/dev/null || true; fi
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -101,7 +103,9 @@ mem_pid="$(cat "$work/mem.pid")"
 # Redis mode: a private redis-server (no persistence) on the load generator's core, so that the
 # server core's budget is what both modes are measured against.
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-pin "$gen_cpu" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+# (taskset directly, not the pin function, so that $! is redis-server itself)
+if command -v taskset >/dev/null; then tset=(taskset -c "$gen_cpu"); else tset=(); fi
+"${tset[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
   --dir "$work" --daemonize no >"$work/redis.log" 2>&1 &
 pids+=("$!")
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done

@@ -8,6 +8,8 @@
 #   hack/cluster.sh down                   stop everything (nginx, nodes, redis)
 #   hack/cluster.sh status                 what runs where (exit 0 if everything is up)
 #   hack/cluster.sh url                    the LB URL
+#   hack/cluster.sh ports                  the node ports, one line per node in node order
+#                                          (node I listens on 127.0.0.1:PORT; also $CLUSTER_DIR/nodeI.port)
 #   hack/cluster.sh kill I                 SIGKILL node I (0-based)
 #   hack/cluster.sh stop I                 SIGTERM node I and wait for it to drain and exit
 #   hack/cluster.sh restart I              start node I again (same port, same env)
@@ -297,6 +299,10 @@ case "${1:-}" in
     alive "$DIR/node$i.pid" abacus && die "node $i is running (kill or stop it first)"
     start_node "$i"
     ;;
-  -h | --help | help | "") sed -n '2,21p' "${BASH_SOURCE[0]}" ;;
-  *) die "unknown command '$1' (up|down|status|url|kill|stop|restart)" ;;
+  ports)
+    [[ -f "$DIR/nodes" ]] || die "no cluster in $DIR"
+    for ((i = 0; i < $(node_count); i++)); do cat "$DIR/node$i.port"; done
+    ;;
+  -h | --help | help | "") sed -n '2,23p' "${BASH_SOURCE[0]}" ;;
+  *) die "unknown command '$1' (up|down|status|url|ports|kill|stop|restart)" ;;
 esac
