@@ -25,7 +25,7 @@ NODE_MAJOR=22
 CONFORMANCE_VERSION=0.2.0-alpha.12   # keep in sync with hack/npm-tools/package.json
 TS_SDK_VERSION=1.32.2                # keep in sync with hack/npm-tools/package.json
 PY_MCP_VERSION=2.3.0
-APT_PACKAGES=(redis-server nginx curl wrk)
+APT_PACKAGES=(redis-server nginx curl wrk openssl)
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 warn() { printf '[install-tools] WARNING: %s\n' "$*" >&2; }

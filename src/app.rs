@@ -85,7 +85,7 @@ pub struct App {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Seals and opens MRTR `requestState`.
-    pub codec: RequestStateCodec,
+    pub codec: StateCodec,
     /// Node-local routing of answers, cancellations and GET-stream claims.
     pub routes: LocalRoutes,
     /// Shutdown state.
@@ -123,7 +123,10 @@ impl App {
                 "version": env!("CARGO_PKG_VERSION"),
             }),
         });
-        let codec = request_state_codec(&settings, store.as_ref()).await?;
+        let codec = StateCodec::default();
+        if let Some(c) = request_state_codec(&settings, store.as_ref()).await? {
+            codec.set(c);
+        }
         let app = Arc::new(App {
             limits,
             codec,
@@ -138,6 +141,9 @@ impl App {
             started: Instant::now(),
         });
         tokio::spawn(route_signals(Arc::downgrade(&app)));
+        if !app.codec.is_ready() {
+            tokio::spawn(load_shared_codec(Arc::downgrade(&app)));
+        }
         if app.store.mode() == "redis" {
             tokio::spawn(RateLimiter::sync(
                 Arc::downgrade(&app.limiter),
@@ -178,9 +184,16 @@ async fn store(settings: &Settings) -> Result<Arc<dyn SessionStore>, StartupErro
             Some(text.trim_end().to_owned())
         }
     };
+    let tls_ca = match &settings.redis_tls_ca_file {
+        None => None,
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            StartupError::Redis(format!("REDIS_TLS_CA_FILE {}: {e}", path.display()))
+        })?),
+    };
     let cfg = RedisConfig {
         url: settings.redis_url.clone(),
         password,
+        tls_ca,
         command_timeout: Duration::from_millis(settings.redis_command_timeout_ms),
         idle,
         max_lifetime,
@@ -241,19 +254,63 @@ fn toolsets(
     ])
 }
 
+/// The MRTR `requestState` codec, once its key is known. Key files are read at start-up; a key
+/// shared through Redis may have to wait for Redis, and until then sealing and opening answer
+/// "unavailable" (503) like every other request that needs the store.
+#[derive(Default)]
+pub struct StateCodec(parking_lot::RwLock<Option<Arc<RequestStateCodec>>>);
+
+impl StateCodec {
+    /// The codec, or `Unavailable` while its shared key cannot be read.
+    pub fn get(&self) -> Result<Arc<RequestStateCodec>, crate::protocol::toolset::DomainError> {
+        self.0.read().clone().ok_or_else(|| {
+            crate::protocol::toolset::DomainError::Unavailable(
+                "the requestState key is not loaded yet (the session store is unreachable)".into(),
+            )
+        })
+    }
+
+    fn set(&self, codec: RequestStateCodec) {
+        *self.0.write() = Some(Arc::new(codec));
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.read().is_some()
+    }
+}
+
+/// Retries reading the shared `requestState` key until the store answers.
+async fn load_shared_codec(app: std::sync::Weak<App>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let Some(app) = app.upgrade() else { return };
+        if let Ok(key) = app.store.shared_key().await {
+            if let Ok(codec) = RequestStateCodec::try_new(key.to_vec()) {
+                app.codec.set(codec);
+                tracing::info!("requestState key loaded from the session store");
+                return;
+            }
+        }
+    }
+}
+
 /// The MRTR codec: a keyring from files (first signs, all verify); without files, a key shared
 /// through the store (Redis: every node verifies what any node sealed) or a random
-/// per-process key (memory).
+/// per-process key (memory). `None` if the shared key cannot be read yet.
 async fn request_state_codec(
     settings: &Settings,
     store: &dyn SessionStore,
-) -> Result<RequestStateCodec, StartupError> {
+) -> Result<Option<RequestStateCodec>, StartupError> {
     if settings.request_state_key_files.is_empty() {
-        let key = store
-            .shared_key()
-            .await
-            .map_err(|e| StartupError::RequestState(e.to_string()))?;
+        let key = match store.shared_key().await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!("requestState key not readable yet ({e}); retrying");
+                return Ok(None);
+            }
+        };
         return RequestStateCodec::try_new(key.to_vec())
+            .map(Some)
             .map_err(|e| StartupError::RequestState(e.to_string()));
     }
     let mut keys = Vec::new();
@@ -268,6 +325,7 @@ async fn request_state_codec(
     }
     let active = keys[0].0.clone();
     RequestStateCodec::new_with_keyring(active, keys)
+        .map(Some)
         .map_err(|e| StartupError::RequestState(e.to_string()))
 }
 

@@ -99,6 +99,9 @@ pub struct Settings {
     pub redis_url: String,
     /// File holding the Redis password (`REDIS_PASSWORD_FILE`).
     pub redis_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed the Redis server's certificate (`REDIS_TLS_CA_FILE`), for
+    /// `rediss://` with a private CA; without it the bundled web PKI roots are used.
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// Bound on every Redis command in ms (`REDIS_COMMAND_TIMEOUT`): past it a request gets
     /// 503 instead of waiting on an unreachable Redis.
     pub redis_command_timeout_ms: u64,
@@ -146,6 +149,7 @@ impl Default for Settings {
             use_redis: false,
             redis_url: "redis://127.0.0.1:6379".into(),
             redis_password_file: None,
+            redis_tls_ca_file: None,
             redis_command_timeout_ms: 2000,
             log_format: LogFormat::Text,
             sample_tool_name: None,
@@ -198,6 +202,9 @@ impl Settings {
         env.bool("USE_REDIS", &mut self.use_redis)?;
         env.string("REDIS_URL", &mut self.redis_url);
         env.parse("REDIS_COMMAND_TIMEOUT", &mut self.redis_command_timeout_ms)?;
+        if let Some(v) = env.get("REDIS_TLS_CA_FILE") {
+            self.redis_tls_ca_file = Some(v.into());
+        }
         if let Some(v) = env.get("REDIS_PASSWORD_FILE") {
             self.redis_password_file = Some(v.into());
         }

@@ -61,6 +61,8 @@ pub struct RedisConfig {
     pub url: String,
     /// Password from `REDIS_PASSWORD_FILE`, overriding the URL's.
     pub password: Option<String>,
+    /// PEM CA certificate trusted for `rediss://` (a private CA); `None`: web PKI roots.
+    pub tls_ca: Option<Vec<u8>>,
     /// Bound on every command (default 2 s).
     pub command_timeout: Duration,
     /// Idle TTL of sessions and handles.
@@ -219,6 +221,9 @@ impl RedisStore {
     /// Sets up the connection (lazily: a node starts, not ready, while Redis is down) and
     /// starts the subscription and heartbeat tasks, plus the master watch with Sentinel.
     pub async fn connect(cfg: RedisConfig) -> Result<Self, StoreError> {
+        // rustls needs one process-wide crypto provider for `rediss://`; an error only means
+        // one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let target = target(&cfg)?;
         let client = match &target {
             Target::Direct => client(&cfg)?,
@@ -668,7 +673,17 @@ fn client(cfg: &RedisConfig) -> Result<redis::Client, StoreError> {
         let redis = info.redis_settings().clone().set_password(pw);
         info = info.set_redis_settings(redis);
     }
-    redis::Client::open(info).map_err(unavailable)
+    match &cfg.tls_ca {
+        Some(ca) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.clone()),
+            },
+        )
+        .map_err(unavailable),
+        None => redis::Client::open(info).map_err(unavailable),
+    }
 }
 
 fn as_string(v: redis::Value) -> String {

@@ -153,6 +153,7 @@ impl ContextServices for CallServices {
             .ttl(REQUEST_STATE_TTL);
         self.app
             .codec
+            .get()?
             .seal_json_with(payload, &options)
             .map_err(|e| DomainError::Internal(e.to_string()))
     }
@@ -161,6 +162,7 @@ impl ContextServices for CallServices {
         let value = self
             .app
             .codec
+            .get()?
             .open_json_with(sealed, self.binding.as_bytes())
             .map_err(|_| DomainError::InvalidParams {
                 message: "Invalid requestState: it failed verification, expired, or belongs to another request".into(),
