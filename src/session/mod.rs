@@ -222,6 +222,10 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn settle(&self, _id: &str) -> Result<bool, StoreError> {
         Ok(true)
     }
+    /// Whether `settle` can have work to do (skips a call per request when it cannot).
+    fn defers_bookkeeping(&self) -> bool {
+        false
+    }
     /// Applies one change; `false` if the session is gone.
     async fn update(&self, id: &str, change: SessionChange) -> Result<bool, StoreError>;
     /// Deletes the session and everything under it; `false` if it did not exist.

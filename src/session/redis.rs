@@ -1079,6 +1079,10 @@ impl SessionStore for RedisStore {
         result
     }
 
+    fn defers_bookkeeping(&self) -> bool {
+        true
+    }
+
     async fn settle(&self, id: &str) -> Result<bool, StoreError> {
         let n = self.take_pending(id);
         if n == 0 {

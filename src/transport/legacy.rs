@@ -82,6 +82,9 @@ async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static 
 /// Finishes a request's session bookkeeping (see [`crate::session::SessionStore::settle`]).
 /// A session found gone at this point answers 404 like one found gone up front.
 async fn settle(app: &AppState, sid: &str, resp: Response) -> Response {
+    if !app.store.defers_bookkeeping() {
+        return resp;
+    }
     match app.store.settle(sid).await {
         Ok(true) => resp,
         Ok(false) => ApiError::session_not_found().into_response(),
