@@ -537,3 +537,52 @@ async fn the_rate_limit_is_cluster_wide() {
         "admitted {admitted}, limited {limited}"
     );
 }
+
+/// A resource update made while the client's GET stream was down is replayed when it
+/// reconnects, on another node, with `Last-Event-ID`.
+#[tokio::test]
+async fn standalone_events_missed_while_disconnected_replay_on_another_node() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let sid = a.initialize().await;
+    a.rpc(
+        &sid,
+        3,
+        "resources/subscribe",
+        json!({ "uri": "calculator://stats" }),
+    )
+    .await;
+    let mut get = b.get_stream(Some(&sid), None).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    a.call_tool(&sid, "calculate", calc(1)).await;
+    let mut last_id = None;
+    while last_id.is_none() {
+        let ev = get
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("an event");
+        if ev.json().is_some() {
+            last_id = ev.id.clone();
+        }
+    }
+    drop(get);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Two updates while no GET stream is open anywhere.
+    a.call_tool(&sid, "calculate", calc(2)).await;
+    b.call_tool(&sid, "calculate", calc(3)).await;
+    let mut again = a.get_stream(Some(&sid), last_id.as_deref()).await;
+    let mut missed = Vec::new();
+    while missed.len() < 2 {
+        let msg = again
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("the missed updates");
+        missed.push(msg);
+    }
+    assert!(
+        missed
+            .iter()
+            .all(|m| m["method"] == "notifications/resources/updated"),
+        "{missed:?}"
+    );
+}

@@ -460,7 +460,8 @@ async fn standalone(app: &AppState, sid: String, cursor: u64) -> Response {
     super::sse::response(body, Some(&sid))
 }
 
-/// Appends list changes and this session's resource updates to its standalone log.
+/// Appends list changes and updates of shared resources to the session's standalone log (the
+/// session's own resource updates are appended by whichever node makes them).
 async fn append_signals(app: AppState, sid: String) {
     let mut signals = app.store.signals();
     loop {
@@ -483,7 +484,8 @@ async fn append_signals(app: AppState, sid: String) {
                 jsonrpc::notification(method, json!({}))
             }
             Signal::ResourceUpdated { uri, session } => {
-                if session.as_deref().is_some_and(|s| s != sid) {
+                // Updates of one session are written to its log by the node that made them.
+                if session.is_some() {
                     continue;
                 }
                 match app.store.touch(&sid, false).await {

@@ -105,8 +105,22 @@ impl ContextServices for CallServices {
     }
 
     async fn resource_updated(&self, uri: &str) {
-        // A session-scoped update matters only if that session subscribed to the URI.
-        if self.era == Era::Legacy && !self.subscriptions.contains(uri) {
+        if let (Era::Legacy, Some(sid)) = (self.era, &self.session_id) {
+            // A session-scoped update matters only if that session subscribed to the URI. It
+            // goes straight into the session's standalone log, whichever node holds (or will
+            // hold) its GET stream, so it is ordered and replayable after a reconnect.
+            if self.subscriptions.contains(uri) {
+                let msg = jsonrpc::notification(
+                    "notifications/resources/updated",
+                    serde_json::json!({ "uri": uri }),
+                );
+                let text = Arc::from(serde_json::to_string(&msg).unwrap_or_default());
+                let _ = self
+                    .app
+                    .store
+                    .append_event(sid, super::legacy::STANDALONE, text, false)
+                    .await;
+            }
             return;
         }
         let _ = self
