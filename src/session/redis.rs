@@ -1423,3 +1423,123 @@ pub fn node_id() -> String {
         format!("{host}-{suffix}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str) -> RedisConfig {
+        RedisConfig {
+            url: url.into(),
+            password: None,
+            tls_ca: None,
+            command_timeout: Duration::from_secs(2),
+            idle: Duration::from_secs(60),
+            max_lifetime: Duration::from_secs(3600),
+            max_sessions: 10,
+            history_cap: 50,
+            events_per_stream: 100,
+            cache_capacity: 10,
+            node_id: "n".into(),
+        }
+    }
+
+    #[test]
+    fn sentinel_urls_name_sentinels_master_db_and_credentials() {
+        let t = target(&cfg(
+            "redis+sentinel://u:pw@10.0.0.1:26379,10.0.0.2:26380/mymaster/3",
+        ))
+        .expect("valid");
+        let Target::Sentinel {
+            sentinels,
+            master,
+            node,
+        } = t
+        else {
+            panic!("a Sentinel target");
+        };
+        assert_eq!(sentinels.len(), 2);
+        assert_eq!(sentinels[1].addr().to_string(), "10.0.0.2:26380");
+        assert_eq!(master, "mymaster");
+        assert_eq!(node.db(), 3);
+        assert_eq!(node.username(), Some("u"));
+        assert_eq!(node.password(), Some("pw"));
+        assert!(matches!(target(&cfg("redis://h:6379")), Ok(Target::Direct)));
+        for bad in [
+            "redis+sentinel://h:26379",
+            "redis+sentinel://h:26379/",
+            "redis+sentinel:///m",
+            "redis+sentinel://h:26379/m/x",
+        ] {
+            assert!(target(&cfg(bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn password_file_overrides_and_errors_hide_the_url() {
+        let mut c = cfg("redis+sentinel://:inurl@h:26379/m");
+        c.password = Some("fromfile".into());
+        let Ok(Target::Sentinel { node, .. }) = target(&c) else {
+            panic!("a Sentinel target");
+        };
+        assert_eq!(node.password(), Some("fromfile"));
+        let err = client(&cfg("redis://:topsecret@"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref().is_none_or(|e| !e.contains("topsecret")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn records_round_trip_through_hash_fields() {
+        let fixed = Fixed {
+            v: "2025-11-25".into(),
+            caps: Arc::new(serde_json::json!({"sampling": {}})),
+            info: Arc::new(serde_json::json!({"name": "c"})),
+            principal: None,
+        };
+        let fields: HashMap<String, String> = [
+            ("r", serde_json::to_string(&fixed).unwrap()),
+            ("c", "10".into()),
+            ("ls", "20".into()),
+            ("rc", "7".into()),
+            ("ct", "3".into()),
+            ("o:add", "2".into()),
+            ("o:divide", "1".into()),
+            ("init", "1".into()),
+            ("lvl", "debug".into()),
+            ("subs", r#"["calculator://stats"]"#.into()),
+            ("#history", "3".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let r = record_from("s1", &fields).expect("decodes");
+        assert_eq!(r.protocol_version, "2025-11-25");
+        assert!(r.initialized);
+        assert_eq!(r.log_level, Some(LogLevel::Debug));
+        assert!(r.subscriptions.contains("calculator://stats"));
+        assert_eq!((r.created_ms, r.last_seen_ms, r.request_count), (10, 20, 7));
+        let s = stats_from("s1", &fields, 2);
+        assert_eq!(s.request_count, 9, "pending requests count");
+        assert_eq!(s.calculation_total, 3);
+        assert_eq!(s.history_len, 3);
+        assert_eq!(s.operations.get("add"), Some(&2));
+        assert!(record_from("s1", &HashMap::new()).is_err(), "no record");
+    }
+
+    #[test]
+    fn changes_map_to_script_arguments() {
+        assert_eq!(change_args(&SessionChange::MarkInitialized).0, "init");
+        assert_eq!(
+            change_args(&SessionChange::SetLogLevel(LogLevel::Warning)),
+            ("lvl", "warning".to_owned())
+        );
+        assert_eq!(
+            change_args(&SessionChange::Unsubscribe("u".into())),
+            ("unsub", "u".to_owned())
+        );
+    }
+}
