@@ -14,6 +14,19 @@ use common::cluster::{tool, Cluster};
 use common::*;
 use serde_json::{json, Value};
 
+/// Reads a stream up to its first JSON message and returns that event's id.
+async fn first_message_id(stream: &mut SseStream) -> String {
+    loop {
+        let ev = stream
+            .next_within(Duration::from_secs(5))
+            .await
+            .expect("a message event");
+        if ev.json().is_some() {
+            return ev.id.clone().expect("events carry ids");
+        }
+    }
+}
+
 fn calc(a: i64) -> Value {
     json!({ "a": a, "b": 1, "op": "add" })
 }
@@ -382,16 +395,7 @@ async fn a_stream_of_a_dead_node_ends_with_an_error() {
         tool_params_with_progress("demo_progress", json!({ "steps": 50 }), json!("p")),
     );
     let mut stream = a.post_stream(Some(&sid), &[], &body).await;
-    let mut last_id = None;
-    while last_id.is_none() {
-        let ev = stream
-            .next_within(Duration::from_secs(5))
-            .await
-            .expect("events");
-        if ev.json().is_some() {
-            last_id = ev.id.clone();
-        }
-    }
+    let last_id = Some(first_message_id(&mut stream).await);
     drop(stream);
     cluster.kill9(0);
     let b = cluster.node(1).mcp();
@@ -555,16 +559,7 @@ async fn standalone_events_missed_while_disconnected_replay_on_another_node() {
     let mut get = b.get_stream(Some(&sid), None).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     a.call_tool(&sid, "calculate", calc(1)).await;
-    let mut last_id = None;
-    while last_id.is_none() {
-        let ev = get
-            .next_within(Duration::from_secs(5))
-            .await
-            .expect("an event");
-        if ev.json().is_some() {
-            last_id = ev.id.clone();
-        }
-    }
+    let last_id = Some(first_message_id(&mut get).await);
     drop(get);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Two updates while no GET stream is open anywhere.

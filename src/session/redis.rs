@@ -912,6 +912,27 @@ struct RedisScope {
     id: String,
 }
 
+impl RedisScope {
+    /// Reads the scope: `h` gives the history entries, `s` the record's fields (plus
+    /// `#history`, the history length). A gone scope is `SessionGone`.
+    async fn read(&self, what: &str) -> Result<Vec<String>, DomainError> {
+        let s = &self.store;
+        let reply: Option<(String, Vec<String>)> = s
+            .bounded(
+                s.inner
+                    .scripts
+                    .read_scope
+                    .key(rec_key(&self.id))
+                    .key(hist_key(&self.id))
+                    .arg(what)
+                    .invoke_async(&mut s.conn()),
+            )
+            .await
+            .map_err(gone_to_domain)?;
+        reply.map(|(_, v)| v).ok_or(DomainError::SessionGone)
+    }
+}
+
 #[async_trait]
 impl HistoryScope for RedisScope {
     fn id(&self) -> &str {
@@ -948,46 +969,21 @@ impl HistoryScope for RedisScope {
     }
 
     async fn history(&self) -> Result<Vec<Value>, DomainError> {
-        let s = &self.store;
-        let reply: Option<(String, Vec<String>)> = s
-            .bounded(
-                s.inner
-                    .scripts
-                    .read_scope
-                    .key(rec_key(&self.id))
-                    .key(hist_key(&self.id))
-                    .arg("h")
-                    .invoke_async(&mut s.conn()),
-            )
-            .await
-            .map_err(gone_to_domain)?;
-        let (_, entries) = reply.ok_or(DomainError::SessionGone)?;
-        Ok(entries
+        Ok(self
+            .read("h")
+            .await?
             .iter()
             .map(|e| serde_json::from_str(e).unwrap_or(Value::Null))
             .collect())
     }
 
     async fn stats(&self) -> Result<ScopeStats, DomainError> {
-        let s = &self.store;
-        let reply: Option<(String, Vec<String>)> = s
-            .bounded(
-                s.inner
-                    .scripts
-                    .read_scope
-                    .key(rec_key(&self.id))
-                    .key(hist_key(&self.id))
-                    .arg("s")
-                    .invoke_async(&mut s.conn()),
-            )
-            .await
-            .map_err(gone_to_domain)?;
-        let (_, flat) = reply.ok_or(DomainError::SessionGone)?;
         let mut fields = HashMap::new();
-        let mut it = flat.into_iter();
+        let mut it = self.read("s").await?.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
             fields.insert(k, v);
         }
+        let s = &self.store;
         let pending = s.inner.pending.lock().get(&self.id).copied().unwrap_or(0);
         Ok(stats_from(&self.id, &fields, pending))
     }
