@@ -13,9 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde_json::Value;
 
-use super::numfmt::{js_number, json_number};
+use super::numfmt::{push_js_number, push_json_number, push_json_str};
 use super::resources;
 use crate::protocol::toolset::{DomainError, Era, HistoryScope, RequestContext};
 
@@ -112,13 +111,14 @@ async fn announce_session_change(ctx: &RequestContext) {
 /// The stored history entry. `resultText` keeps non-finite results reproducible, which the
 /// reference lost by storing `null`.
 pub fn entry(id: &str, timestamp: u64, calc: &Calc) -> String {
-    use std::fmt::Write;
     // Written by hand: this runs on every calculation, and a serde round through a JSON tree
     // cost more than the arithmetic and the store together.
     let mut s = String::with_capacity(160);
     s.push_str("{\"id\":");
     push_json_str(&mut s, id);
-    let _ = write!(s, ",\"timestamp\":{timestamp},\"operation\":");
+    s.push_str(",\"timestamp\":");
+    s.push_str(itoa::Buffer::new().format(timestamp));
+    s.push_str(",\"operation\":");
     push_json_str(&mut s, calc.operation);
     s.push_str(",\"inputs\":[");
     for (i, x) in calc.inputs.iter().enumerate() {
@@ -129,34 +129,27 @@ pub fn entry(id: &str, timestamp: u64, calc: &Calc) -> String {
     }
     s.push_str("],\"result\":");
     push_json_number(&mut s, calc.result);
-    s.push_str(",\"resultText\":");
-    push_json_str(&mut s, &js_number(calc.result));
-    s.push('}');
+    // `resultText` is a JavaScript number spelling: never needs escaping.
+    s.push_str(",\"resultText\":\"");
+    push_js_number(&mut s, calc.result);
+    s.push_str("\"}");
     s
-}
-
-/// Appends a JSON string literal.
-fn push_json_str(out: &mut String, text: &str) {
-    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
-}
-
-/// Appends the JSON number [`json_number`] would produce (`null` when not finite).
-fn push_json_number(out: &mut String, x: f64) {
-    match json_number(x) {
-        Value::Null => out.push_str("null"),
-        v => out.push_str(&v.to_string()),
-    }
 }
 
 /// A fresh calculation id; see the module documentation for the scheme.
 pub fn new_calc_id(handle: Option<&str>) -> String {
-    let mut random = String::with_capacity(18 + handle.map_or(0, |h| h.len() * 4 / 3 + 4));
-    random.push_str("c-");
-    random.push_str(&hex::encode(rand::random::<u64>().to_be_bytes()));
-    match handle {
-        Some(h) => format!("{random}.{}", URL_SAFE_NO_PAD.encode(h)),
-        None => random,
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut id = String::with_capacity(18 + handle.map_or(0, |h| h.len() * 4 / 3 + 4));
+    id.push_str("c-");
+    let random = rand::random::<u64>();
+    for shift in (0..16).rev() {
+        id.push(char::from(HEX[((random >> (shift * 4)) & 0xf) as usize]));
     }
+    if let Some(h) = handle {
+        id.push('.');
+        URL_SAFE_NO_PAD.encode_string(h, &mut id);
+    }
+    id
 }
 
 /// Which scope a calculation id points to.
@@ -200,6 +193,7 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn ids_round_trip_their_scope() {

@@ -28,16 +28,14 @@ mod tools;
 mod tests;
 
 use async_trait::async_trait;
-use rmcp::model::{
-    CallToolResult, GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool,
-};
+use rmcp::model::{GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 pub use numfmt::js_number;
 
 use crate::protocol::toolset::{
-    CompletionRef, DomainError, JsonObject, Outcome, RequestContext, Toolset,
+    CompletionRef, DomainError, JsonObject, Outcome, RequestContext, ToolResult, Toolset,
 };
 
 /// Bounds on the work one request may cause (defect D14 of the reference: unbounded factorial,
@@ -172,14 +170,14 @@ impl Toolset for Calculator {
         name: &str,
         arguments: JsonObject,
         ctx: &RequestContext,
-    ) -> Result<Outcome<CallToolResult>, DomainError> {
+    ) -> Result<Outcome<ToolResult>, DomainError> {
         let limits = self.limits();
         let result = match name {
-            _ if self.sample_tool_name() == Some(name) => tools::sample(&arguments)?,
+            _ if self.sample_tool_name() == Some(name) => tools::sample(&arguments)?.into(),
             tools::CALCULATE => tools::calculate(&arguments, ctx).await?,
             tools::BATCH_CALCULATE => tools::batch(&arguments, ctx, &limits).await?,
             tools::ADVANCED_CALCULATE => tools::advanced(&arguments, ctx, &limits).await?,
-            tools::DEMO_PROGRESS => tools::demo_progress(&arguments, ctx, &limits).await?,
+            tools::DEMO_PROGRESS => tools::demo_progress(&arguments, ctx, &limits).await?.into(),
             _ => {
                 let message = format!("Tool {name} not found");
                 return Err(DomainError::InvalidParams {

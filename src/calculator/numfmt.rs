@@ -22,10 +22,57 @@ const MAX_SAFE_INTEGER: f64 = 9_007_199_254_740_991.0;
 /// at `>= 1e21` and `< 1e-6`, `Infinity`/`NaN` spellings); the only case handled here is `-0`,
 /// which JavaScript prints as `0`.
 pub fn js_number(x: f64) -> String {
-    if x == 0.0 {
-        return "0".to_owned();
+    let mut out = String::with_capacity(24);
+    push_js_number(&mut out, x);
+    out
+}
+
+/// Appends `x` as [`js_number`] formats it, without allocating.
+///
+/// Why: every calculation prints its operands and result several times (text, structured
+/// content, history entry); integral values, the common case, skip the shortest-digits search.
+pub fn push_js_number(out: &mut String, x: f64) {
+    match exact_integer(x) {
+        // JavaScript prints integers below 1e21 as plain digits, so the two spellings agree.
+        Some(i) => out.push_str(itoa::Buffer::new().format(i)),
+        None => out.push_str(ryu_js::Buffer::new().format(x)),
     }
-    ryu_js::Buffer::new().format(x).to_owned()
+}
+
+/// `x` as an `i64` when it is integral and exactly representable (|x| <= 2^53 - 1); `-0`
+/// becomes `0`, as JavaScript prints and serializes it.
+fn exact_integer(x: f64) -> Option<i64> {
+    // Exact: |x| <= 2^53 - 1 fits an i64 without rounding. NaN and infinities fail the test.
+    (x.trunc() == x && x.abs() <= MAX_SAFE_INTEGER).then_some(x as i64)
+}
+
+/// Appends the JSON text of [`json_number`]`(x)` (`null` when not finite), byte for byte what
+/// `serde_json` prints for that value, without building it.
+///
+/// Why: history entries and structured content are written as text on the hot path.
+pub fn push_json_number(out: &mut String, x: f64) {
+    if !x.is_finite() {
+        out.push_str("null");
+    } else if let Some(i) = exact_integer(x) {
+        out.push_str(itoa::Buffer::new().format(i));
+    } else {
+        // serde_json writes finite floats with zmij (shortest round-trip digits).
+        out.push_str(zmij::Buffer::new().format_finite(x));
+    }
+}
+
+/// Appends `text` as a JSON string literal, escaped exactly as `serde_json` escapes it.
+///
+/// Why: the hot path writes JSON by hand; ids and operation names need no escaping, so the
+/// common case is two quotes and a copy.
+pub fn push_json_str(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+    }
 }
 
 /// The JSON value JavaScript's `JSON.stringify` would emit for `x`: `null` when not finite,
@@ -38,11 +85,10 @@ pub fn json_number(x: f64) -> Value {
     if !x.is_finite() {
         return Value::Null;
     }
-    if x.trunc() == x && x.abs() <= MAX_SAFE_INTEGER {
-        // Exact: |x| <= 2^53 - 1 fits an i64 without rounding; -0 becomes 0 like in JavaScript.
-        return Value::from(x as i64);
+    match exact_integer(x) {
+        Some(i) => Value::from(i),
+        None => Value::from(x),
     }
-    Value::from(x)
 }
 
 /// Serialises `value` like `JSON.stringify(value, null, 2)`: two-space indent, `\n` line
@@ -191,6 +237,54 @@ mod tests {
         assert_eq!(json_number(f64::INFINITY), Value::Null);
         assert_eq!(json_number(f64::NAN), Value::Null);
         assert_eq!(json_number(1e300), json!(1e300));
+    }
+
+    #[test]
+    fn hand_written_json_matches_serde_json() {
+        let numbers = [
+            0.0,
+            -0.0,
+            3.0,
+            -42.0,
+            2.5,
+            0.1 + 0.2,
+            1e21,
+            1e-7,
+            1e300,
+            9007199254740991.0,
+            9007199254740992.0,
+            -9007199254740993.0,
+            5e-324,
+            f64::INFINITY,
+            f64::NAN,
+        ];
+        for x in numbers {
+            let mut out = String::new();
+            push_json_number(&mut out, x);
+            assert_eq!(out, json_number(x).to_string(), "{x:e}");
+            let mut js = String::new();
+            push_js_number(&mut js, x);
+            let want = if x == 0.0 {
+                "0".to_owned()
+            } else {
+                ryu_js::Buffer::new().format(x).to_owned()
+            };
+            assert_eq!(js, want, "{x:e}");
+        }
+        for text in [
+            "c-0123",
+            "multiply",
+            "",
+            "q\"uote",
+            "back\\slash",
+            "nl\n",
+            "\u{1}",
+            "x²",
+        ] {
+            let mut out = String::new();
+            push_json_str(&mut out, text);
+            assert_eq!(out, serde_json::to_string(text).unwrap(), "{text:?}");
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ async fn call(
     ctx: &RequestContext,
 ) -> Result<CallToolResult, DomainError> {
     match c.call_tool(name, obj(args), ctx).await? {
-        Outcome::Complete(r) => Ok(r),
+        Outcome::Complete(r) => Ok(r.into_call_tool_result()),
         Outcome::InputRequired { .. } => panic!("unexpected InputRequired"),
     }
 }

@@ -13,10 +13,10 @@ use serde_json::{json, Value};
 
 use super::args::Args;
 use super::history::{Calc, HistoryTarget, Recorded};
-use super::numfmt::{js_number, json_number};
+use super::numfmt::{js_number, json_number, push_js_number, push_json_number, push_json_str};
 use super::ops::{AdvancedOp, BasicOp, OpError};
 use super::Limits;
-use crate::protocol::toolset::{DomainError, JsonObject, RequestContext};
+use crate::protocol::toolset::{DomainError, JsonObject, RequestContext, ToolResult};
 
 /// Name of the basic arithmetic tool.
 pub const CALCULATE: &str = "calculate";
@@ -229,17 +229,44 @@ fn failure(error: OpError) -> CallToolResult {
     CallToolResult::error(vec![ContentBlock::text(error.tool_text())])
 }
 
-/// Structured content of one recorded calculation.
-fn single_structured(calc: &Calc, recorded: &Recorded) -> Value {
-    let mut v = json!({
-        "id": recorded.ids.first(),
-        "operation": calc.operation,
-        "inputs": calc.inputs.iter().copied().map(json_number).collect::<Vec<_>>(),
-        "result": json_number(calc.result),
-        "resultText": js_number(calc.result),
-    });
-    add_handle(&mut v, recorded);
-    v
+/// A successful single calculation: the reference's text plus structured content written
+/// as JSON text (no `Value` tree on the hot path).
+fn single_success(text: String, calc: &Calc, recorded: &Recorded) -> ToolResult {
+    let result = CallToolResult::success(vec![ContentBlock::text(text)]);
+    ToolResult::with_structured_json(result, single_structured(calc, recorded))
+}
+
+/// Structured content of one recorded calculation, as JSON text. Keys are in the order a
+/// `serde_json` object would print them (sorted), so the bytes match the tree it replaces.
+fn single_structured(calc: &Calc, recorded: &Recorded) -> String {
+    let mut s = String::with_capacity(128);
+    s.push('{');
+    if let Some(handle) = &recorded.handle {
+        s.push_str("\"historyHandle\":");
+        push_json_str(&mut s, handle);
+        s.push(',');
+    }
+    s.push_str("\"id\":");
+    match recorded.ids.first() {
+        Some(id) => push_json_str(&mut s, id),
+        None => s.push_str("null"),
+    }
+    s.push_str(",\"inputs\":[");
+    for (i, x) in calc.inputs.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        push_json_number(&mut s, *x);
+    }
+    s.push_str("],\"operation\":");
+    push_json_str(&mut s, calc.operation);
+    s.push_str(",\"result\":");
+    push_json_number(&mut s, calc.result);
+    // A JavaScript number spelling never needs escaping.
+    s.push_str(",\"resultText\":\"");
+    push_js_number(&mut s, calc.result);
+    s.push_str("\"}");
+    s
 }
 
 /// Adds `historyHandle` when the history lives behind a state handle.
@@ -272,7 +299,7 @@ pub fn sample(arguments: &JsonObject) -> Result<CallToolResult, DomainError> {
 pub async fn calculate(
     arguments: &JsonObject,
     ctx: &RequestContext,
-) -> Result<CallToolResult, DomainError> {
+) -> Result<ToolResult, DomainError> {
     let args = Args::new(arguments, &["a", "b", "op", "stream", "historyHandle"])?;
     let a = args.number("a")?;
     let b = args.number("b")?;
@@ -281,9 +308,8 @@ pub async fn calculate(
     let target = HistoryTarget::prepare(ctx, args.opt_string("historyHandle")?).await?;
     let result = match op.apply(a, b) {
         Ok(r) => r,
-        Err(e) => return Ok(failure(e)),
+        Err(e) => return Ok(failure(e).into()),
     };
-    let (ja, jb, jr) = (js_number(a), js_number(b), js_number(result));
     if stream {
         ctx.progress(
             0.2,
@@ -292,6 +318,7 @@ pub async fn calculate(
         )
         .await;
         pause(ctx, STREAM_PAUSE).await?;
+        let (ja, jb) = (js_number(a), js_number(b));
         ctx.progress(0.5, Some(1.0), Some(format!("Processing: {ja} {op} {jb}")))
             .await;
         pause(ctx, STREAM_PAUSE).await?;
@@ -303,11 +330,20 @@ pub async fn calculate(
     };
     let recorded = target.record(ctx, std::slice::from_ref(&calc)).await?;
     if stream {
+        let jr = js_number(result);
         ctx.progress(1.0, Some(1.0), Some(format!("Calculation complete: {jr}")))
             .await;
     }
-    let text = format!("{ja} {op} {jb} = {jr}");
-    Ok(success(text, Some(single_structured(&calc, &recorded))))
+    // `{a} {op} {b} = {result}`, written without the formatting machinery.
+    let mut text = String::with_capacity(48);
+    push_js_number(&mut text, a);
+    text.push(' ');
+    text.push_str(op.name());
+    text.push(' ');
+    push_js_number(&mut text, b);
+    text.push_str(" = ");
+    push_js_number(&mut text, result);
+    Ok(single_success(text, &calc, &recorded))
 }
 
 /// One validated item of a batch.
@@ -351,7 +387,7 @@ pub async fn batch(
     arguments: &JsonObject,
     ctx: &RequestContext,
     limits: &Limits,
-) -> Result<CallToolResult, DomainError> {
+) -> Result<ToolResult, DomainError> {
     let args = Args::new(
         arguments,
         &["calculations", "reportProgress", "historyHandle"],
@@ -393,7 +429,8 @@ pub async fn batch(
     Ok(success(
         batch_text(&items, &outcomes),
         Some(batch_structured(&items, &outcomes, &recorded)),
-    ))
+    )
+    .into())
 }
 
 /// `Batch calculation completed. Results:\n` and one line per item.
@@ -468,7 +505,7 @@ pub async fn advanced(
     arguments: &JsonObject,
     ctx: &RequestContext,
     limits: &Limits,
-) -> Result<CallToolResult, DomainError> {
+) -> Result<ToolResult, DomainError> {
     let args = Args::new(arguments, &["operation", "value", "base", "historyHandle"])?;
     let op = args.choice("operation", &AdvancedOp::NAMES, AdvancedOp::parse)?;
     let value = args.number("value")?;
@@ -476,7 +513,7 @@ pub async fn advanced(
     let target = HistoryTarget::prepare(ctx, args.opt_string("historyHandle")?).await?;
     let result = match op.apply(value, base, limits.max_factorial) {
         Ok(r) => r,
-        Err(e) => return Ok(failure(e)),
+        Err(e) => return Ok(failure(e).into()),
     };
     let mut inputs = vec![value];
     inputs.extend(base);
@@ -494,7 +531,7 @@ pub async fn advanced(
         js_number(value),
         js_number(result)
     );
-    Ok(success(text, Some(single_structured(&calc, &recorded))))
+    Ok(single_success(text, &calc, &recorded))
 }
 
 /// `demo_progress`: `steps` pauses of 200 ms, each followed by progress `i` of `steps`.

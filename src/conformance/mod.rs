@@ -22,7 +22,7 @@ use rmcp::model::{
 };
 
 use crate::protocol::toolset::{
-    CompletionRef, DomainError, Era, JsonObject, Outcome, RequestContext, Toolset,
+    CompletionRef, DomainError, Era, JsonObject, Outcome, RequestContext, ToolResult, Toolset,
 };
 
 /// The conformance fixture toolset. Stateless: everything a fixture needs across rounds travels
@@ -67,9 +67,9 @@ impl Toolset for Conformance {
         name: &str,
         arguments: JsonObject,
         ctx: &RequestContext,
-    ) -> Result<Outcome<CallToolResult>, DomainError> {
+    ) -> Result<Outcome<ToolResult>, DomainError> {
         let outcome = tools::call(name, &arguments, ctx).await;
-        client_failures_as_tool_errors(ctx.era, outcome)
+        client_failures_as_tool_errors(ctx.era, outcome).map(|o| o.map(ToolResult::from))
     }
 
     fn resources(&self, _ctx: &RequestContext) -> Vec<Resource> {

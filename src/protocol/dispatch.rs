@@ -10,7 +10,9 @@ use serde_json::{json, Map, Value};
 
 use super::error::ProtocolError;
 use super::registry::Registry;
-use super::toolset::{CompletionRef, DomainError, Era, LogLevel, Outcome, RequestContext};
+use super::toolset::{
+    CompletionRef, DomainError, Era, LogLevel, Outcome, RequestContext, ToolResult,
+};
 use super::version::{self, ALL_VERSIONS, META_SERVER_INFO};
 use crate::session::{SessionChange, SessionStore};
 use crate::telemetry::metrics::{intern_tool, Metrics};
@@ -136,7 +138,8 @@ impl Dispatcher {
     }
 
     /// Sets the era-specific fields of a tool result on the struct itself.
-    fn shape_tool_result(&self, mut r: CallToolResult, era: Era) -> CallToolResult {
+    fn shape_tool_result(&self, mut tr: ToolResult, era: Era) -> ToolResult {
+        let r = &mut tr.result;
         match era {
             Era::Legacy => r.result_type = None,
             Era::Modern => {
@@ -146,7 +149,7 @@ impl Dispatcher {
                     .insert(META_SERVER_INFO.into(), self.server_info.clone());
             }
         }
-        r
+        tr
     }
 
     /// Adds or strips era-specific result fields.
@@ -240,7 +243,7 @@ impl Dispatcher {
                 if !version::validation_is_tool_error(&ctx.protocol_version) {
                     return Err(invalid_params(msg));
                 }
-                CallToolResult::error(vec![ContentBlock::text(msg)])
+                CallToolResult::error(vec![ContentBlock::text(msg)]).into()
             }
             Err(e) => return Err(e.into()),
         };

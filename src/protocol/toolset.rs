@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use rmcp::model::{
     CallToolResult, GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool,
 };
+use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -125,6 +126,91 @@ pub enum Outcome<T> {
         input_requests: Option<JsonObject>,
         request_state: Option<String>,
     },
+}
+
+/// A tool call's result: an rmcp [`CallToolResult`] whose structured content a domain may
+/// hand over as JSON text it already wrote, instead of a `Value` tree.
+///
+/// Why: the calculator answers every call with structured content, and building it as a tree
+/// only for the dispatcher to serialize it again was a measurable part of the hot path. The
+/// serialized form is exactly that of the equivalent `CallToolResult` (same keys, same order).
+#[derive(Debug, Clone)]
+pub struct ToolResult {
+    /// Everything but pre-serialized structured content.
+    pub result: CallToolResult,
+    /// `structuredContent` as JSON text; when set, it replaces `result.structured_content`.
+    pub structured_json: Option<Box<RawValue>>,
+}
+
+impl From<CallToolResult> for ToolResult {
+    fn from(result: CallToolResult) -> Self {
+        Self {
+            result,
+            structured_json: None,
+        }
+    }
+}
+
+impl ToolResult {
+    /// A result with structured content given as JSON text (which must be valid JSON; invalid
+    /// text is dropped rather than sent).
+    pub fn with_structured_json(result: CallToolResult, json: String) -> Self {
+        Self {
+            result,
+            structured_json: RawValue::from_string(json).ok(),
+        }
+    }
+
+    /// The plain `CallToolResult`, with the structured content parsed into a `Value` (for
+    /// tests and callers that inspect it; the hot path serializes `self` instead).
+    pub fn into_call_tool_result(self) -> CallToolResult {
+        let mut result = self.result;
+        if let Some(raw) = self.structured_json {
+            result.structured_content = serde_json::from_str(raw.get()).ok();
+        }
+        result
+    }
+}
+
+impl serde::Serialize for ToolResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        // Field order and skipping rules of rmcp's `CallToolResult`.
+        let r = &self.result;
+        let mut s = serializer.serialize_struct("CallToolResult", 5)?;
+        if let Some(t) = &r.result_type {
+            s.serialize_field("resultType", t)?;
+        }
+        s.serialize_field("content", &r.content)?;
+        if let Some(raw) = &self.structured_json {
+            s.serialize_field("structuredContent", raw)?;
+        } else if let Some(v) = &r.structured_content {
+            s.serialize_field("structuredContent", v)?;
+        }
+        if let Some(e) = &r.is_error {
+            s.serialize_field("isError", e)?;
+        }
+        if let Some(m) = &r.meta {
+            s.serialize_field("_meta", m)?;
+        }
+        s.end()
+    }
+}
+
+impl<T> Outcome<T> {
+    /// Converts a complete result, keeping an `InputRequired` outcome as it is.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+        match self {
+            Outcome::Complete(r) => Outcome::Complete(f(r)),
+            Outcome::InputRequired {
+                input_requests,
+                request_state,
+            } => Outcome::InputRequired {
+                input_requests,
+                request_state,
+            },
+        }
+    }
 }
 
 /// A reference in `completion/complete`.
@@ -367,7 +453,7 @@ pub trait Toolset: Send + Sync + 'static {
         name: &str,
         arguments: JsonObject,
         ctx: &RequestContext,
-    ) -> Result<Outcome<CallToolResult>, DomainError>;
+    ) -> Result<Outcome<ToolResult>, DomainError>;
     /// Direct resources; may depend on the request (e.g. the session's own info URI).
     fn resources(&self, ctx: &RequestContext) -> Vec<Resource>;
     /// Resource templates (RFC 6570 URIs).
@@ -399,4 +485,34 @@ pub trait Toolset: Send + Sync + 'static {
         value: &str,
         context: &JsonObject,
     ) -> Option<Vec<String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rmcp::model::ContentBlock;
+
+    #[test]
+    fn tool_results_serialize_like_call_tool_results() {
+        let structured = serde_json::json!({"id": "c-1", "inputs": [6, 7], "result": 42});
+        let mut plain = CallToolResult::success(vec![ContentBlock::text("6 multiply 7 = 42")]);
+        plain.structured_content = Some(structured.clone());
+        let mut text = CallToolResult::success(vec![ContentBlock::text("6 multiply 7 = 42")]);
+        text.result_type = None;
+        plain.result_type = None;
+        let tr = ToolResult::with_structured_json(text, structured.to_string());
+        let want = serde_json::to_string(&plain).unwrap();
+        assert_eq!(serde_json::to_string(&tr).unwrap(), want);
+        assert_eq!(
+            serde_json::to_string(&ToolResult::from(plain.clone())).unwrap(),
+            want
+        );
+        assert_eq!(tr.into_call_tool_result(), plain);
+        let mut modern = CallToolResult::error(vec![ContentBlock::text("x")]);
+        modern.meta = Some(rmcp::model::MetaObject::new());
+        assert_eq!(
+            serde_json::to_string(&ToolResult::from(modern.clone())).unwrap(),
+            serde_json::to_string(&modern).unwrap()
+        );
+    }
 }
