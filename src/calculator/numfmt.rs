@@ -61,19 +61,8 @@ pub fn push_json_number(out: &mut String, x: f64) {
     }
 }
 
-/// Appends `text` as a JSON string literal, escaped exactly as `serde_json` escapes it.
-///
-/// Why: the hot path writes JSON by hand; ids and operation names need no escaping, so the
-/// common case is two quotes and a copy.
-pub fn push_json_str(out: &mut String, text: &str) {
-    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-        out.push('"');
-        out.push_str(text);
-        out.push('"');
-    } else {
-        out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
-    }
-}
+/// Appends `text` as a JSON string literal (the protocol layer's escaper, shared).
+pub use crate::protocol::jsonrpc::push_json_str;
 
 /// The JSON value JavaScript's `JSON.stringify` would emit for `x`: `null` when not finite,
 /// an integer when integral and exactly representable (so that it prints as `3`, not `3.0`),

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 
 use rmcp::model::{CallToolResult, ContentBlock, MetaObject, ResultType};
-use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use super::error::ProtocolError;
@@ -75,14 +74,14 @@ impl Dispatcher {
     }
 
     /// Handles one request (not `initialize`, not `subscriptions/listen`: the transport owns those).
-    /// The result is serialized JSON: typed results (the hot `tools/call` path) are shaped as
+    /// The result is its JSON text: typed results (the hot `tools/call` path) are shaped as
     /// structs and serialized once, never built as a `Value` tree.
     pub async fn call(
         &self,
         method: &str,
         params: &Map<String, Value>,
         ctx: &RequestContext,
-    ) -> Result<Box<RawValue>, ProtocolError> {
+    ) -> Result<String, ProtocolError> {
         let start = Instant::now();
         let mut tool = None;
         let result = if method == "tools/call" {
@@ -112,7 +111,7 @@ impl Dispatcher {
         method: &str,
         params: &Map<String, Value>,
         ctx: &RequestContext,
-    ) -> Result<Box<RawValue>, ProtocolError> {
+    ) -> Result<String, ProtocolError> {
         let era = ctx.era;
         let result = match (method, era) {
             ("ping", Era::Legacy) => Ok(json!({})),
@@ -224,7 +223,7 @@ impl Dispatcher {
         params: &Map<String, Value>,
         ctx: &RequestContext,
         tool: &mut Option<&'static str>,
-    ) -> Result<Box<RawValue>, ProtocolError> {
+    ) -> Result<String, ProtocolError> {
         let name = required_str(params, "name")?;
         let arguments = optional_object(params, "arguments")?;
         let active = self.registry.active();
@@ -247,7 +246,9 @@ impl Dispatcher {
             }
             Err(e) => return Err(e.into()),
         };
-        raw(&self.shape_tool_result(result, ctx.era))
+        self.shape_tool_result(result, ctx.era)
+            .to_json()
+            .map_err(|e| ProtocolError::Internal(e.to_string()))
     }
 
     async fn get_prompt(
@@ -404,8 +405,9 @@ fn outcome_json<T: serde::Serialize>(
     }
 }
 
-fn raw<T: serde::Serialize>(v: &T) -> Result<Box<RawValue>, ProtocolError> {
-    serde_json::value::to_raw_value(v).map_err(|e| ProtocolError::Internal(e.to_string()))
+/// The JSON text of a result.
+fn raw<T: serde::Serialize>(v: &T) -> Result<String, ProtocolError> {
+    serde_json::to_string(v).map_err(|e| ProtocolError::Internal(e.to_string()))
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtocolError> {

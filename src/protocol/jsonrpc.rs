@@ -111,16 +111,43 @@ pub fn response(id: &RequestId, result: Value) -> Value {
     json!({ "jsonrpc": "2.0", "id": id, "result": result })
 }
 
-/// A success response around an already-serialized result, as text (no `Value` tree).
-pub fn response_text(id: &RequestId, result: &serde_json::value::RawValue) -> String {
-    let id = serde_json::to_string(id).unwrap_or_else(|_| "null".into());
-    let mut s = String::with_capacity(result.get().len() + id.len() + 33);
+/// A success response around an already-serialized result (JSON text), as text (no `Value`
+/// tree, one allocation).
+pub fn response_text(id: &RequestId, result: &str) -> String {
+    let mut s = String::with_capacity(result.len() + 64);
     s.push_str("{\"jsonrpc\":\"2.0\",\"id\":");
-    s.push_str(&id);
+    push_id(&mut s, id);
     s.push_str(",\"result\":");
-    s.push_str(result.get());
+    s.push_str(result);
     s.push('}');
     s
+}
+
+/// Appends a request id's JSON text (as `serde_json` writes it; ids are strings or integers).
+fn push_id(out: &mut String, id: &RequestId) {
+    match id {
+        Value::String(text) => push_json_str(out, text),
+        Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+            (Some(i), _) => out.push_str(itoa::Buffer::new().format(i)),
+            (None, Some(u)) => out.push_str(itoa::Buffer::new().format(u)),
+            _ => out.push_str(&n.to_string()),
+        },
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_else(|_| "null".into())),
+    }
+}
+
+/// Appends `text` as a JSON string literal, escaped exactly as `serde_json` escapes it.
+///
+/// Why: hot-path responses are written by hand; ids, names and numbers need no escaping, so
+/// the common case is two quotes and a copy.
+pub fn push_json_str(out: &mut String, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(text);
+        out.push('"');
+    } else {
+        out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+    }
 }
 
 /// An error response; `id` is null when the request's id could not be read.
@@ -159,6 +186,25 @@ mod tests {
         assert!(matches!(n, Incoming::Notification { .. }));
         let resp = classify(json!({"jsonrpc":"2.0","id":"s1","result":{}})).unwrap();
         assert!(matches!(resp, Incoming::Response { outcome: Ok(_), .. }));
+    }
+
+    #[test]
+    fn response_text_matches_serde_json() {
+        for id in [
+            json!(7),
+            json!(-3),
+            json!(u64::MAX),
+            json!("a\"b"),
+            json!("s-1"),
+        ] {
+            let text = response_text(&id, "{\"x\":[1]}");
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).unwrap(),
+                json!({"jsonrpc": "2.0", "id": id, "result": {"x": [1]}})
+            );
+            let want_id = serde_json::to_string(&id).unwrap();
+            assert!(text.contains(&format!("\"id\":{want_id},")), "{text}");
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@ use async_trait::async_trait;
 use rmcp::model::{
     CallToolResult, GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool,
 };
-use serde_json::value::RawValue;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -139,7 +138,7 @@ pub struct ToolResult {
     /// Everything but pre-serialized structured content.
     pub result: CallToolResult,
     /// `structuredContent` as JSON text; when set, it replaces `result.structured_content`.
-    pub structured_json: Option<Box<RawValue>>,
+    pub structured_json: Option<String>,
 }
 
 impl From<CallToolResult> for ToolResult {
@@ -152,12 +151,16 @@ impl From<CallToolResult> for ToolResult {
 }
 
 impl ToolResult {
-    /// A result with structured content given as JSON text (which must be valid JSON; invalid
-    /// text is dropped rather than sent).
+    /// A result with structured content given as JSON text. The text must be one valid JSON
+    /// value: it is sent as it is (checked only in debug builds).
     pub fn with_structured_json(result: CallToolResult, json: String) -> Self {
+        debug_assert!(
+            serde_json::from_str::<serde::de::IgnoredAny>(&json).is_ok(),
+            "structured content is not valid JSON: {json}"
+        );
         Self {
             result,
-            structured_json: RawValue::from_string(json).ok(),
+            structured_json: Some(json),
         }
     }
 
@@ -165,35 +168,53 @@ impl ToolResult {
     /// tests and callers that inspect it; the hot path serializes `self` instead).
     pub fn into_call_tool_result(self) -> CallToolResult {
         let mut result = self.result;
-        if let Some(raw) = self.structured_json {
-            result.structured_content = serde_json::from_str(raw.get()).ok();
+        if let Some(json) = self.structured_json {
+            result.structured_content = serde_json::from_str(&json).ok();
         }
         result
+    }
+
+    /// The JSON text of this result: what `serde_json` writes for the equivalent
+    /// `CallToolResult` (field order and skipping rules included), with the structured
+    /// content's text copied in rather than re-parsed.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        let Some(structured) = &self.structured_json else {
+            return serde_json::to_string(&self.result);
+        };
+        let r = &self.result;
+        let mut out = Vec::with_capacity(structured.len() + 128);
+        out.push(b'{');
+        if let Some(t) = &r.result_type {
+            out.extend_from_slice(b"\"resultType\":");
+            serde_json::to_writer(&mut out, t)?;
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\"content\":");
+        serde_json::to_writer(&mut out, &r.content)?;
+        out.extend_from_slice(b",\"structuredContent\":");
+        out.extend_from_slice(structured.as_bytes());
+        match r.is_error {
+            Some(true) => out.extend_from_slice(b",\"isError\":true"),
+            Some(false) => out.extend_from_slice(b",\"isError\":false"),
+            None => {}
+        }
+        if let Some(m) = &r.meta {
+            out.extend_from_slice(b",\"_meta\":");
+            serde_json::to_writer(&mut out, m)?;
+        }
+        out.push(b'}');
+        String::from_utf8(out).map_err(serde::ser::Error::custom)
     }
 }
 
 impl serde::Serialize for ToolResult {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        // Field order and skipping rules of rmcp's `CallToolResult`.
-        let r = &self.result;
-        let mut s = serializer.serialize_struct("CallToolResult", 5)?;
-        if let Some(t) = &r.result_type {
-            s.serialize_field("resultType", t)?;
-        }
-        s.serialize_field("content", &r.content)?;
-        if let Some(raw) = &self.structured_json {
-            s.serialize_field("structuredContent", raw)?;
-        } else if let Some(v) = &r.structured_content {
-            s.serialize_field("structuredContent", v)?;
-        }
-        if let Some(e) = &r.is_error {
-            s.serialize_field("isError", e)?;
-        }
-        if let Some(m) = &r.meta {
-            s.serialize_field("_meta", m)?;
-        }
-        s.end()
+        use serde::ser::Error;
+        // Not the hot path (the dispatcher uses `to_json`): go through a parsed copy.
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_str(&self.to_json().map_err(S::Error::custom)?)
+                .map_err(S::Error::custom)?;
+        raw.serialize(serializer)
     }
 }
 
@@ -502,6 +523,7 @@ mod tests {
         plain.result_type = None;
         let tr = ToolResult::with_structured_json(text, structured.to_string());
         let want = serde_json::to_string(&plain).unwrap();
+        assert_eq!(tr.to_json().unwrap(), want);
         assert_eq!(serde_json::to_string(&tr).unwrap(), want);
         assert_eq!(
             serde_json::to_string(&ToolResult::from(plain.clone())).unwrap(),
