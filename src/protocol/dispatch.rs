@@ -76,10 +76,12 @@ impl Dispatcher {
     /// Handles one request (not `initialize`, not `subscriptions/listen`: the transport owns those).
     /// The result is its JSON text: typed results (the hot `tools/call` path) are shaped as
     /// structs and serialized once, never built as a `Value` tree.
+    /// `tools/call` takes its `arguments` out of `params` (the tool owns them; no copy); the
+    /// rest of `params` is left as it was.
     pub async fn call(
         &self,
         method: &str,
-        params: &Map<String, Value>,
+        params: &mut Map<String, Value>,
         ctx: &RequestContext,
     ) -> Result<String, ProtocolError> {
         let start = Instant::now();
@@ -220,12 +222,14 @@ impl Dispatcher {
     /// Calls a tool; `tool` receives its (interned) name for metrics once it is known to exist.
     async fn call_tool(
         &self,
-        params: &Map<String, Value>,
+        params: &mut Map<String, Value>,
         ctx: &RequestContext,
         tool: &mut Option<&'static str>,
     ) -> Result<String, ProtocolError> {
+        // `name` is checked before `arguments`, as the errors have always been ordered.
+        required_str(params, "name")?;
+        let arguments = take_object(params, "arguments")?;
         let name = required_str(params, "name")?;
-        let arguments = optional_object(params, "arguments")?;
         let active = self.registry.active();
         let owner = active
             .tool_owner(name)
@@ -439,6 +443,21 @@ pub fn required_str<'a>(
         .get(key)
         .and_then(Value::as_str)
         .ok_or_else(|| invalid_params(format!("{key} is required and must be a string")))
+}
+
+/// Like [`optional_object`], but moves the object out of `params` instead of copying it.
+fn take_object(
+    params: &mut Map<String, Value>,
+    key: &str,
+) -> Result<Map<String, Value>, ProtocolError> {
+    match params.get(key) {
+        None | Some(Value::Null) => Ok(Map::new()),
+        Some(Value::Object(_)) => match params.remove(key) {
+            Some(Value::Object(m)) => Ok(m),
+            _ => Ok(Map::new()),
+        },
+        Some(_) => Err(invalid_params(format!("{key} must be an object"))),
+    }
 }
 
 fn optional_object(

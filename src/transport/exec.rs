@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -225,14 +225,14 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
     }
 }
 
-async fn execute(app: AppState, req: Prepared, ctx: RequestContext, tx: mpsc::Sender<Out>) {
+async fn execute(app: AppState, mut req: Prepared, ctx: RequestContext, tx: mpsc::Sender<Out>) {
     let start = Instant::now();
     // Cancellation is checked first: a handler that stops because the token fired returns
     // `Err(Cancelled)` in the same poll, and a cancelled request gets no response.
     let outcome = tokio::select! {
         biased;
         _ = ctx.cancel.cancelled() => None,
-        r = app.dispatcher.call(&req.method, &req.params, &ctx) => Some(r),
+        r = app.dispatcher.call(&req.method, &mut req.params, &ctx) => Some(r),
     };
     // The dispatcher records finished operations; a cancelled one never finishes there.
     let Some(outcome) = outcome else {
@@ -269,7 +269,9 @@ pub fn json_response(
     )
         .into_response();
     if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(s).ok()) {
-        resp.headers_mut().insert("mcp-session-id", sid);
+        // A static name: a `&str` name is parsed (and allocated) on every insert.
+        resp.headers_mut()
+            .insert(HeaderName::from_static(super::headers::SESSION_ID), sid);
     }
     resp
 }

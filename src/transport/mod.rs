@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -86,13 +86,17 @@ where
     }
 }
 
-/// POST `/mcp`.
+/// POST `/mcp`. The request is taken whole so that its headers are moved out rather than
+/// cloned (as the `HeaderMap` extractor does); the body is read exactly as the `Bytes`
+/// extractor reads it (same limit, same rejections).
 pub async fn post(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let body = Bytes::from_request(Request::from_parts(parts, body), &()).await;
     guarded(&app, &headers, peer, post_inner(&app, &headers, body)).await
 }
 
