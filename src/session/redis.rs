@@ -81,6 +81,36 @@ pub struct RedisConfig {
     pub node_id: String,
 }
 
+/// Shards of the per-node maps, so that requests on different sessions do not contend.
+const SHARDS: usize = 32;
+
+/// A value split into [`SHARDS`] independently locked parts, picked by key hash: the hot path
+/// takes no lock shared by every request.
+struct Sharded<T> {
+    shards: Vec<Mutex<T>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl<T> Sharded<T> {
+    fn new(make: impl Fn() -> T) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(make())).collect(),
+            hasher: Default::default(),
+        }
+    }
+
+    fn of(&self, key: &str) -> &Mutex<T> {
+        use std::hash::BuildHasher;
+        &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
+    }
+
+    fn each(&self, mut f: impl FnMut(&mut T)) {
+        for shard in &self.shards {
+            f(&mut shard.lock());
+        }
+    }
+}
+
 /// What a node keeps of a session between requests.
 #[derive(Clone)]
 struct Cached {
@@ -150,7 +180,7 @@ enum Target {
 
 struct Inner {
     /// The shared multiplexed connection (replaced when Sentinel names a new master).
-    conn: RwLock<ConnectionManager>,
+    conn: arc_swap::ArcSwap<ConnectionManager>,
     /// The client behind `conn`, for the pub/sub connection.
     client: RwLock<redis::Client>,
     target: Target,
@@ -160,11 +190,11 @@ struct Inner {
     scripts: Scripts,
     counters: SessionCounters,
     signals: broadcast::Sender<Envelope>,
-    cache: Mutex<lru::LruCache<String, Cached>>,
+    cache: Sharded<lru::LruCache<String, Cached>>,
     /// Single-flight loads: one Redis read per session per node at a time.
     loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Requests served from cache and not yet counted in Redis, per scope.
-    pending: Mutex<HashMap<String, u64>>,
+    pending: Sharded<HashMap<String, u64>>,
     /// Local readers waiting for events, per `<session> <stream>`.
     waiters: Mutex<HashMap<String, Weak<Notify>>>,
     /// Standalone-stream claims held by this node (refreshed by the heartbeat).
@@ -239,20 +269,21 @@ impl RedisStore {
             },
         };
         let conn = manager(&client, cfg.command_timeout)?;
-        let capacity = NonZeroUsize::new(cfg.cache_capacity.max(1)).expect("non-zero");
+        let capacity =
+            NonZeroUsize::new(cfg.cache_capacity.div_ceil(SHARDS).max(1)).expect("non-zero");
         let (signals, _) = broadcast::channel(4096);
         let store = Self {
             inner: Arc::new(Inner {
-                conn: RwLock::new(conn),
+                conn: arc_swap::ArcSwap::from_pointee(conn),
                 client: RwLock::new(client),
                 target,
                 resubscribe: Arc::new(Notify::new()),
                 scripts: Scripts::new(),
                 counters: SessionCounters::default(),
                 signals,
-                cache: Mutex::new(lru::LruCache::new(capacity)),
+                cache: Sharded::new(|| lru::LruCache::new(capacity)),
                 loading: Mutex::default(),
-                pending: Mutex::default(),
+                pending: Sharded::new(HashMap::new),
                 waiters: Mutex::default(),
                 claims: Mutex::default(),
                 subscribed: AtomicBool::new(false),
@@ -278,7 +309,7 @@ impl RedisStore {
     }
 
     fn conn(&self) -> ConnectionManager {
-        self.inner.conn.read().clone()
+        ConnectionManager::clone(&self.inner.conn.load())
     }
 
     /// Runs a Redis future under the command timeout.
@@ -294,22 +325,28 @@ impl RedisStore {
     }
 
     fn take_pending(&self, id: &str) -> u64 {
-        self.inner.pending.lock().remove(id).unwrap_or(0)
+        self.inner.pending.of(id).lock().remove(id).unwrap_or(0)
     }
 
     fn restore_pending(&self, id: &str, n: u64) {
         if n > 0 {
-            *self.inner.pending.lock().entry(id.to_owned()).or_default() += n;
+            *self
+                .inner
+                .pending
+                .of(id)
+                .lock()
+                .entry(id.to_owned())
+                .or_default() += n;
         }
     }
 
     fn evict(&self, id: &str) {
-        self.inner.cache.lock().pop(id);
+        self.inner.cache.of(id).lock().pop(id);
     }
 
     /// Refreshes a cached entry's validity after a write that slid the TTL.
     fn refreshed(&self, id: &str, ttl_ms: i64, ver: &str) {
-        let mut cache = self.inner.cache.lock();
+        let mut cache = self.inner.cache.of(id).lock();
         let stale = match cache.get_mut(id) {
             Some(c) if c.ver == ver => {
                 c.valid_until = valid_until(ttl_ms);
@@ -327,7 +364,7 @@ impl RedisStore {
         if !self.inner.subscribed.load(Ordering::Relaxed) {
             return None;
         }
-        let mut cache = self.inner.cache.lock();
+        let mut cache = self.inner.cache.of(id).lock();
         match cache.get(id) {
             Some(c) if c.valid_until > Instant::now() => Some(c.record.clone()),
             Some(_) => {
@@ -363,7 +400,7 @@ impl RedisStore {
         if record.initialized {
             // Only initialized sessions are cached: `initialized` is the one flag a client
             // flips and immediately relies on from another node.
-            self.inner.cache.lock().put(
+            self.inner.cache.of(id).lock().put(
                 id.to_owned(),
                 Cached {
                     record: record.clone(),
@@ -653,7 +690,7 @@ async fn watch_master(weak: Weak<Inner>) {
         match manager(&found, inner.cfg.command_timeout) {
             Ok(conn) => {
                 tracing::warn!(master = %now, previous = %before, "Redis master moved; following it");
-                *inner.conn.write() = conn;
+                inner.conn.store(Arc::new(conn));
                 *inner.client.write() = found;
                 inner.resubscribe.notify_one();
             }
@@ -811,7 +848,7 @@ async fn subscribe_loop(weak: Weak<Inner>) {
         backoff = Duration::from_millis(100);
         {
             let Some(inner) = weak.upgrade() else { return };
-            inner.cache.lock().clear();
+            inner.cache.each(|c| c.clear());
             inner.subscribed.store(true, Ordering::Relaxed);
             wake_all(&inner);
             tracing::info!("subscribed to Redis signals");
@@ -844,7 +881,7 @@ async fn subscribe_loop(weak: Weak<Inner>) {
             };
             match &envelope.payload {
                 Signal::SessionEnded { session } => {
-                    inner.cache.lock().pop(session);
+                    inner.cache.of(session).lock().pop(session);
                     let prefix = format!("{session} ");
                     let ws: Vec<_> = inner
                         .waiters
@@ -856,7 +893,7 @@ async fn subscribe_loop(weak: Weak<Inner>) {
                     ws.iter().for_each(|n| n.notify_waiters());
                 }
                 Signal::SessionChanged { session } => {
-                    inner.cache.lock().pop(session);
+                    inner.cache.of(session).lock().pop(session);
                     continue;
                 }
                 _ => {}
@@ -865,7 +902,7 @@ async fn subscribe_loop(weak: Weak<Inner>) {
         }
         if let Some(inner) = weak.upgrade() {
             inner.subscribed.store(false, Ordering::Relaxed);
-            inner.cache.lock().clear();
+            inner.cache.each(|c| c.clear());
             wake_all(&inner);
             tracing::warn!("lost the Redis signal subscription; reconnecting");
         }
@@ -887,7 +924,7 @@ async fn heartbeat(weak: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = weak.upgrade() else { return };
-        let mut conn = inner.conn.read().clone();
+        let mut conn = ConnectionManager::clone(&inner.conn.load());
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(node_key(&inner.cfg.node_id))
@@ -984,7 +1021,14 @@ impl HistoryScope for RedisScope {
             fields.insert(k, v);
         }
         let s = &self.store;
-        let pending = s.inner.pending.lock().get(&self.id).copied().unwrap_or(0);
+        let pending = s
+            .inner
+            .pending
+            .of(&self.id)
+            .lock()
+            .get(&self.id)
+            .copied()
+            .unwrap_or(0);
         Ok(stats_from(&self.id, &fields, pending))
     }
 }
@@ -1040,7 +1084,7 @@ impl SessionStore for RedisStore {
     ) -> Result<Option<SessionRecord>, StoreError> {
         if let Some(mut record) = self.cached(id) {
             if count_request {
-                let mut pending = self.inner.pending.lock();
+                let mut pending = self.inner.pending.of(id).lock();
                 let n = pending.entry(id.to_owned()).or_default();
                 *n += 1;
                 record.request_count += *n;
@@ -1058,7 +1102,7 @@ impl SessionStore for RedisStore {
         let result = match self.cached(id) {
             // Another request loaded it while this one waited.
             Some(mut record) if count_request => {
-                let mut pending = self.inner.pending.lock();
+                let mut pending = self.inner.pending.of(id).lock();
                 let n = pending.entry(id.to_owned()).or_default();
                 *n += 1;
                 record.request_count += *n;
@@ -1131,7 +1175,7 @@ impl SessionStore for RedisStore {
             )
             .await?;
         self.evict(id);
-        self.inner.pending.lock().remove(id);
+        self.inner.pending.of(id).lock().remove(id);
         if done == 1 {
             SessionCounters::add(&self.inner.counters.deleted, 1);
             if let Some((_, n)) = self.inner.live_count.lock().as_mut() {
