@@ -273,6 +273,12 @@ pub fn json_response(
         resp.headers_mut()
             .insert(HeaderName::from_static(super::headers::SESSION_ID), sid);
     }
+    // A handler that met an unreachable store answers 503 here (its error's headers do not
+    // travel with `Out::Final`); every 503 carries `Retry-After`, as `ApiError::unavailable`.
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
     resp
 }
 
@@ -309,7 +315,10 @@ async fn legacy_stream(
     }
     let store = app.store.clone();
     let (s2, st2) = (sid.clone(), stream.clone());
-    tokio::spawn(async move {
+    // Tracked like the request itself: a drain waits until the final message is in the log,
+    // so a client whose stream was closed by the drain resumes to the result, not to the
+    // "instance stopped" error (and does not send the request again).
+    app.drain.tasks.spawn(async move {
         let mut next = first;
         loop {
             let out = match next.take() {

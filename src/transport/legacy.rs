@@ -85,6 +85,12 @@ async fn settle(app: &AppState, sid: &str, resp: Response) -> Response {
     if !app.store.defers_bookkeeping() {
         return resp;
     }
+    // An answer that already says the store is unreachable does not wait on it a second time
+    // (which doubled a 503's latency while Redis hung): the request stays counted on this
+    // node and is folded into its next write.
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE && !app.drain.is_draining() {
+        return resp;
+    }
     match app.store.settle(sid).await {
         Ok(true) => resp,
         Ok(false) => ApiError::session_not_found().into_response(),

@@ -1,0 +1,861 @@
+//! Failover: nodes killed or restarted under load behind nginx, and the shared Redis stopped,
+//! frozen or killed. Each test builds its own cluster (private Redis, nodes, nginx) on
+//! ephemeral ports, so the tests are parallel-safe.
+//!
+//! The load is driven by a client that behaves like a real Streamable HTTP client: a call
+//! answered as JSON is done; a call answered as an SSE stream that ends without its result (the
+//! node drained or died) is resumed with `GET` + `Last-Event-ID` through the balancer, on
+//! whichever node nginx picks. A call is *acknowledged* when the client got its result.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, Redis};
+use common::*;
+use serde_json::{json, Value};
+
+fn calc(a: i64) -> Value {
+    json!({ "a": a, "b": 1, "op": "add" })
+}
+
+/// A calculation the client got a result for.
+#[derive(Debug)]
+struct Ack {
+    /// The calculation id from `structuredContent.id`.
+    calc_id: String,
+    /// The result came through a resumed stream (not the original response).
+    resumed: bool,
+}
+
+/// A call the client got no result for.
+#[derive(Debug)]
+struct Failure {
+    /// `transport`, `status`, `no-answer` or `error-answer`.
+    kind: &'static str,
+    /// The original response was an SSE stream that ended early and was resumed: the node
+    /// answering it went away while the request was already streaming.
+    cut: bool,
+    detail: String,
+}
+
+fn failure(kind: &'static str, cut: bool, detail: impl std::fmt::Display) -> Failure {
+    Failure {
+        kind,
+        cut,
+        detail: detail.to_string(),
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cut = if self.cut {
+            " (cut stream, resumed)"
+        } else {
+            ""
+        };
+        write!(f, "{}{cut}: {}", self.kind, self.detail)
+    }
+}
+
+/// One failure per line.
+fn list(failures: &[&Failure]) -> String {
+    failures.iter().map(|f| format!("\n  {f}")).collect()
+}
+
+/// Judges the answer message of a calculate call.
+fn judge(msg: &Value, resumed: bool) -> Result<Ack, Failure> {
+    match msg["result"]["structuredContent"]["id"].as_str() {
+        Some(id) if msg["result"]["isError"] == false => Ok(Ack {
+            calc_id: id.to_owned(),
+            resumed,
+        }),
+        _ => Err(failure("error-answer", resumed, msg)),
+    }
+}
+
+/// One `tools/call calculate` on a session, resuming a cut SSE answer (at most 3 times).
+/// Never panics: every way it can end is reported.
+async fn calculate(mcp: &Mcp, sid: &str, id: i64, a: i64) -> Result<Ack, Failure> {
+    const LIMIT: Duration = Duration::from_secs(15);
+    let body = request(id, "tools/call", tool_params("calculate", calc(a)));
+    let resp = mcp
+        .http
+        .post(&mcp.url)
+        .header("Accept", ACCEPT_BOTH)
+        .header("Content-Type", "application/json")
+        .header("Mcp-Session-Id", sid)
+        .timeout(LIMIT)
+        .body(serde_json::to_vec(&body).unwrap())
+        .send()
+        .await
+        .map_err(|e| failure("transport", false, e))?;
+    let status = resp.status().as_u16();
+    let sse = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if status != 200 {
+        let text = resp.text().await.unwrap_or_default();
+        return Err(failure("status", false, format!("HTTP {status}: {text}")));
+    }
+    if !sse {
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| failure("transport", false, e))?;
+        let msg: Value = serde_json::from_str(&text)
+            .map_err(|e| failure("error-answer", false, format!("{e}: {text:?}")))?;
+        return judge(&msg, false);
+    }
+    let want = json!(id);
+    let mut stream = SseStream::new(resp);
+    let mut last_id: Option<String> = None;
+    let mut resumed = false;
+    for _ in 0..=3 {
+        loop {
+            let next = tokio::time::timeout(LIMIT, stream.next())
+                .await
+                .map_err(|_| failure("no-answer", resumed, "stream silent for 15 s"))?;
+            let Some(ev) = next else { break };
+            if ev.id.is_some() {
+                last_id = ev.id.clone();
+            }
+            if let Some(msg) = ev.json() {
+                if msg.get("id") == Some(&want) && msg.get("method").is_none() {
+                    return judge(&msg, resumed);
+                }
+            }
+        }
+        // The stream ended without the answer: resume where it stopped.
+        let Some(last) = last_id.as_deref() else {
+            return Err(failure(
+                "no-answer",
+                resumed,
+                "stream ended before any event",
+            ));
+        };
+        resumed = true;
+        let resp = mcp
+            .http
+            .get(&mcp.url)
+            .header("Accept", "text/event-stream")
+            .header("Mcp-Session-Id", sid)
+            .header("Last-Event-ID", last)
+            .timeout(LIMIT)
+            .send()
+            .await
+            .map_err(|e| failure("transport", true, e))?;
+        if resp.status() != 200 {
+            let code = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            return Err(failure(
+                "status",
+                true,
+                format!("resume: HTTP {code}: {text}"),
+            ));
+        }
+        stream = SseStream::new(resp);
+    }
+    Err(failure("no-answer", true, "no answer after 3 resumptions"))
+}
+
+/// What one session's client saw.
+#[derive(Default, Debug)]
+struct SessionLog {
+    acked: Vec<String>,
+    /// Acknowledged calls that started after the fault.
+    acked_after_fault: usize,
+    /// Acknowledged through a resumed stream.
+    resumed: usize,
+    failed: Vec<Failure>,
+}
+
+impl SessionLog {
+    fn record(&mut self, outcome: Result<Ack, Failure>, after_fault: bool) {
+        match outcome {
+            Ok(ack) => {
+                self.resumed += usize::from(ack.resumed);
+                self.acked_after_fault += usize::from(after_fault);
+                self.acked.push(ack.calc_id);
+            }
+            Err(f) => self.failed.push(f),
+        }
+    }
+}
+
+/// `GET url`: status, body and how long the answer took. Never panics on a transport error
+/// (reported as status 0).
+async fn get(url: &str) -> (u16, String, Duration) {
+    let start = Instant::now();
+    match http()
+        .get(url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+    {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (status, text, start.elapsed())
+        }
+        Err(e) => (0, e.to_string(), start.elapsed()),
+    }
+}
+
+/// Polls `url` until it answers 200, at most `limit`; returns how long that took.
+async fn wait_ok(url: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if get(url).await.0 == 200 {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    None
+}
+
+/// `calculator://stats` `totalCalculations` of a session (panics unless answered).
+async fn total_calculations(mcp: &Mcp, sid: &str) -> u64 {
+    let stats = mcp.read_json(sid, "calculator://stats").await;
+    stats["totalCalculations"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("totalCalculations: {stats}"))
+}
+
+/// The calculation ids in a session's history (below the cap: all of them), read from Redis.
+fn history_ids(cluster: &Cluster, sid: &str) -> Vec<String> {
+    cluster
+        .redis
+        .cli(&["LRANGE", &format!("abacus:{{{sid}}}:hist"), "0", "-1"])
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let entry: Value = serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("history entry is not JSON ({e}): {l:?}"));
+            entry["id"].as_str().expect("entry id").to_owned()
+        })
+        .collect()
+}
+
+/// Sends a signal by name to a process.
+fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -{name} {pid} failed");
+}
+
+/// A POST that needs the store, and how long its answer took.
+async fn store_bound_post(mcp: &Mcp, sid: Option<&str>, body: &Value) -> (Resp, Duration) {
+    let start = Instant::now();
+    let resp = mcp.post(sid, body).await;
+    (resp, start.elapsed())
+}
+
+/// Asserts a 503 whose body is a JSON-RPC error (-32603) with `Retry-After`, within `limit`.
+fn assert_unavailable(what: &str, resp: &Resp, took: Duration, limit: Duration) {
+    assert_eq!(resp.status, 503, "{what}: {:?}", resp.text);
+    let body = resp.json();
+    assert_eq!(body["jsonrpc"], "2.0", "{what}: {body}");
+    assert_eq!(body["error"]["code"], -32603, "{what}: {body}");
+    assert!(body["error"]["message"].is_string(), "{what}: {body}");
+    assert!(
+        resp.header("retry-after").is_some(),
+        "{what}: no Retry-After"
+    );
+    assert!(
+        took < limit,
+        "{what}: answered after {took:?} (limit {limit:?})"
+    );
+}
+
+/// kill -9 of one of three nodes while five sessions calculate through nginx: every session
+/// keeps working, and no acknowledged calculation is lost.
+///
+/// What may fail: nothing that nginx can retry. A request whose node dies before it answers is
+/// retried by nginx on another node (`proxy_next_upstream error ... non_idempotent`); the only
+/// request nginx cannot retry is one whose answer had already started streaming (SSE) from the
+/// killed node, and the client then resumes it on another node, which ends it with a JSON-RPC
+/// error unless the result was already logged. So: no HTTP error and no transport error at all,
+/// and at most one cut stream per session. A request the killed node executed without
+/// answering may be recorded without being acknowledged (nginx retries it elsewhere, or it is
+/// one of the cut ones); those are bounded by the non-"connection refused" upstream errors
+/// nginx logged for the killed node plus the failures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_node_loses_no_acknowledged_calculation() {
+    const SESSIONS: usize = 5;
+    const CALLS: usize = 30; // Below the history cap (50): the whole history can be checked.
+    const VICTIM: usize = 1;
+    let mut cluster = Cluster::start(3, &[]);
+    let lb = cluster.lb_mcp();
+    let mut sids = Vec::new();
+    for _ in 0..SESSIONS {
+        sids.push(lb.initialize().await);
+    }
+    let killed = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = sids
+        .iter()
+        .enumerate()
+        .map(|(s, sid)| {
+            let (lb, sid, killed, acked) = (lb.clone(), sid.clone(), killed.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut log = SessionLog::default();
+                for i in 0..CALLS {
+                    let after_kill = killed.load(Ordering::SeqCst);
+                    let outcome = calculate(&lb, &sid, i as i64 + 1, (s * 1000 + i) as i64).await;
+                    if outcome.is_ok() {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    log.record(outcome, after_kill);
+                    tokio::time::sleep(Duration::from_millis(15)).await;
+                }
+                log
+            })
+        })
+        .collect();
+
+    // Kill in the middle: once a third of all calls are acknowledged.
+    let third = (SESSIONS * CALLS / 3) as u64;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            acked.load(Ordering::SeqCst) >= third
+        })
+        .await,
+        "the load did not start"
+    );
+    let victim_served = cluster.node_requests(VICTIM).await;
+    assert!(
+        victim_served >= SESSIONS as u64,
+        "the victim served too little before the kill ({victim_served} requests)"
+    );
+    let victim = format!("127.0.0.1:{}", cluster.ports()[VICTIM]);
+    cluster.kill9(VICTIM);
+    killed.store(true, Ordering::SeqCst);
+    let acked_at_kill = acked.load(Ordering::SeqCst);
+
+    let mut logs = Vec::new();
+    for t in tasks {
+        logs.push(t.await.expect("load task"));
+    }
+    assert!(!cluster.is_up(VICTIM));
+    assert!(cluster.is_up(0) && cluster.is_up(2), "a survivor died");
+
+    // nginx did meet the dead node and retried elsewhere.
+    let errors = cluster.lb.error_log();
+    let at_victim: Vec<&str> = errors.lines().filter(|l| l.contains(&victim)).collect();
+    let refused = at_victim
+        .iter()
+        .filter(|l| l.contains("connect() failed"))
+        .count();
+    let ambiguous = at_victim
+        .iter()
+        .filter(|l| l.contains("[error]") && !l.contains("connect() failed"))
+        .count();
+    assert!(
+        refused > 0,
+        "nginx never tried the dead node after the kill, the retry path was not exercised:\n{errors}"
+    );
+
+    let failures: Vec<&Failure> = logs.iter().flat_map(|l| &l.failed).collect();
+    let acked_total: usize = logs.iter().map(|l| l.acked.len()).sum();
+    let resumed: usize = logs.iter().map(|l| l.resumed).sum();
+    eprintln!(
+        "[kill -9] acknowledged {acked_total}/{} calls ({acked_at_kill} before the kill, \
+         {resumed} through a resumed stream), failed {}, nginx upstream errors at the dead node: \
+         {refused} refused connects, {ambiguous} others",
+        SESSIONS * CALLS,
+        failures.len()
+    );
+    assert!(
+        failures.iter().all(|f| f.cut),
+        "only a stream already running on the killed node may fail:{}",
+        list(&failures)
+    );
+    for log in &logs {
+        assert!(
+            log.failed.len() <= 1,
+            "one request in flight per session: {log:#?}"
+        );
+    }
+
+    let mut unacknowledged_total = 0u64;
+    for (sid, log) in sids.iter().zip(&logs) {
+        assert!(
+            log.acked_after_fault >= 5,
+            "session {sid} stopped working after the kill: {log:#?}"
+        );
+        let recorded = total_calculations(&lb, sid).await;
+        let ack = log.acked.len() as u64;
+        let history = history_ids(&cluster, sid);
+        assert_eq!(
+            history.len() as u64,
+            recorded,
+            "history (below the cap) and totalCalculations disagree"
+        );
+        let unique: HashSet<&String> = history.iter().collect();
+        assert_eq!(unique.len(), history.len(), "duplicate calculation ids");
+        let lost: Vec<&String> = log.acked.iter().filter(|id| !unique.contains(id)).collect();
+        assert!(lost.is_empty(), "acknowledged but not recorded: {lost:?}");
+        assert!(
+            ack <= recorded && recorded <= ack + log.failed.len() as u64 + ambiguous as u64,
+            "session {sid}: acknowledged {ack}, recorded {recorded}, failed {}, ambiguous {ambiguous}",
+            log.failed.len()
+        );
+        unacknowledged_total += recorded - ack;
+    }
+    assert!(
+        unacknowledged_total <= (failures.len() + ambiguous) as u64,
+        "{unacknowledged_total} recorded calculations were never acknowledged, more than the \
+         {} failed and {ambiguous} possibly re-sent requests",
+        failures.len()
+    );
+
+    // A session created after the kill works too, and the survivors agree.
+    let sid = lb.initialize().await;
+    let answer = lb.call_tool(&sid, "calculate", calc(1)).await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    for n in [0, 2] {
+        assert_eq!(total_calculations(&cluster.node(n).mcp(), &sid).await, 1);
+    }
+}
+
+/// Rolling restart under load: 50 sessions calculate continuously through nginx while each of
+/// three nodes in turn is drained with SIGTERM (readiness 503, new work refused with 503, which
+/// nginx retries on another node), exits, and is started again. No request fails, no session is
+/// lost, and every session's total equals what its client was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_under_load_fails_no_request() {
+    const SESSIONS: usize = 50;
+    let mut cluster = Cluster::start(3, &[("SHUTDOWN_GRACE", "2000")]);
+    let lb = cluster.lb_mcp();
+    let mut sids = Vec::new();
+    for _ in 0..SESSIONS {
+        sids.push(lb.initialize().await);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = sids
+        .iter()
+        .enumerate()
+        .map(|(s, sid)| {
+            let (lb, sid, stop, acked) = (lb.clone(), sid.clone(), stop.clone(), acked.clone());
+            tokio::spawn(async move {
+                let mut log = SessionLog::default();
+                // Spread the sessions over the pause so the load is even.
+                tokio::time::sleep(Duration::from_millis(2 * s as u64)).await;
+                let mut i = 0i64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    let outcome = calculate(&lb, &sid, i, i).await;
+                    if outcome.is_ok() {
+                        acked.fetch_add(1, Ordering::SeqCst);
+                    }
+                    log.record(outcome, false);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                log
+            })
+        })
+        .collect();
+
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            acked.load(Ordering::SeqCst) >= 2 * SESSIONS as u64
+        })
+        .await,
+        "the load did not start"
+    );
+    let started = Instant::now();
+    let mut holders = Vec::new();
+    for i in 0..3 {
+        let before = acked.load(Ordering::SeqCst);
+        // Work in flight on the node when it is told to stop: a 1 s `demo_progress` stream,
+        // which keeps the drain open (within SHUTDOWN_GRACE) while the load goes on.
+        let node = cluster.node(i).mcp();
+        let ready_url = cluster.node_url(i, "/health/ready");
+        let holder = node.initialize().await;
+        let long = request(
+            77,
+            "tools/call",
+            tool_params_with_progress("demo_progress", json!({ "steps": 5 }), json!("hold")),
+        );
+        let mut held = node.post_stream(Some(&holder), &[], &long).await;
+        assert_eq!(held.status, 200, "demo_progress on node {i}");
+        let mut last_id = None;
+        loop {
+            let ev = held
+                .next_within(Duration::from_secs(5))
+                .await
+                .expect("the long call streams");
+            last_id = ev.id.clone().or(last_id);
+            if ev
+                .json()
+                .is_some_and(|m| m["method"] == "notifications/progress")
+            {
+                break;
+            }
+        }
+        // While the node drains: readiness 503, new work refused with 503 (nginx retries it
+        // elsewhere; here it is sent to the node directly to see the refusal).
+        let probe = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let ready = get(&ready_url).await;
+            let body = request(78, "tools/call", tool_params("calculate", calc(1)));
+            let (refused, took) = store_bound_post(&node, Some(&holder), &body).await;
+            (ready, refused, took)
+        };
+        let (exited, (ready_while_draining, refused, refused_in)) =
+            tokio::join!(cluster.sigterm_and_wait(i, Duration::from_secs(10)), probe);
+        assert!(
+            exited.status.success(),
+            "node {i} exited with {:?}: {}",
+            exited.status,
+            exited.stdout
+        );
+        assert_eq!(
+            ready_while_draining.0, 503,
+            "node {i} readiness while draining: {}",
+            ready_while_draining.1
+        );
+        assert_unavailable(
+            &format!("node {i} draining: calculate"),
+            &refused,
+            refused_in,
+            Duration::from_secs(3),
+        );
+        assert!(
+            exited.elapsed >= Duration::from_millis(300),
+            "node {i} exited after {:?}, without waiting for its in-flight call",
+            exited.elapsed
+        );
+        // The held stream was closed with a `retry:` hint; the call finished during the drain.
+        while let Some(ev) = held.next_within(Duration::from_secs(5)).await {
+            last_id = ev.id.clone().or(last_id);
+        }
+        holders.push((holder, last_id.expect("event ids")));
+
+        cluster.restart(i);
+        let ready = wait_ok(
+            &cluster.node_url(i, "/health/ready"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|| panic!("node {i} not ready within 10 s of its restart"));
+        // The restarted node takes its share of the load again.
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                cluster.node_requests(i).await >= 20
+            })
+            .await,
+            "restarted node {i} gets no load"
+        );
+        let during = acked.load(Ordering::SeqCst) - before;
+        eprintln!(
+            "[rolling] node {i}: drained and exited in {:?}, ready {ready:?} after restart, \
+             {during} calls acknowledged meanwhile",
+            exited.elapsed
+        );
+        assert!(during > 0, "the load stalled while node {i} restarted");
+    }
+    let rolling = started.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    let mut logs = Vec::new();
+    for t in tasks {
+        logs.push(t.await.expect("load task"));
+    }
+
+    // nginx met every draining node's 503 and retried elsewhere.
+    let access = cluster.lb.access_log();
+    let retried = retried_503(&access);
+    let retried_503: usize = retried.values().sum();
+    for (i, port) in cluster.ports().iter().enumerate() {
+        let n = retried
+            .get(&format!("127.0.0.1:{port}"))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "no request was refused by draining node {i} and retried: {retried:?}"
+        );
+    }
+    let failures: Vec<&Failure> = logs.iter().flat_map(|l| &l.failed).collect();
+    let acked_total: usize = logs.iter().map(|l| l.acked.len()).sum();
+    let resumed: usize = logs.iter().map(|l| l.resumed).sum();
+    eprintln!(
+        "[rolling] {rolling:?}: {acked_total} calls acknowledged, {} failed, {resumed} through a \
+         resumed stream, {retried_503} requests retried by nginx after a 503",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "failed requests:{}", list(&failures));
+
+    // Every session is alive and counted exactly what was acknowledged.
+    for (sid, log) in sids.iter().zip(&logs) {
+        assert!(!log.acked.is_empty(), "session {sid} never got an answer");
+        let recorded = total_calculations(&lb, sid).await;
+        assert_eq!(
+            recorded,
+            log.acked.len() as u64,
+            "session {sid}: totalCalculations vs acknowledged calls"
+        );
+    }
+    for i in 0..3 {
+        assert!(cluster.is_up(i), "node {i} is down at the end");
+    }
+    // The calls in flight at each SIGTERM finished: resumed on another node, they end with
+    // their result; and the calculation refused while draining left no trace.
+    for (holder, last_id) in &holders {
+        let mut resumed = lb.get_stream(Some(holder), Some(last_id)).await;
+        assert_eq!(resumed.status, 200, "resume {last_id}");
+        let rest = resumed.rest(Duration::from_secs(5)).await;
+        let done = rest
+            .iter()
+            .filter_map(|e| e.json())
+            .find(|m| m["id"] == 77)
+            .unwrap_or_else(|| panic!("no final message after {last_id}: {rest:?}"));
+        assert!(done["result"].is_object(), "{done}");
+        assert_eq!(total_calculations(&lb, holder).await, 0);
+    }
+}
+
+/// Per upstream address, the attempts nginx's access log shows answered 503 and then retried
+/// on another upstream (`upstream=A, B ustatus=503, 200`).
+fn retried_503(access_log: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for line in access_log.lines() {
+        let field = |name: &str, end: &str| {
+            let start = line.find(name)? + name.len();
+            let rest = &line[start..];
+            Some(rest[..rest.find(end).unwrap_or(rest.len())].to_owned())
+        };
+        let (Some(addrs), Some(statuses)) =
+            (field("upstream=", " ustatus="), field("ustatus=", " rt="))
+        else {
+            continue;
+        };
+        let addrs: Vec<&str> = addrs.split(", ").collect();
+        let statuses: Vec<&str> = statuses.split(", ").collect();
+        for (k, (addr, status)) in addrs.iter().zip(&statuses).enumerate() {
+            if *status == "503" && k + 1 < addrs.len() {
+                *out.entry(addr.trim().to_owned()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Redis stopped gracefully (AOF) and started again: during the outage every store-bound
+/// request gets a quick 503 with a JSON-RPC error (never 404, never a hang), readiness is 503,
+/// `/health` says Redis is unreachable and no node crashes; once Redis is back the nodes recover
+/// by themselves, with every session and its history intact.
+#[tokio::test]
+async fn redis_restart_with_aof_keeps_sessions_and_nodes_recover() {
+    const LIMIT: Duration = Duration::from_secs(3);
+    let mut cluster =
+        Cluster::start_with_redis(Redis::start_aof(), 2, &[("REDIS_COMMAND_TIMEOUT", "500")]);
+    let lb = cluster.lb_mcp();
+    let mut sessions = Vec::new();
+    for k in 0..3u64 {
+        let sid = lb.initialize().await;
+        for i in 0..=k {
+            let answer = lb.call_tool(&sid, "calculate", calc(i as i64)).await;
+            assert_eq!(answer["result"]["isError"], false, "{answer}");
+        }
+        sessions.push((sid, k + 1));
+    }
+    for (sid, n) in &sessions {
+        assert_eq!(total_calculations(&lb, sid).await, *n);
+    }
+    let (sid, _) = sessions[0].clone();
+
+    cluster.redis.stop();
+    assert!(!cluster.redis.ping());
+    let mut slowest = Duration::ZERO;
+    // Twice: right after the stop (a node may not have noticed yet and still trust its cached
+    // record of the session), and once the nodes have noticed and retried for a while.
+    for round in 0..2 {
+        for n in 0..2 {
+            let node = cluster.node(n).mcp();
+            let what = |w: &str| format!("round {round}, node {n}: {w}");
+            let body = request(31, "tools/call", tool_params("calculate", calc(5)));
+            let (resp, took) = store_bound_post(&node, Some(&sid), &body).await;
+            assert_unavailable(&what("calculate"), &resp, took, LIMIT);
+            slowest = slowest.max(took);
+            // A ping needs nothing but the session record: in round 0 the node may still serve
+            // it from its cache (200); it must never say "not found".
+            let (resp, took) =
+                store_bound_post(&node, Some(&sid), &request(32, "ping", json!({}))).await;
+            if round == 0 && resp.status == 200 {
+                assert!(
+                    resp.single_answer()["result"].is_object(),
+                    "{:?}",
+                    resp.text
+                );
+                assert!(took < LIMIT, "{}: {took:?}", what("ping"));
+            } else {
+                assert_unavailable(&what("ping"), &resp, took, LIMIT);
+            }
+            let (resp, took) = store_bound_post(&node, None, &initialize_request(LEGACY)).await;
+            assert_unavailable(&what("initialize"), &resp, took, LIMIT);
+            assert!(
+                resp.header("mcp-session-id").is_none(),
+                "{}",
+                what("initialize")
+            );
+            let resp = node.get(Some(&sid), None).await;
+            assert_eq!(resp.status, 503, "{}: {:?}", what("GET"), resp.text);
+            let resp = node.delete(Some(&sid)).await;
+            assert_eq!(resp.status, 503, "{}: {:?}", what("DELETE"), resp.text);
+
+            let (status, body, took) = get(&cluster.node_url(n, "/health/ready")).await;
+            assert_eq!(status, 503, "{}: {body}", what("ready"));
+            assert!(took < LIMIT, "{}: {took:?}", what("ready"));
+            let (status, body, took) = get(&cluster.node_url(n, "/health")).await;
+            assert_eq!(status, 503, "{}: {body}", what("health"));
+            assert!(took < LIMIT, "{}: {took:?}", what("health"));
+            let health: Value = serde_json::from_str(&body).expect("/health JSON");
+            assert_eq!(health["redis"], "unreachable", "{health}");
+            assert_eq!(health["status"], "unhealthy", "{health}");
+            assert_eq!(health["storageMode"], "redis", "{health}");
+            let (status, body, _) = get(&cluster.node_url(n, "/health/live")).await;
+            assert_eq!(status, 200, "{}: {body}", what("live"));
+        }
+        // Through the balancer (which tries the other node too): still a quick 503.
+        let body = request(33, "tools/call", tool_params("calculate", calc(6)));
+        let (resp, took) = store_bound_post(&lb, Some(&sid), &body).await;
+        assert_unavailable(&format!("round {round}, through nginx"), &resp, took, LIMIT);
+        slowest = slowest.max(took);
+        for n in 0..2 {
+            assert!(cluster.is_up(n), "node {n} crashed during the outage");
+        }
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+    }
+
+    cluster.redis.start_again();
+    let back = Instant::now();
+    for n in 0..2 {
+        wait_ok(
+            &cluster.node_url(n, "/health/ready"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|| panic!("node {n} not ready within 10 s of Redis coming back"));
+    }
+    let recovered = back.elapsed();
+    eprintln!(
+        "[redis stop] slowest 503 during the outage {slowest:?}; ready again after {recovered:?}"
+    );
+    for n in 0..2 {
+        assert!(cluster.is_up(n), "node {n} crashed");
+        let h = cluster.node(n).health().await;
+        assert_eq!(h["redis"], "connected", "{h}");
+    }
+    // The sessions survived with their history; the requests refused during the outage left
+    // no trace; and they work again on every node.
+    for (sid, n) in &sessions {
+        assert_eq!(history_ids(&cluster, sid).len() as u64, *n);
+        for node in 0..2 {
+            let mcp = cluster.node(node).mcp();
+            assert_eq!(total_calculations(&mcp, sid).await, *n, "node {node}");
+        }
+        for node in 0..2 {
+            let mcp = cluster.node(node).mcp();
+            let answer = mcp.call_tool(sid, "calculate", calc(7)).await;
+            assert_eq!(answer["result"]["isError"], false, "node {node}: {answer}");
+        }
+        assert_eq!(total_calculations(&lb, sid).await, n + 2);
+    }
+    let fresh = lb.initialize().await;
+    let answer = lb.call_tool(&fresh, "calculate", calc(8)).await;
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+}
+
+/// Redis frozen (SIGSTOP: connections stay open, nothing answers) then killed without a save
+/// and started again: while frozen, store-bound requests get 503 after one command timeout
+/// (1 s here; not two) instead of hanging, and readiness is 503; after the restart the nodes
+/// recover by themselves and the AOF (fsync always) kept every acknowledged calculation, and
+/// nothing else.
+#[tokio::test]
+async fn a_frozen_then_killed_redis_is_a_bounded_outage() {
+    // Under twice the command timeout: a request waits on the frozen store once.
+    const LIMIT: Duration = Duration::from_millis(1900);
+    let mut cluster =
+        Cluster::start_with_redis(Redis::start_aof(), 2, &[("REDIS_COMMAND_TIMEOUT", "1000")]);
+    let lb = cluster.lb_mcp();
+    let sid = lb.initialize().await;
+    for i in 0..4 {
+        let answer = lb.call_tool(&sid, "calculate", calc(i)).await;
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+    }
+    // Warm both nodes' caches, so the frozen store is met on the write, not the load.
+    for n in 0..2 {
+        let mcp = cluster.node(n).mcp();
+        assert_eq!(total_calculations(&mcp, &sid).await, 4);
+    }
+
+    let pid = cluster.redis.pid().expect("redis runs");
+    signal(pid, "STOP");
+    let mut slowest = Duration::ZERO;
+    for n in 0..2 {
+        let node = cluster.node(n).mcp();
+        let body = request(41, "tools/call", tool_params("calculate", calc(9)));
+        let (resp, took) = store_bound_post(&node, Some(&sid), &body).await;
+        eprintln!(
+            "[redis freeze+kill] node {n}: calculate answered {} in {took:?}",
+            resp.status
+        );
+        assert_unavailable(&format!("frozen, node {n}: calculate"), &resp, took, LIMIT);
+        slowest = slowest.max(took);
+        // A ping may be served from the node's cache; it must never say "not found".
+        let (resp, took) =
+            store_bound_post(&node, Some(&sid), &request(42, "ping", json!({}))).await;
+        assert!(
+            resp.status == 200 || resp.status == 503,
+            "frozen, node {n}: ping: {} {:?}",
+            resp.status,
+            resp.text
+        );
+        assert!(took < LIMIT, "frozen, node {n}: ping took {took:?}");
+        let (status, body, took) = get(&cluster.node_url(n, "/health/ready")).await;
+        assert_eq!(status, 503, "frozen, node {n}: ready: {body}");
+        assert!(took < LIMIT, "frozen, node {n}: ready took {took:?}");
+        assert!(cluster.is_up(n), "node {n} crashed while Redis was frozen");
+    }
+
+    cluster.redis.kill();
+    cluster.redis.start_again();
+    let back = Instant::now();
+    for n in 0..2 {
+        wait_ok(
+            &cluster.node_url(n, "/health/ready"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|| panic!("node {n} not ready within 10 s of Redis coming back"));
+    }
+    let recovered = back.elapsed();
+    eprintln!(
+        "[redis freeze+kill] slowest 503 while frozen {slowest:?}; ready again after {recovered:?}"
+    );
+    for n in 0..2 {
+        assert!(cluster.is_up(n), "node {n} crashed");
+        let mcp = cluster.node(n).mcp();
+        assert_eq!(
+            total_calculations(&mcp, &sid).await,
+            4 + n as u64,
+            "node {n}: the 4 acknowledged calculations (and this test's own since), no more"
+        );
+        let answer = mcp.call_tool(&sid, "calculate", calc(10)).await;
+        assert_eq!(answer["result"]["isError"], false, "node {n}: {answer}");
+    }
+    assert_eq!(history_ids(&cluster, &sid).len(), 6);
+}
