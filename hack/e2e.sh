@@ -180,10 +180,20 @@ if [[ "$what" == cluster || "$what" == all ]]; then
   keep_logs "$out/cluster-logs"
   cluster down >/dev/null 2>&1 || true
 
-  echo "=== cluster: real-client scenarios through nginx round-robin over $NODES Redis-backed nodes"
-  if url=$(cluster up "$NODES" RATE_LIMIT_MAX=0 | tail -1) && [[ "$url" == http://* ]]; then
+  # The nodes close POST streams after 250 ms (SEP-1699 polling), so the clients' longer calls
+  # (demo_progress, streamed calculate) only finish if the real clients resume them with GET +
+  # Last-Event-ID, which round-robin sends to another node.
+  echo "=== cluster: real-client scenarios through nginx round-robin over $NODES Redis-backed nodes (POST streams closed after 250 ms)"
+  if url=$(cluster up "$NODES" RATE_LIMIT_MAX=0 SSE_POST_CLOSE_AFTER=250 | tail -1) && [[ "$url" == http://* ]]; then
     echo "client-scenario cluster LB at $url"
     "$ROOT/hack/run-clients.sh" "$url" || status=1
+    # nginx logs each request's Last-Event-ID (lei="..."): resumptions of POST streams (p…).
+    resumes=$(grep '"GET /mcp HTTP/1.1" 200' "$cluster_dir/nginx/access.log" | grep -c 'lei="p' || true)
+    echo "  POST streams resumed by the real clients with GET + Last-Event-ID through the LB: $resumes"
+    if [[ "${resumes:-0}" -lt 2 ]]; then
+      echo "  expected the clients to resume their closed POST streams with GET" >&2
+      status=1
+    fi
   else
     echo "cluster (clients) did not start" >&2
     status=1
