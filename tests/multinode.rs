@@ -581,3 +581,32 @@ async fn standalone_events_missed_while_disconnected_replay_on_another_node() {
         "{missed:?}"
     );
 }
+
+/// Modern era: a `subscriptions/listen` stream on node B hears a tool-list change made by a
+/// request on node A, and only the kinds it asked for.
+#[tokio::test]
+async fn a_listen_stream_hears_changes_made_on_another_node() {
+    let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let listen = modern_request(
+        "sub-x",
+        "subscriptions/listen",
+        json!({ "notifications": { "toolsListChanged": true } }),
+    );
+    let mut stream = b.modern_stream(&listen).await;
+    let ack = stream
+        .next_message(Duration::from_secs(5))
+        .await
+        .expect("acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    modern_call(&a, 2, tool_params("test_trigger_prompt_change", json!({}))).await;
+    modern_call(&a, 3, tool_params("test_trigger_tool_change", json!({}))).await;
+    let note = stream
+        .next_message(Duration::from_secs(5))
+        .await
+        .expect("list_changed from node A");
+    assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
+}
