@@ -34,6 +34,8 @@ pub enum StartupError {
     RequestState(String),
     #[error("Redis: {0}")]
     Redis(String),
+    #[error("auth: {0}")]
+    Auth(#[from] crate::auth::AuthConfigError),
 }
 
 /// Shutdown state: readiness, stream closing and in-flight tracking.
@@ -90,6 +92,8 @@ pub struct App {
     pub routes: LocalRoutes,
     /// Shutdown state.
     pub drain: Drain,
+    /// The OAuth 2.1 resource server; `None` when auth is off.
+    pub auth: Option<crate::auth::Authenticator>,
     /// Per-client rate limiting.
     pub limiter: Arc<RateLimiter>,
     /// Process start, for uptime.
@@ -127,7 +131,9 @@ impl App {
         if let Some(c) = request_state_codec(&settings, store.as_ref()).await? {
             codec.set(c);
         }
+        let auth = crate::auth::Authenticator::from_settings(&settings.auth)?;
         let app = Arc::new(App {
+            auth,
             limits,
             codec,
             limiter: Arc::new(RateLimiter::new()),

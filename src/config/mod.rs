@@ -136,6 +136,8 @@ pub struct Settings {
     pub request_state_key_files: Vec<PathBuf>,
     /// Trust `X-Forwarded-For` for the client identity of rate limiting (`TRUST_PROXY`).
     pub trust_proxy: bool,
+    /// OAuth 2.1 resource-server settings (`AUTH_*`); off unless an issuer is set.
+    pub auth: crate::auth::AuthSettings,
     /// Live-updatable settings.
     #[serde(flatten)]
     pub runtime: RuntimeSettings,
@@ -165,6 +167,7 @@ impl Default for Settings {
             client_request_timeout_ms: 60_000,
             request_state_key_files: Vec::new(),
             trust_proxy: false,
+            auth: Default::default(),
             runtime: RuntimeSettings::default(),
         }
     }
@@ -202,6 +205,12 @@ impl Settings {
         env.bool("USE_REDIS", &mut self.use_redis)?;
         env.string("REDIS_URL", &mut self.redis_url);
         env.parse("REDIS_COMMAND_TIMEOUT", &mut self.redis_command_timeout_ms)?;
+        env.string("AUTH_ISSUER", &mut self.auth.issuer);
+        env.string("AUTH_AUDIENCE", &mut self.auth.audience);
+        if let Some(v) = env.get("AUTH_JWKS_FILE") {
+            self.auth.jwks_file = Some(v.into());
+        }
+        env.list("AUTH_REQUIRED_SCOPES", &mut self.auth.required_scopes);
         if let Some(v) = env.get("REDIS_TLS_CA_FILE") {
             self.redis_tls_ca_file = Some(v.into());
         }

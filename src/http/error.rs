@@ -59,6 +59,31 @@ impl ApiError {
     }
 
     /// 404 for an unknown, expired or deleted session.
+    /// 401 or 403 for a request that is not authorized, with the RFC 6750 challenge naming the
+    /// RFC 9728 metadata so that clients can find the authorization server.
+    pub fn unauthorized(e: &crate::auth::AuthError, auth: &crate::auth::Authenticator) -> Self {
+        use crate::auth::AuthError;
+        let meta = auth.metadata_url();
+        let (status, challenge) = match e {
+            AuthError::Missing => (
+                StatusCode::UNAUTHORIZED,
+                format!("Bearer resource_metadata=\"{meta}\""),
+            ),
+            AuthError::Invalid(_) => (
+                StatusCode::UNAUTHORIZED,
+                format!("Bearer error=\"invalid_token\", resource_metadata=\"{meta}\""),
+            ),
+            AuthError::InsufficientScope(_) => (
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{}\", resource_metadata=\"{meta}\"",
+                    auth.required_scopes()
+                ),
+            ),
+        };
+        Self::new(status, -32001, e.to_string()).with_header(header::WWW_AUTHENTICATE, &challenge)
+    }
+
     pub fn session_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

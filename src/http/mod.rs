@@ -6,9 +6,9 @@ pub mod guard;
 pub mod health;
 pub mod ratelimit;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter};
 use axum::Router;
 
@@ -35,8 +35,24 @@ pub fn router(app: AppState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .route("/ready", on(MethodFilter::GET, health::ready))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(resource_metadata),
+        )
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, -32000, "Not Found").into_response()
         })
         .with_state(app)
+}
+
+/// RFC 9728 protected-resource metadata (404 when auth is off).
+async fn resource_metadata(State(app): State<AppState>) -> Response {
+    match &app.auth {
+        Some(auth) => axum::Json(auth.metadata()).into_response(),
+        None => ApiError::new(StatusCode::NOT_FOUND, -32000, "Not Found").into_response(),
+    }
 }

@@ -1538,7 +1538,7 @@ mod tests {
             v: "2025-11-25".into(),
             caps: Arc::new(serde_json::json!({"sampling": {}})),
             info: Arc::new(serde_json::json!({"name": "c"})),
-            principal: None,
+            principal: Some("https://as#alice".into()),
         };
         let fields: HashMap<String, String> = [
             ("r", serde_json::to_string(&fixed).unwrap()),
@@ -1558,6 +1558,11 @@ mod tests {
         .collect();
         let r = record_from("s1", &fields).expect("decodes");
         assert_eq!(r.protocol_version, "2025-11-25");
+        assert_eq!(
+            r.principal.as_deref(),
+            Some("https://as#alice"),
+            "sessions keep their owner"
+        );
         assert!(r.initialized);
         assert_eq!(r.log_level, Some(LogLevel::Debug));
         assert!(r.subscriptions.contains("calculator://stats"));

@@ -33,6 +33,8 @@ pub struct Prepared {
     /// Resource URIs the legacy session subscribed to (updates to others need no delivery).
     pub subscriptions: std::collections::BTreeSet<String>,
     pub log_level: Option<LogLevel>,
+    /// The authenticated caller (`iss#sub`), when auth is on.
+    pub principal: Option<String>,
 }
 
 impl Prepared {
@@ -43,7 +45,8 @@ impl Prepared {
             .or_else(|| self.params.get("uri"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        format!("{}\u{0}{name}", self.method)
+        let principal = self.principal.as_deref().unwrap_or("");
+        format!("{}\u{0}{name}\u{0}{principal}", self.method)
     }
 
     fn progress_token(&self) -> Option<Value> {

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use super::exec::{self, json_response, Prepared};
 use super::headers::{self, LAST_EVENT_ID, PROTOCOL_VERSION, SESSION_ID};
 use super::sse::SseWriter;
+use super::Caller;
 use crate::app::AppState;
 use crate::http::error::ApiError;
 use crate::protocol::error::ProtocolError;
@@ -28,14 +29,24 @@ fn draining() -> ApiError {
 }
 
 /// Handles a legacy POST (one message or a 2025-03-26 batch); returns the metrics label too.
-pub async fn post(app: &AppState, headers: &HeaderMap, body: Value) -> (&'static str, Response) {
+pub async fn post(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Value,
+    caller: Caller,
+) -> (&'static str, Response) {
     match body {
-        Value::Array(items) => ("batch", batch(app, headers, items).await),
-        value => single(app, headers, value).await,
+        Value::Array(items) => ("batch", batch(app, headers, items, &caller).await),
+        value => single(app, headers, value, caller).await,
     }
 }
 
-async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static str, Response) {
+async fn single(
+    app: &AppState,
+    headers: &HeaderMap,
+    value: Value,
+    caller: Caller,
+) -> (&'static str, Response) {
     let msg = match jsonrpc::classify(value) {
         Ok(m) => m,
         Err((e, id)) => {
@@ -51,7 +62,7 @@ async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static 
     };
     if let (Incoming::Request { id, method, params }, None) = (&msg, &sid) {
         if method == "initialize" {
-            return (label, initialize(app, id, params).await);
+            return (label, initialize(app, id, params, caller).await);
         }
     }
     let Some(sid) = sid else {
@@ -62,7 +73,7 @@ async fn single(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static 
                 .into_response(),
         );
     };
-    let record = match load(app, &sid, headers).await {
+    let record = match load(app, &sid, headers, &caller).await {
         Ok(r) => r,
         Err(e) => return (label, e.with_id(msg.id().cloned()).into_response()),
     };
@@ -162,15 +173,33 @@ fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     }
 }
 
-/// Loads and touches the session and checks `MCP-Protocol-Version` against it.
-async fn load(app: &AppState, sid: &str, headers: &HeaderMap) -> Result<SessionRecord, ApiError> {
+/// Loads and touches the session and checks `MCP-Protocol-Version` against it. A session
+/// owned by another principal is unknown to this caller (404), exactly like a missing one.
+async fn load(
+    app: &AppState,
+    sid: &str,
+    headers: &HeaderMap,
+    caller: &Caller,
+) -> Result<SessionRecord, ApiError> {
     let record = match app.store.touch(sid, true).await {
         Ok(Some(r)) => r,
         Ok(None) => return Err(ApiError::session_not_found()),
         Err(e) => return Err(ApiError::unavailable(e.to_string())),
     };
+    if !owned_by(&record, caller) {
+        tracing::warn!(
+            session = log_id(sid),
+            "session id presented by another principal"
+        );
+        return Err(ApiError::session_not_found());
+    }
     check_version(headers, &record.protocol_version)?;
     Ok(record)
+}
+
+/// Whether the caller is the session's owner (both unauthenticated counts when auth is off).
+fn owned_by(record: &SessionRecord, caller: &Caller) -> bool {
+    record.principal.as_deref() == caller.as_ref().map(|p| p.0.as_str())
 }
 
 /// Legacy `MCP-Protocol-Version`: absent means the negotiated version; anything else must
@@ -192,7 +221,12 @@ fn check_version(headers: &HeaderMap, negotiated: &str) -> Result<(), ApiError> 
     }
 }
 
-async fn initialize(app: &AppState, id: &Value, params: &Map<String, Value>) -> Response {
+async fn initialize(
+    app: &AppState,
+    id: &Value,
+    params: &Map<String, Value>,
+    caller: Caller,
+) -> Response {
     if app.drain.is_draining() {
         return draining().with_id(Some(id.clone())).into_response();
     }
@@ -222,7 +256,8 @@ async fn initialize(app: &AppState, id: &Value, params: &Map<String, Value>) -> 
         Some(_) => return bad("initialize: clientInfo must be an object"),
     };
     let negotiated = version::negotiate(requested);
-    let record = SessionRecord::new(random_id(), negotiated, capabilities, client_info);
+    let mut record = SessionRecord::new(random_id(), negotiated, capabilities, client_info);
+    record.principal = caller.map(|p| p.0);
     let sid = record.id.clone();
     if let Err(e) = app.store.create(record).await {
         return ApiError::unavailable(e.to_string())
@@ -298,12 +333,18 @@ fn prepared(
         client_capabilities: (*record.client_capabilities).clone(),
         subscriptions: record.subscriptions,
         log_level: Some(record.log_level.unwrap_or(DEFAULT_LOG_LEVEL)),
+        principal: record.principal,
     }
 }
 
 /// A JSON-RPC batch: only for sessions that negotiated 2025-03-26 (batching was removed in
 /// 2025-06-18). Answered as one JSON array; 202 if it held no requests.
-async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Response {
+async fn batch(
+    app: &AppState,
+    headers: &HeaderMap,
+    items: Vec<Value>,
+    caller: &Caller,
+) -> Response {
     let sid = match session_header(headers) {
         Ok(Some(s)) => s,
         Ok(None) => {
@@ -314,7 +355,7 @@ async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Respon
         }
         Err(e) => return e.into_response(),
     };
-    let record = match load(app, &sid, headers).await {
+    let record = match load(app, &sid, headers, caller).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
@@ -372,12 +413,12 @@ async fn batch(app: &AppState, headers: &HeaderMap, items: Vec<Value>) -> Respon
 }
 
 /// GET: the standalone stream, or the resumption of any stream of the session.
-pub async fn get(app: &AppState, headers: &HeaderMap) -> Response {
+pub async fn get(app: &AppState, headers: &HeaderMap, caller: Caller) -> Response {
     let sid = match required_session(headers) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = load(app, &sid, headers).await {
+    if let Err(e) = load(app, &sid, headers, &caller).await {
         return e.into_response();
     }
     let resp = get_stream(app, headers, sid.clone()).await;
@@ -515,11 +556,19 @@ async fn append_signals(app: AppState, sid: String) {
 }
 
 /// DELETE: ends the session everywhere.
-pub async fn delete(app: &AppState, headers: &HeaderMap) -> Response {
+pub async fn delete(app: &AppState, headers: &HeaderMap, caller: Caller) -> Response {
     let sid = match required_session(headers) {
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
+    if app.auth.is_some() {
+        // Only the owner may end a session.
+        match app.store.touch(&sid, false).await {
+            Ok(Some(r)) if owned_by(&r, &caller) => {}
+            Ok(_) => return ApiError::session_not_found().into_response(),
+            Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
+        }
+    }
     match app.store.delete(&sid).await {
         Ok(true) => {
             tracing::info!(session = log_id(&sid), "session deleted");

@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
 use crate::app::AppState;
+use crate::auth::Principal;
 use crate::http::error::ApiError;
 use crate::http::guard;
 
@@ -67,21 +68,54 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
+/// The authenticated caller of a request: `None` when auth is off.
+pub type Caller = Option<Principal>;
+
 /// Runs a `/mcp` handler behind the guard: Host/Origin/rate-limit checks first, then the
-/// handler, then metrics (rejections included) and CORS headers.
-async fn guarded<F>(app: &AppState, headers: &HeaderMap, peer: SocketAddr, handler: F) -> Response
+/// bearer token (when auth is on), then the handler with the caller, then metrics (rejections
+/// included) and CORS headers.
+async fn guarded<F, Fut>(
+    app: &AppState,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    handler: F,
+) -> Response
 where
-    F: std::future::Future<Output = (&'static str, Response)>,
+    F: FnOnce(Caller) -> Fut,
+    Fut: std::future::Future<Output = (&'static str, Response)>,
 {
-    match guard::admit(app, headers, peer) {
+    let admitted = match guard::admit(app, headers, peer) {
         Err(resp) => {
             app.metrics.request("other", resp.status().as_u16());
-            *resp
+            return *resp;
         }
-        Ok(admitted) => {
-            let (label, resp) = handler.await;
-            app.metrics.request(label, resp.status().as_u16());
-            admitted.finish(resp, app)
+        Ok(a) => a,
+    };
+    let caller = match authenticate(app, headers) {
+        Ok(c) => c,
+        Err(resp) => {
+            app.metrics.request("other", resp.status().as_u16());
+            return admitted.finish(*resp, app);
+        }
+    };
+    let (label, resp) = handler(caller).await;
+    app.metrics.request(label, resp.status().as_u16());
+    admitted.finish(resp, app)
+}
+
+/// Verifies the bearer token when auth is on.
+fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let Some(auth) = &app.auth else {
+        return Ok(None);
+    };
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match auth.verify(value) {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            tracing::debug!("request refused: {e}");
+            Err(Box::new(ApiError::unauthorized(&e, auth).into_response()))
         }
     }
 }
@@ -97,13 +131,17 @@ pub async fn post(
     let (mut parts, body) = request.into_parts();
     let headers = std::mem::take(&mut parts.headers);
     let body = Bytes::from_request(Request::from_parts(parts, body), &()).await;
-    guarded(&app, &headers, peer, post_inner(&app, &headers, body)).await
+    guarded(&app, &headers, peer, |caller| {
+        post_inner(&app, &headers, body, caller)
+    })
+    .await
 }
 
 async fn post_inner(
     app: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
+    caller: Caller,
 ) -> (&'static str, Response) {
     if !accepts_json_and_sse(headers) {
         let e = ApiError::new(
@@ -133,9 +171,9 @@ async fn post_inner(
         }
     };
     if modern::is_modern(&value, headers) {
-        modern::post(app, headers, value).await
+        modern::post(app, headers, value, caller).await
     } else {
-        legacy::post(app, headers, value).await
+        legacy::post(app, headers, value, caller).await
     }
 }
 
@@ -160,7 +198,7 @@ pub async fn get(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let handler = async {
+    let handler = |caller| async {
         if !accepts(&headers, "text/event-stream") {
             let e = ApiError::new(
                 StatusCode::NOT_ACCEPTABLE,
@@ -169,7 +207,7 @@ pub async fn get(
             );
             return ("GET", e.into_response());
         }
-        ("GET", legacy::get(&app, &headers).await)
+        ("GET", legacy::get(&app, &headers, caller).await)
     };
     guarded(&app, &headers, peer, handler).await
 }
@@ -180,6 +218,6 @@ pub async fn delete(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let handler = async { ("DELETE", legacy::delete(&app, &headers).await) };
+    let handler = |caller| async { ("DELETE", legacy::delete(&app, &headers, caller).await) };
     guarded(&app, &headers, peer, handler).await
 }

@@ -62,7 +62,12 @@ fn invalid_meta(message: &str) -> ProtocolError {
 }
 
 /// Handles a modern POST; returns the metrics label too.
-pub async fn post(app: &AppState, headers: &HeaderMap, value: Value) -> (&'static str, Response) {
+pub async fn post(
+    app: &AppState,
+    headers: &HeaderMap,
+    value: Value,
+    caller: super::Caller,
+) -> (&'static str, Response) {
     let msg = match jsonrpc::classify(value) {
         Ok(m) => m,
         Err((e, id)) => return ("other", reject(e, id)),
@@ -99,6 +104,7 @@ pub async fn post(app: &AppState, headers: &HeaderMap, value: Value) -> (&'stati
                     client_capabilities: meta.capabilities,
                     subscriptions: Default::default(),
                     log_level: meta.log_level,
+                    principal: caller.map(|p| p.0),
                 },
             )
             .await

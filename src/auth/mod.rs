@@ -1,0 +1,279 @@
+//! OAuth 2.1 resource server (MCP `basic/authorization`): with an issuer configured, every
+//! `/mcp` request carries `Authorization: Bearer <JWT access token>` issued for this server.
+//!
+//! - Tokens are verified against the issuer's signing keys (a JWKS file, e.g. mounted from a
+//!   Secret or ConfigMap): signature, `exp`/`nbf`, `iss`, and `aud` equal to this resource
+//!   (RFC 8707 audience binding, so a token minted for another service is refused).
+//! - Missing or invalid tokens get `401` with `WWW-Authenticate: Bearer resource_metadata=…`
+//!   pointing at the RFC 9728 metadata this server publishes; a token without the required scopes
+//!   gets `403` with `error="insufficient_scope"`.
+//! - The principal (`iss` + `sub`) owns the sessions it creates: a session id presented by another
+//!   principal is unknown (`404`). A session id is never a credential.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// How the resource server is configured (all from settings; see README).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuthSettings {
+    /// The authorization server's issuer identifier (`AUTH_ISSUER`); empty = auth off.
+    pub issuer: String,
+    /// This resource's identifier, the required `aud` (`AUTH_AUDIENCE`), e.g.
+    /// `https://mcp.example.com/mcp`.
+    pub audience: String,
+    /// JWKS file with the issuer's signing keys (`AUTH_JWKS_FILE`).
+    pub jwks_file: Option<PathBuf>,
+    /// Scopes every request needs (`AUTH_REQUIRED_SCOPES`, comma list).
+    pub required_scopes: Vec<String>,
+}
+
+/// Why a request is not authorized. Mapped to 401/403 in `http::error`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AuthError {
+    /// No bearer token: 401 without an error code (RFC 6750 §3.1).
+    #[error("Unauthorized: a bearer access token is required")]
+    Missing,
+    /// The token cannot be verified or is not for this resource: 401 `invalid_token`.
+    #[error("Unauthorized: invalid access token ({0})")]
+    Invalid(String),
+    /// The token lacks scopes: 403 `insufficient_scope`.
+    #[error("Forbidden: the access token lacks the required scope {0:?}")]
+    InsufficientScope(String),
+}
+
+/// Why auth cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("AUTH_AUDIENCE is required when AUTH_ISSUER is set")]
+    NoAudience,
+    #[error("AUTH_JWKS_FILE is required when AUTH_ISSUER is set")]
+    NoKeys,
+    #[error("AUTH_JWKS_FILE {0}: {1}")]
+    Keys(String, String),
+}
+
+/// Who made a request: `iss` and `sub` of a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal(pub String);
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    scp: Option<Value>,
+}
+
+impl Claims {
+    fn scopes(&self) -> HashSet<&str> {
+        let mut out: HashSet<&str> = self
+            .scope
+            .as_deref()
+            .map(|s| s.split_whitespace().collect())
+            .unwrap_or_default();
+        if let Some(Value::Array(items)) = &self.scp {
+            out.extend(items.iter().filter_map(Value::as_str));
+        }
+        out
+    }
+}
+
+/// Verifies access tokens; `None` in the app when auth is off.
+pub struct Authenticator {
+    settings: AuthSettings,
+    keys: JwkSet,
+}
+
+/// Signature algorithms accepted (asymmetric only: the server holds no secret).
+const ALGORITHMS: [Algorithm; 6] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::ES256,
+    Algorithm::EdDSA,
+];
+
+impl Authenticator {
+    /// Builds the verifier; `Ok(None)` when no issuer is configured (auth off).
+    pub fn from_settings(settings: &AuthSettings) -> Result<Option<Self>, AuthConfigError> {
+        if settings.issuer.is_empty() {
+            return Ok(None);
+        }
+        if settings.audience.is_empty() {
+            return Err(AuthConfigError::NoAudience);
+        }
+        let path = settings.jwks_file.as_ref().ok_or(AuthConfigError::NoKeys)?;
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| AuthConfigError::Keys(shown.clone(), e.to_string()))?;
+        let keys: JwkSet = serde_json::from_str(&text)
+            .map_err(|e| AuthConfigError::Keys(shown.clone(), e.to_string()))?;
+        if keys.keys.is_empty() {
+            return Err(AuthConfigError::Keys(shown, "no keys".into()));
+        }
+        Ok(Some(Self {
+            settings: settings.clone(),
+            keys,
+        }))
+    }
+
+    /// Verifies the request's `Authorization` header value.
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+        let token = authorization
+            .and_then(|h| {
+                let (scheme, token) = h.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        let invalid = |why: &str| AuthError::Invalid(why.to_owned());
+        let header = decode_header(token).map_err(|_| invalid("malformed"))?;
+        if !ALGORITHMS.contains(&header.alg) {
+            return Err(invalid("unsupported algorithm"));
+        }
+        let jwk = match &header.kid {
+            Some(kid) => self.keys.find(kid),
+            None if self.keys.keys.len() == 1 => self.keys.keys.first(),
+            None => None,
+        }
+        .ok_or_else(|| invalid("unknown signing key"))?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid("unusable signing key"))?;
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[&self.settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let claims = decode::<Claims>(token, &key, &validation)
+            .map_err(|e| AuthError::Invalid(describe(e.kind())))?
+            .claims;
+        let scopes = claims.scopes();
+        if let Some(missing) = self
+            .settings
+            .required_scopes
+            .iter()
+            .find(|s| !scopes.contains(s.as_str()))
+        {
+            return Err(AuthError::InsufficientScope(missing.clone()));
+        }
+        Ok(Principal(format!("{}#{}", claims.iss, claims.sub)))
+    }
+
+    /// The RFC 9728 protected-resource metadata document.
+    pub fn metadata(&self) -> Value {
+        let mut doc = json!({
+            "resource": self.settings.audience,
+            "authorization_servers": [self.settings.issuer],
+            "bearer_methods_supported": ["header"],
+            "resource_name": "Abacus MCP server",
+        });
+        if !self.settings.required_scopes.is_empty() {
+            doc["scopes_supported"] = json!(self.settings.required_scopes);
+        }
+        doc
+    }
+
+    /// Where the metadata lives (RFC 9728 §3.1: the well-known path inserted before the
+    /// resource's path), for `WWW-Authenticate`.
+    pub fn metadata_url(&self) -> String {
+        metadata_url(&self.settings.audience)
+    }
+
+    /// The scopes to name in an `insufficient_scope` challenge.
+    pub fn required_scopes(&self) -> String {
+        self.settings.required_scopes.join(" ")
+    }
+}
+
+/// `https://host/mcp` → `https://host/.well-known/oauth-protected-resource/mcp`.
+pub fn metadata_url(resource: &str) -> String {
+    const WELL_KNOWN: &str = "/.well-known/oauth-protected-resource";
+    let Some((scheme, rest)) = resource.split_once("://") else {
+        return WELL_KNOWN.to_owned();
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let path = path.trim_end_matches('/');
+    format!("{scheme}://{authority}{WELL_KNOWN}{path}")
+}
+
+/// A short, safe reason (never the token or its claims).
+fn describe(kind: &jsonwebtoken::errors::ErrorKind) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::ExpiredSignature => "expired",
+        K::ImmatureSignature => "not yet valid",
+        K::InvalidAudience => "issued for another resource",
+        K::InvalidIssuer => "issued by another authorization server",
+        K::InvalidSignature => "bad signature",
+        K::MissingRequiredClaim(_) => "missing a required claim",
+        _ => "malformed",
+    }
+    .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_urls_insert_the_well_known_path() {
+        assert_eq!(
+            metadata_url("https://mcp.example.com/mcp"),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            metadata_url("http://127.0.0.1:1453"),
+            "http://127.0.0.1:1453/.well-known/oauth-protected-resource"
+        );
+    }
+
+    #[test]
+    fn auth_is_off_without_an_issuer_and_refuses_half_configurations() {
+        assert!(Authenticator::from_settings(&AuthSettings::default())
+            .unwrap()
+            .is_none());
+        let mut s = AuthSettings {
+            issuer: "https://as".into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            Authenticator::from_settings(&s),
+            Err(AuthConfigError::NoAudience)
+        ));
+        s.audience = "https://rs/mcp".into();
+        assert!(matches!(
+            Authenticator::from_settings(&s),
+            Err(AuthConfigError::NoKeys)
+        ));
+    }
+
+    #[test]
+    fn bearer_headers_are_parsed_strictly() {
+        let a = Authenticator {
+            settings: AuthSettings {
+                issuer: "i".into(),
+                audience: "a".into(),
+                ..Default::default()
+            },
+            keys: JwkSet { keys: vec![] },
+        };
+        assert_eq!(a.verify(None), Err(AuthError::Missing));
+        assert_eq!(a.verify(Some("Basic abc")), Err(AuthError::Missing));
+        assert_eq!(a.verify(Some("Bearer ")), Err(AuthError::Missing));
+        assert!(matches!(
+            a.verify(Some("Bearer not.a.jwt")),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+}

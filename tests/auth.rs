@@ -1,0 +1,280 @@
+//! D17: OAuth 2.1 resource server. With `AUTH_ISSUER` set, `/mcp` needs a bearer JWT from that
+//! issuer for this resource (audience), answers 401/403 with an RFC 6750 challenge that points at
+//! the RFC 9728 metadata, and binds each session to its principal: another principal presenting
+//! the session id gets 404. (The reference server had no authentication at all.)
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use base64::Engine;
+use common::*;
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+const ISSUER: &str = "https://auth.example.test";
+const AUDIENCE: &str = "https://abacus.example.test/mcp";
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stderr(Stdio::null())
+        .output()
+        .expect("openssl (installed by hack/install-tools.sh apt)");
+    assert!(out.status.success(), "openssl {args:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An RSA key pair: the PEM private key and its public JWK (`kid`).
+fn key(dir: &Path, name: &str, kid: &str) -> (Vec<u8>, Value) {
+    let file = format!("{name}.pem");
+    openssl(dir, &["genrsa", "-out", &file, "2048"]);
+    let modulus = openssl(dir, &["rsa", "-in", &file, "-noout", "-modulus"]);
+    let hex_n = modulus.trim().trim_start_matches("Modulus=");
+    let n = hex::decode(hex_n).expect("hex modulus");
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let jwk = json!({
+        "kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+        "n": b64.encode(n), "e": "AQAB"
+    });
+    (std::fs::read(dir.join(&file)).unwrap(), jwk)
+}
+
+struct Issuer {
+    pem: Vec<u8>,
+    kid: String,
+}
+
+impl Issuer {
+    fn token(&self, claims: Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(&self.pem).expect("RSA PEM"),
+        )
+        .expect("sign")
+    }
+
+    fn for_subject(&self, sub: &str, scope: &str) -> String {
+        self.token(json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "scope": scope,
+            "exp": now() + 600, "iat": now()
+        }))
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A server with auth on (one trusted key, scope `mcp:tools` required) and the issuer's key,
+/// plus a key the server does not trust.
+fn setup() -> (Server, Issuer, Issuer) {
+    let dir = temp_path("auth");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pem, jwk) = key(&dir, "trusted", "k1");
+    let (other_pem, _) = key(&dir, "other", "k1");
+    let jwks = dir.join("jwks.json");
+    std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).unwrap();
+    let server = Server::start(&[
+        ("AUTH_ISSUER", ISSUER),
+        ("AUTH_AUDIENCE", AUDIENCE),
+        ("AUTH_JWKS_FILE", jwks.to_str().unwrap()),
+        ("AUTH_REQUIRED_SCOPES", "mcp:tools"),
+        ("RATE_LIMIT_MAX", "0"),
+    ]);
+    let kid = "k1".to_owned();
+    (
+        server,
+        Issuer {
+            pem,
+            kid: kid.clone(),
+        },
+        Issuer {
+            pem: other_pem,
+            kid,
+        },
+    )
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn post_as(mcp: &Mcp, token: Option<&str>, sid: Option<&str>, body: &Value) -> Resp {
+    let auth = token.map(bearer);
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    mcp.post_with(sid, &headers, body).await
+}
+
+fn challenge(resp: &Resp) -> String {
+    resp.header("www-authenticate").unwrap_or_default()
+}
+
+#[tokio::test]
+async fn metadata_and_challenges_point_clients_to_the_authorization_server() {
+    let (server, _, _) = setup();
+    let meta: Value = reqwest::get(server.url("/.well-known/oauth-protected-resource/mcp"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["resource"], AUDIENCE, "{meta}");
+    assert_eq!(meta["authorization_servers"], json!([ISSUER]), "{meta}");
+    assert_eq!(meta["scopes_supported"], json!(["mcp:tools"]), "{meta}");
+
+    let mcp = server.mcp();
+    let resp = post_as(&mcp, None, None, &initialize_request(LEGACY)).await;
+    assert_eq!(resp.status, 401, "{:?}", resp.text);
+    let c = challenge(&resp);
+    assert!(
+        c.starts_with("Bearer ")
+            && c.contains(
+                "resource_metadata=\"https://abacus.example.test/.well-known/oauth-protected-resource/mcp\""
+            ),
+        "{c}"
+    );
+    assert!(!c.contains("error="), "no error code without a token: {c}");
+    assert_eq!(resp.json()["error"]["code"], -32001);
+    // GET and DELETE are protected too.
+    assert_eq!(mcp.get(Some("x"), None).await.status, 401);
+}
+
+#[tokio::test]
+async fn bad_tokens_are_401_and_missing_scopes_403() {
+    let (server, issuer, stranger) = setup();
+    let mcp = server.mcp();
+    let init = initialize_request(LEGACY);
+    let cases = [
+        ("garbage", "not-a-jwt".to_owned()),
+        ("untrusted key", stranger.for_subject("alice", "mcp:tools")),
+        (
+            "other audience",
+            issuer.token(
+                json!({"iss": ISSUER, "aud": "https://other/mcp", "sub": "a",
+                "scope": "mcp:tools", "exp": now() + 600}),
+            ),
+        ),
+        (
+            "other issuer",
+            issuer.token(json!({"iss": "https://evil", "aud": AUDIENCE, "sub": "a",
+                "scope": "mcp:tools", "exp": now() + 600})),
+        ),
+        (
+            "expired",
+            issuer.token(json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "a",
+                "scope": "mcp:tools", "exp": now() - 3600})),
+        ),
+    ];
+    for (what, token) in cases {
+        let resp = post_as(&mcp, Some(&token), None, &init).await;
+        assert_eq!(resp.status, 401, "{what}: {:?}", resp.text);
+        assert!(
+            challenge(&resp).contains("error=\"invalid_token\""),
+            "{what}: {}",
+            challenge(&resp)
+        );
+    }
+    let unscoped = issuer.for_subject("alice", "profile");
+    let resp = post_as(&mcp, Some(&unscoped), None, &init).await;
+    assert_eq!(resp.status, 403, "{:?}", resp.text);
+    let c = challenge(&resp);
+    assert!(
+        c.contains("error=\"insufficient_scope\"") && c.contains("scope=\"mcp:tools\""),
+        "{c}"
+    );
+    let logs = format!("{}{}", server.stdout(), server.stderr());
+    assert!(!logs.contains(&unscoped), "tokens never reach the logs");
+}
+
+#[tokio::test]
+async fn sessions_belong_to_their_principal() {
+    let (server, issuer, _) = setup();
+    let mcp = server.mcp();
+    let alice = issuer.for_subject("alice", "mcp:tools");
+    let bob = issuer.for_subject("bob", "mcp:tools profile");
+    let resp = post_as(&mcp, Some(&alice), None, &initialize_request(LEGACY)).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.text);
+    let sid = resp.header("mcp-session-id").expect("session");
+    let done = notification("notifications/initialized", json!({}));
+    assert_eq!(
+        post_as(&mcp, Some(&alice), Some(&sid), &done).await.status,
+        202
+    );
+    let call = request(
+        2,
+        "tools/call",
+        tool_params("calculate", json!({"a": 1, "b": 2, "op": "add"})),
+    );
+    let ok = post_as(&mcp, Some(&alice), Some(&sid), &call).await;
+    assert_eq!(ok.status, 200, "{:?}", ok.text);
+    assert_eq!(ok.answer(&json!(2))["result"]["isError"], false);
+
+    // Bob holds a valid token but not the session: it does not exist for him.
+    let stolen = post_as(&mcp, Some(&bob), Some(&sid), &call).await;
+    assert_eq!(stolen.status, 404, "{:?}", stolen.text);
+    let del = mcp
+        .http
+        .delete(server.url("/mcp"))
+        .header("Mcp-Session-Id", &sid)
+        .header("Authorization", bearer(&bob))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 404);
+    // A session id alone is no credential.
+    assert_eq!(post_as(&mcp, None, Some(&sid), &call).await.status, 401);
+    // Alice still has it, and ends it.
+    assert_eq!(
+        post_as(&mcp, Some(&alice), Some(&sid), &call).await.status,
+        200
+    );
+    let del = mcp
+        .http
+        .delete(server.url("/mcp"))
+        .header("Mcp-Session-Id", &sid)
+        .header("Authorization", bearer(&alice))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 204);
+}
+
+#[tokio::test]
+async fn modern_requests_need_a_token_too() {
+    let (server, issuer, _) = setup();
+    let mcp = server.mcp();
+    let body = modern_request(1, "tools/list", json!({}));
+    let resp = mcp.modern_raw(&body, &[]).await;
+    assert_eq!(resp.status, 401, "{:?}", resp.text);
+    let token = bearer(&issuer.for_subject("carol", "mcp:tools"));
+    let resp = mcp.modern_raw(&body, &[("Authorization", &token)]).await;
+    assert_eq!(resp.status, 200, "{:?}", resp.text);
+    assert!(resp.answer(&json!(1))["result"]["tools"].is_array());
+}
+
+#[tokio::test]
+async fn a_half_configured_issuer_stops_start_up() {
+    let out = run_to_exit(
+        &[],
+        &[
+            ("AUTH_ISSUER", ISSUER),
+            ("PORT", "0"),
+            ("HOST", "127.0.0.1"),
+        ],
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("AUTH_AUDIENCE"), "{}", out.stderr);
+}
