@@ -610,3 +610,93 @@ async fn a_listen_stream_hears_changes_made_on_another_node() {
         .expect("list_changed from node A");
     assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
 }
+
+/// A legacy session id is not a state handle: it cannot be used to write into that session's
+/// history from outside the session.
+#[tokio::test]
+async fn a_session_id_is_not_a_history_handle() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let sid = a.initialize().await;
+    a.call_tool(&sid, "calculate", calc(1)).await;
+    let answer = modern_call(
+        &b,
+        7,
+        tool_params(
+            "calculate",
+            json!({ "a": 1, "b": 1, "op": "add", "historyHandle": sid }),
+        ),
+    )
+    .await;
+    let text = answer.to_string();
+    assert!(
+        answer["error"]["code"] == -32602 || answer["result"]["isError"] == true,
+        "refused: {text}"
+    );
+    let stats = a.read_json(&sid, "calculator://stats").await;
+    assert_eq!(stats["totalCalculations"], 1, "untouched: {stats}");
+}
+
+/// Server→client requests issued by two nodes in one session get distinct ids, and each
+/// client answer (posted to the other node) reaches the call that asked.
+#[tokio::test]
+async fn server_requests_from_two_nodes_never_share_an_id() {
+    let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": { "sampling": {} },
+            "clientInfo": { "name": "t", "version": "1" }
+        }
+    });
+    let sid = a.post(None, &init).await.header("mcp-session-id").unwrap();
+    a.post(
+        Some(&sid),
+        &notification("notifications/initialized", json!({})),
+    )
+    .await;
+    let call = |id: i64| {
+        request(
+            id,
+            "tools/call",
+            tool_params("test_sampling", json!({ "prompt": "hi" })),
+        )
+    };
+    let mut on_a = a.post_stream(Some(&sid), &[], &call(10)).await;
+    let mut on_b = b.post_stream(Some(&sid), &[], &call(20)).await;
+    let mut asks = Vec::new();
+    for stream in [&mut on_a, &mut on_b] {
+        loop {
+            let m = stream
+                .next_message(Duration::from_secs(5))
+                .await
+                .expect("a sampling request");
+            if m["method"] == "sampling/createMessage" {
+                asks.push(m);
+                break;
+            }
+        }
+    }
+    assert_ne!(asks[0]["id"], asks[1]["id"], "ids are unique across nodes");
+    for (ask, via, text) in [(&asks[0], &b, "for A"), (&asks[1], &a, "for B")] {
+        let answer = json!({
+            "jsonrpc": "2.0", "id": ask["id"],
+            "result": { "role": "assistant", "content": { "type": "text", "text": text }, "model": "m" }
+        });
+        assert_eq!(via.post(Some(&sid), &answer).await.status, 202);
+    }
+    for (stream, id, text) in [(&mut on_a, 10, "for A"), (&mut on_b, 20, "for B")] {
+        let done = loop {
+            let m = stream
+                .next_message(Duration::from_secs(5))
+                .await
+                .expect("a result");
+            if m["id"] == id {
+                break m;
+            }
+        };
+        assert!(done.to_string().contains(text), "{done}");
+    }
+}

@@ -304,6 +304,13 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
+/// A random prefix fixed for this process, for identifiers that must not collide across nodes
+/// (server→client request ids).
+pub fn node_prefix() -> &'static str {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PREFIX.get_or_init(|| random_id()[..12].to_owned())
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()

@@ -388,6 +388,7 @@ impl RedisStore {
                     .arg(ms(self.inner.cfg.idle))
                     .arg(count)
                     .arg(1)
+                    .arg(kind_of(id))
                     .invoke_async(&mut self.conn()),
             )
             .await?;
@@ -424,6 +425,7 @@ impl RedisStore {
                     .arg(ms(self.inner.cfg.idle))
                     .arg(count)
                     .arg(0)
+                    .arg(kind_of(id))
                     .invoke_async(&mut self.conn()),
             )
             .await;
@@ -539,6 +541,39 @@ impl RedisStore {
         ))
     }
 
+    /// `next_events` proper: reads, and waits for a wake-up (or the owner's death) if empty.
+    async fn wait_events(
+        &self,
+        notify: &Notify,
+        session: &str,
+        stream: &str,
+        after: u64,
+        wait: Duration,
+    ) -> Result<EventBatch, StoreError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (batch, owner) = self.read_events(session, stream, after).await?;
+            if !batch.events.is_empty() || batch.closed || batch.gone {
+                return Ok(batch);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(EventBatch::default());
+            }
+            let slice = if owner.is_empty() || owner == self.inner.cfg.node_id {
+                deadline - now
+            } else {
+                ORPHAN_CHECK.min(deadline - now)
+            };
+            if tokio::time::timeout(slice, notified).await.is_err() {
+                self.end_if_orphaned(session, stream, &owner).await?;
+            }
+        }
+    }
+
     /// Ends a stream whose owner node is gone, so its readers are not left waiting.
     async fn end_if_orphaned(
         &self,
@@ -568,6 +603,15 @@ impl RedisStore {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// The record kind an id must have: `h` for state handles, `s` for sessions.
+fn kind_of(id: &str) -> &'static str {
+    if id.starts_with('h') {
+        "h"
+    } else {
+        "s"
     }
 }
 
@@ -1112,6 +1156,7 @@ impl SessionStore for RedisStore {
             None => self.load(id, u64::from(count_request)).await,
         };
         drop(_guard);
+        drop(lock);
         let mut loading = self.inner.loading.lock();
         if loading.get(id).is_some_and(|l| Arc::strong_count(l) == 1) {
             loading.remove(id);
@@ -1235,6 +1280,11 @@ impl SessionStore for RedisStore {
     }
 
     async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError> {
+        // Handles are `h…`; a session id (hex) is never accepted as a handle, so a session id
+        // cannot be used to write into a session's history from outside it.
+        if !handle.starts_with('h') {
+            return Ok(false);
+        }
         self.slide(handle, 1).await
     }
 
@@ -1315,28 +1365,17 @@ impl SessionStore for RedisStore {
         wait: Duration,
     ) -> Result<EventBatch, StoreError> {
         let notify = self.waiter(session, stream);
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let (batch, owner) = self.read_events(session, stream, after).await?;
-            if !batch.events.is_empty() || batch.closed || batch.gone {
-                return Ok(batch);
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(EventBatch::default());
-            }
-            let slice = if owner.is_empty() || owner == self.inner.cfg.node_id {
-                deadline - now
-            } else {
-                ORPHAN_CHECK.min(deadline - now)
-            };
-            if tokio::time::timeout(slice, notified).await.is_err() {
-                self.end_if_orphaned(session, stream, &owner).await?;
-            }
+        let result = self
+            .wait_events(&notify, session, stream, after, wait)
+            .await;
+        drop(notify);
+        // Forget the wake-up entry once its last reader is gone.
+        let key = waiter_key(session, stream);
+        let mut waiters = self.inner.waiters.lock();
+        if waiters.get(&key).is_some_and(|w| w.strong_count() == 0) {
+            waiters.remove(&key);
         }
+        result
     }
 
     async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError> {

@@ -53,12 +53,13 @@ return idle
     )
 }
 
-/// KEYS: rec, hist. ARGV: idle, requests to count, want the record (1/0).
-/// Returns nil if gone; else `{ttl, ver}` or `{ttl, ver, field, value, …}` with the record.
+/// KEYS: rec, hist. ARGV: idle, requests to count, want the record (1/0), kind (`s`/`h`).
+/// Returns nil if gone (or of another kind); else `{ttl, ver}` or `{ttl, ver, field, value, …}`
+/// with the record.
 pub fn touch() -> String {
     with_prelude(
         r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if redis.call('HGET', KEYS[1], 'k') ~= ARGV[4] then return false end
 local ttl = slide(KEYS[1], KEYS[2], tonumber(ARGV[1]), now)
 if ttl < 0 then return false end
 local n = tonumber(ARGV[2])

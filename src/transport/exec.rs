@@ -333,16 +333,25 @@ async fn legacy_stream(
             };
             match out {
                 Out::Message(m) => {
-                    let _ = store.append_event(&s2, &st2, serialize(&m), false).await;
+                    let m = serialize(&m);
+                    persist(|| store.append_event(&s2, &st2, m.clone(), false), 3).await;
                 }
                 Out::Final(m, _) => {
-                    let _ = store.append_event(&s2, &st2, Arc::from(m), true).await;
+                    // The answer must reach the log, or resuming clients would wait for it
+                    // forever: retried until the store takes it (or the process exits, after
+                    // which other nodes end the stream as an orphan).
+                    let m: Arc<str> = Arc::from(m);
+                    persist(
+                        || store.append_event(&s2, &st2, m.clone(), true),
+                        usize::MAX,
+                    )
+                    .await;
                     return;
                 }
                 Out::CloseConnection => close_connection.cancel(),
             }
         }
-        let _ = store.close_stream(&s2, &st2).await;
+        persist(|| store.close_stream(&s2, &st2), usize::MAX).await;
     });
     let (writer, body) = SseWriter::channel();
     let close_after = match app.settings.sse_post_close_after_ms {
@@ -361,6 +370,27 @@ async fn legacy_stream(
         },
     ));
     sse::response(body, Some(&sid))
+}
+
+/// Runs a store write until it succeeds, at most `attempts` times, backing off up to 2 s.
+async fn persist<T, F, Fut>(mut write: F, attempts: usize)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::session::StoreError>>,
+{
+    let mut delay = Duration::from_millis(50);
+    for attempt in 1..=attempts {
+        match write().await {
+            Ok(_) => return,
+            Err(e) if attempt == attempts => {
+                tracing::warn!("stream event not stored after {attempts} attempts: {e}");
+            }
+            Err(_) => {
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// When the server closes a connection early (SEP-1699 polling).

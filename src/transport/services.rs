@@ -64,8 +64,10 @@ impl ContextServices for CallServices {
             .session_id
             .as_deref()
             .ok_or_else(|| DomainError::Internal("server requests need a session".into()))?;
+        // Unique across nodes: the client's answer may reach any of them.
         let id = Value::String(format!(
-            "srv-{}",
+            "srv-{}-{}",
+            crate::session::node_prefix(),
             SERVER_REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let answer = self.app.routes.expect_answer(session, &id);
