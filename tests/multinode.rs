@@ -27,6 +27,31 @@ async fn first_message_id(stream: &mut SseStream) -> String {
     }
 }
 
+/// A legacy session whose client declares sampling (for server→client requests).
+async fn initialize_with_sampling(mcp: &Mcp) -> String {
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": { "sampling": {} },
+            "clientInfo": { "name": "t", "version": "1" }
+        }
+    });
+    let sid = mcp
+        .post(None, &init)
+        .await
+        .header("mcp-session-id")
+        .expect("session");
+    let ok = mcp
+        .post(
+            Some(&sid),
+            &notification("notifications/initialized", json!({})),
+        )
+        .await;
+    assert_eq!(ok.status, 202);
+    sid
+}
+
 fn calc(a: i64) -> Value {
     json!({ "a": a, "b": 1, "op": "add" })
 }
@@ -302,23 +327,7 @@ async fn a_stream_started_on_one_node_resumes_on_another() {
 async fn a_client_answer_posted_to_another_node_reaches_the_call() {
     let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
     let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
-    let init = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": { "sampling": {} },
-            "clientInfo": { "name": "t", "version": "1" }
-        }
-    });
-    let resp = a.post(None, &init).await;
-    let sid = resp.header("mcp-session-id").expect("session");
-    let ok = a
-        .post(
-            Some(&sid),
-            &notification("notifications/initialized", json!({})),
-        )
-        .await;
-    assert_eq!(ok.status, 202);
+    let sid = initialize_with_sampling(&a).await;
     let body = request(
         9,
         "tools/call",
@@ -643,20 +652,7 @@ async fn a_session_id_is_not_a_history_handle() {
 async fn server_requests_from_two_nodes_never_share_an_id() {
     let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
     let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
-    let init = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": { "sampling": {} },
-            "clientInfo": { "name": "t", "version": "1" }
-        }
-    });
-    let sid = a.post(None, &init).await.header("mcp-session-id").unwrap();
-    a.post(
-        Some(&sid),
-        &notification("notifications/initialized", json!({})),
-    )
-    .await;
+    let sid = initialize_with_sampling(&a).await;
     let call = |id: i64| {
         request(
             id,
