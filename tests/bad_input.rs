@@ -178,6 +178,29 @@ async fn batch_is_rejected_for_2025_06_18_and_2025_11_25_sessions() {
     }
 }
 
+// A batch obeys the lifecycle like single messages: requests before
+// `notifications/initialized` (other than ping) are refused, item by item, in order.
+#[tokio::test]
+async fn batch_items_before_initialized_are_refused() {
+    let server = Server::start(&[]);
+    let mcp = server.mcp();
+    let sid = mcp.initialize_only("2025-03-26").await;
+    let batch = json!([
+        tools_list(1),
+        request(2, "ping", json!({})),
+        notification("notifications/initialized", json!({})),
+        tools_list(3)
+    ]);
+    let resp = mcp.post(Some(&sid), &batch).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let answers = resp.json();
+    let answers = answers.as_array().expect("array answer").clone();
+    let by_id = |id: i64| answers.iter().find(|a| a["id"] == id).cloned().unwrap();
+    assert!(by_id(1)["error"]["code"].is_i64(), "{answers:?}");
+    assert_eq!(by_id(2)["result"], json!({}), "{answers:?}");
+    assert!(by_id(3)["result"]["tools"].is_array(), "{answers:?}");
+}
+
 // D16: a 2025-03-26 session may batch; the answer is one JSON array.
 #[tokio::test]
 async fn batch_is_accepted_for_a_2025_03_26_session() {

@@ -371,10 +371,13 @@ async fn batch(
         .into_response();
     }
     let mut answers = Vec::new();
+    // Items are handled in order, so `notifications/initialized` early in a batch counts.
+    let mut initialized = record.initialized;
     for item in items {
         match jsonrpc::classify(item) {
             Err((e, id)) => answers.push(ApiError::from_protocol(&e, Era::Legacy, id).body()),
             Ok(Incoming::Notification { method, params }) => {
+                initialized |= method == "notifications/initialized";
                 notification(app, &sid, &method, &params).await;
             }
             Ok(Incoming::Response { id, outcome }) => {
@@ -391,6 +394,15 @@ async fn batch(
                         .with_id(Some(id))
                         .body(),
                     );
+                    continue;
+                }
+                if !initialized && method != "ping" {
+                    let e = ProtocolError::NotInitialized;
+                    answers.push(ApiError::from_protocol(&e, Era::Legacy, Some(id)).body());
+                    continue;
+                }
+                if app.drain.is_draining() {
+                    answers.push(draining().with_id(Some(id)).body());
                     continue;
                 }
                 let p = prepared(record.clone(), id, method, params);
