@@ -625,6 +625,20 @@ async fn rolling_restart_under_load_fails_no_request() {
     }
 }
 
+/// Waits (up to 10 s) until every node is ready again after Redis came back; returns how long.
+async fn all_ready_again(cluster: &Cluster) -> Duration {
+    let back = Instant::now();
+    for n in 0..cluster.node_count() {
+        wait_ok(
+            &cluster.node_url(n, "/health/ready"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|| panic!("node {n} not ready within 10 s of Redis coming back"));
+    }
+    back.elapsed()
+}
+
 /// Per upstream address, the attempts nginx's access log shows answered 503 and then retried
 /// on another upstream (`upstream=A, B ustatus=503, 200`).
 fn retried_503(access_log: &str) -> HashMap<String, usize> {
@@ -741,16 +755,7 @@ async fn redis_restart_with_aof_keeps_sessions_and_nodes_recover() {
     }
 
     cluster.redis.start_again();
-    let back = Instant::now();
-    for n in 0..2 {
-        wait_ok(
-            &cluster.node_url(n, "/health/ready"),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap_or_else(|| panic!("node {n} not ready within 10 s of Redis coming back"));
-    }
-    let recovered = back.elapsed();
+    let recovered = all_ready_again(&cluster).await;
     eprintln!(
         "[redis stop] slowest 503 during the outage {slowest:?}; ready again after {recovered:?}"
     );
@@ -833,16 +838,7 @@ async fn a_frozen_then_killed_redis_is_a_bounded_outage() {
 
     cluster.redis.kill();
     cluster.redis.start_again();
-    let back = Instant::now();
-    for n in 0..2 {
-        wait_ok(
-            &cluster.node_url(n, "/health/ready"),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap_or_else(|| panic!("node {n} not ready within 10 s of Redis coming back"));
-    }
-    let recovered = back.elapsed();
+    let recovered = all_ready_again(&cluster).await;
     eprintln!(
         "[redis freeze+kill] slowest 503 while frozen {slowest:?}; ready again after {recovered:?}"
     );

@@ -514,11 +514,14 @@ async fn modern_state_and_handles_work_on_every_node() {
         )
         .await;
     assert_eq!(read.status, 200, "{:?}", read.text);
-    assert!(
-        read.text.contains("9"),
-        "the entry B wrote, read on A: {:?}",
-        read.text
-    );
+    let entry: Value = serde_json::from_str(
+        read.answer(&json!(6))["result"]["contents"][0]["text"]
+            .as_str()
+            .expect("a text content"),
+    )
+    .expect("a JSON history entry");
+    assert_eq!(entry["id"], id, "the entry B wrote, read on A: {entry}");
+    assert_eq!(entry["result"], 9, "{entry}");
 }
 
 /// The rate limit holds for the cluster, not per node: requests spread over 3 nodes are

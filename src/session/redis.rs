@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -202,7 +202,6 @@ struct Inner {
     /// Whether the signal subscription is up (caches are only trusted while it is).
     subscribed: AtomicBool,
     live_count: Mutex<Option<(Instant, u64)>>,
-    reads: AtomicU64,
 }
 
 /// The Redis-backed [`SessionStore`].
@@ -288,7 +287,6 @@ impl RedisStore {
                 claims: Mutex::default(),
                 subscribed: AtomicBool::new(false),
                 live_count: Mutex::new(None),
-                reads: AtomicU64::new(0),
                 cfg,
             }),
         };
@@ -301,11 +299,6 @@ impl RedisStore {
             tokio::spawn(watch_master(Arc::downgrade(&store.inner)));
         }
         Ok(store)
-    }
-
-    /// Records loaded from Redis so far (cache misses), for tests and metrics.
-    pub fn cache_misses(&self) -> u64 {
-        self.inner.reads.load(Ordering::Relaxed)
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -375,24 +368,32 @@ impl RedisStore {
         }
     }
 
+    /// The touch script: slides the scope's TTL and counts `count` requests; with
+    /// `with_record`, the reply carries the record's fields. `None` if the scope is gone.
+    async fn run_touch(
+        &self,
+        id: &str,
+        count: u64,
+        with_record: bool,
+    ) -> Result<Option<Vec<redis::Value>>, StoreError> {
+        self.bounded(
+            self.inner
+                .scripts
+                .touch
+                .key(rec_key(id))
+                .key(hist_key(id))
+                .arg(ms(self.inner.cfg.idle))
+                .arg(count)
+                .arg(u8::from(with_record))
+                .arg(kind_of(id))
+                .invoke_async(&mut self.conn()),
+        )
+        .await
+    }
+
     /// Reads and slides a record from Redis (counting `count` requests), caching it.
     async fn load(&self, id: &str, count: u64) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.reads.fetch_add(1, Ordering::Relaxed);
-        let reply: Option<Vec<redis::Value>> = self
-            .bounded(
-                self.inner
-                    .scripts
-                    .touch
-                    .key(rec_key(id))
-                    .key(hist_key(id))
-                    .arg(ms(self.inner.cfg.idle))
-                    .arg(count)
-                    .arg(1)
-                    .arg(kind_of(id))
-                    .invoke_async(&mut self.conn()),
-            )
-            .await?;
-        let Some(reply) = reply else {
+        let Some(reply) = self.run_touch(id, count, true).await? else {
             self.evict(id);
             return Ok(None);
         };
@@ -415,21 +416,7 @@ impl RedisStore {
 
     /// Slides a scope and counts `count` requests without reading it back.
     async fn slide(&self, id: &str, count: u64) -> Result<bool, StoreError> {
-        let reply: Result<Option<Vec<redis::Value>>, StoreError> = self
-            .bounded(
-                self.inner
-                    .scripts
-                    .touch
-                    .key(rec_key(id))
-                    .key(hist_key(id))
-                    .arg(ms(self.inner.cfg.idle))
-                    .arg(count)
-                    .arg(0)
-                    .arg(kind_of(id))
-                    .invoke_async(&mut self.conn()),
-            )
-            .await;
-        match reply {
+        match self.run_touch(id, count, false).await {
             Ok(Some(r)) => {
                 let (ttl, ver, _) = split_touch(r)?;
                 self.refreshed(id, ttl, &ver);

@@ -173,14 +173,12 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
     let cancel = CancellationToken::new();
     let ctx = context(app, &req, &tx, &cancel, true);
     let era = req.era;
-    // Only a request that outlives its first poll can be cancelled by a later
-    // `notifications/cancelled`, so only such requests are entered in the routing table.
-    let cancel_route = match (era, &req.session_id) {
+    // A legacy request's session and id: for the answer's header, the cancellation route and
+    // the resumable stream.
+    let legacy = match (era, &req.session_id) {
         (Era::Legacy, Some(sid)) => Some((sid.clone(), req.id.clone())),
         _ => None,
     };
-    let session_id = req.session_id.clone();
-    let request_id = req.id.clone();
     // A modern request is cancelled when its client goes away; this guard fires if the
     // handler future is dropped before the answer is chosen.
     let guard = (era == Era::Modern).then(|| cancel.clone().drop_guard());
@@ -193,7 +191,9 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
     // Most requests finish on their first poll (the in-memory store never waits): no timer,
     // no task, no hand-off. Others run inline for the JSON window, then move to a task.
     if futures::poll!(&mut job).is_pending() {
-        if let Some((sid, id)) = cancel_route {
+        // Only a request that outlives its first poll can be cancelled by a later
+        // `notifications/cancelled`, so only such requests are entered in the routing table.
+        if let Some((sid, id)) = legacy.clone() {
             app.routes.start_request(&sid, &id, cancel.clone());
             let app = app.clone();
             job.on_done = Some(Box::new(move || app.routes.finish_request(&sid, &id)));
@@ -210,7 +210,7 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
             if let Some(g) = guard {
                 g.disarm();
             }
-            return json_response(msg, status, session_id.as_deref());
+            return json_response(msg, status, legacy.as_ref().map(|(sid, _)| sid.as_str()));
         }
         Err(mpsc::error::TryRecvError::Disconnected) => {
             return ApiError::new(StatusCode::OK, -32800, "Request cancelled").into_response()
@@ -219,9 +219,9 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
         Err(mpsc::error::TryRecvError::Empty) => None,
     };
     job.detach();
-    match (era, session_id) {
-        (Era::Legacy, Some(sid)) => legacy_stream(app, sid, &request_id, first, rx).await,
-        _ => {
+    match legacy {
+        Some((sid, id)) => legacy_stream(app, sid, &id, first, rx).await,
+        None => {
             let guard = guard.map(|g| g.disarm());
             modern_stream(app, first, rx, guard.unwrap_or(cancel))
         }
