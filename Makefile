@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: run build release tools test test-unit test-e2e conformance conformance-cluster clients bench lint fmt clean cluster cluster-down
+.PHONY: schema run build release tools test test-unit test-e2e conformance conformance-cluster clients bench lint fmt clean cluster cluster-down
 
 run:
 	$(CARGO) run --release --bin abacus
@@ -45,6 +45,16 @@ cluster: release
 
 cluster-down:
 	bash hack/cluster.sh down
+
+# The AbacusConfig JSON Schema (checked in) and the README's settings table, both generated from
+# the Rust types; unit tests fail when either is stale.
+schema: release
+	./target/release/abacus schema > docs/abacus-config.schema.json
+	./target/release/abacus schema --markdown > target/settings-table.md
+	awk 'BEGIN{t=""; while ((getline l < "target/settings-table.md") > 0) t=t l "\n"} \
+	  /<!-- settings-table:begin -->/{print; printf "%s", t; skip=1; next} \
+	  /<!-- settings-table:end -->/{skip=0} !skip' README.md > target/README.md.new
+	mv target/README.md.new README.md
 
 lint:
 	$(CARGO) fmt --check

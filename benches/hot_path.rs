@@ -65,8 +65,10 @@ async fn send(router: &axum::Router, req: Request<Body>) -> (u16, Vec<u8>, Optio
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let mut settings = Settings::default();
-    settings.runtime.rate_limit_max = 0;
+    let settings = Settings {
+        rate_limit_max: 0,
+        ..Default::default()
+    };
     if std::env::var("WITH_LOGS").is_ok() {
         abacus::telemetry::init_logging("warn", abacus::config::LogFormat::Text);
     }

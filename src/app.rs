@@ -8,7 +8,9 @@ use rmcp::model::RequestStateCodec;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::calculator::{Calculator, Limits};
+use arc_swap::ArcSwapOption;
+
+use crate::calculator::{Calculator, CalculatorSettings};
 use crate::config::live::LiveSettings;
 use crate::config::{ConfigError, Settings};
 use crate::conformance::Conformance;
@@ -18,7 +20,7 @@ use crate::protocol::registry::{NamedToolset, Registry};
 use crate::session::memory::{MemoryLimits, MemoryStore};
 use crate::session::redis::{RedisConfig, RedisStore};
 use crate::session::routing::LocalRoutes;
-use crate::session::{SessionStore, Signal};
+use crate::session::{SessionPolicy, SessionStore, Signal};
 use crate::telemetry::metrics::Metrics;
 
 /// Why the server cannot start.
@@ -76,10 +78,13 @@ impl Drain {
 
 /// Everything handlers share.
 pub struct App {
-    /// Start-up settings (the live part is in `live`).
+    /// Start-up settings: the source of truth for restart-only settings (read live ones from
+    /// `live`).
     pub settings: Settings,
     /// Live-updatable settings.
     pub live: LiveSettings,
+    /// Session limits the stores read on every operation (fed from `live`).
+    pub policy: Arc<SessionPolicy>,
     /// Session state.
     pub store: Arc<dyn SessionStore>,
     /// Method dispatch over the active toolsets.
@@ -92,14 +97,15 @@ pub struct App {
     pub routes: LocalRoutes,
     /// Shutdown state.
     pub drain: Drain,
-    /// The OAuth 2.1 resource server; `None` when auth is off.
-    pub auth: Option<crate::auth::Authenticator>,
+    /// The OAuth 2.1 resource server; `None` when auth is off. Swapped when its live settings
+    /// (audience, keys, scopes) change.
+    pub auth: ArcSwapOption<crate::auth::Authenticator>,
     /// Per-client rate limiting.
     pub limiter: Arc<RateLimiter>,
     /// Process start, for uptime.
     pub started: Instant,
-    /// Calculator bounds, fed from the live settings.
-    pub limits: tokio::sync::watch::Sender<Limits>,
+    /// Calculator limits and sample tool, fed from the live settings.
+    pub calculator: tokio::sync::watch::Sender<CalculatorSettings>,
 }
 
 /// Shared handle to the application.
@@ -109,13 +115,12 @@ impl App {
     /// Builds the application from validated settings (connecting to Redis in Redis mode) and
     /// starts the node's signal router.
     pub async fn build(settings: Settings) -> Result<AppState, StartupError> {
-        let live = LiveSettings::new(settings.runtime.clone());
-        let store = store(&settings).await?;
-        let (limits, limits_rx) = tokio::sync::watch::channel(settings.runtime.limits);
-        let registry = Arc::new(Registry::new(
-            toolsets(&settings, limits_rx)?,
-            &settings.runtime.toolsets,
-        )?);
+        let live = LiveSettings::new(settings.clone());
+        let policy = session_policy(&settings);
+        let store = store(&settings, policy.clone()).await?;
+        let (calculator, calculator_rx) =
+            tokio::sync::watch::channel(calculator_settings(&settings));
+        let registry = Arc::new(Registry::new(toolsets(calculator_rx)?, &settings.toolsets)?);
         let metrics = Arc::new(Metrics::new());
         let dispatcher = Arc::new(Dispatcher {
             registry,
@@ -131,10 +136,11 @@ impl App {
         if let Some(c) = request_state_codec(&settings, store.as_ref()).await? {
             codec.set(c);
         }
-        let auth = crate::auth::Authenticator::from_settings(&settings.auth)?;
+        let auth = crate::auth::Authenticator::from_settings(&settings.auth)?.map(Arc::new);
         let app = Arc::new(App {
-            auth,
-            limits,
+            auth: ArcSwapOption::new(auth),
+            calculator,
+            policy,
             codec,
             limiter: Arc::new(RateLimiter::new()),
             settings,
@@ -164,18 +170,39 @@ impl App {
 /// Events kept per SSE stream for replay.
 const EVENTS_PER_STREAM: usize = 1000;
 
+/// The session limits the settings ask for.
+fn session_policy(settings: &Settings) -> Arc<SessionPolicy> {
+    let policy = SessionPolicy::new(Duration::ZERO, Duration::ZERO, 0, 0);
+    set_session_policy(&policy, settings);
+    policy
+}
+
+fn set_session_policy(policy: &SessionPolicy, settings: &Settings) {
+    policy.set(
+        settings.session_timeout(),
+        Duration::from_millis(settings.session_max_lifetime_ms),
+        settings.max_sessions,
+        settings.limits.history_cap,
+    );
+}
+
+/// What the calculator reads live.
+fn calculator_settings(settings: &Settings) -> CalculatorSettings {
+    CalculatorSettings {
+        limits: settings.limits,
+        sample_tool: settings.sample_tool().map(Arc::from),
+    }
+}
+
 /// The session store the settings ask for.
-async fn store(settings: &Settings) -> Result<Arc<dyn SessionStore>, StartupError> {
-    let idle = settings.session_timeout();
-    let max_lifetime = Duration::from_millis(settings.session_max_lifetime_ms);
-    let history_cap = settings.runtime.limits.history_cap;
+async fn store(
+    settings: &Settings,
+    policy: Arc<SessionPolicy>,
+) -> Result<Arc<dyn SessionStore>, StartupError> {
     if !settings.use_redis {
         return Ok(Arc::new(MemoryStore::new(
             MemoryLimits {
-                idle,
-                max_lifetime,
-                max_sessions: settings.max_sessions,
-                history_cap,
+                policy,
                 events_per_stream: EVENTS_PER_STREAM,
             },
             Duration::from_secs(30),
@@ -201,10 +228,7 @@ async fn store(settings: &Settings) -> Result<Arc<dyn SessionStore>, StartupErro
         password,
         tls_ca,
         command_timeout: Duration::from_millis(settings.redis_command_timeout_ms),
-        idle,
-        max_lifetime,
-        max_sessions: settings.max_sessions,
-        history_cap,
+        policy,
         events_per_stream: EVENTS_PER_STREAM,
         cache_capacity: 100_000,
         node_id: crate::session::redis::node_id(),
@@ -249,11 +273,10 @@ async fn route_signals(app: std::sync::Weak<App>) {
 }
 
 fn toolsets(
-    settings: &Settings,
-    limits: tokio::sync::watch::Receiver<Limits>,
+    calculator: tokio::sync::watch::Receiver<CalculatorSettings>,
 ) -> Result<Vec<NamedToolset>, StartupError> {
-    let calculator = Calculator::new(settings.sample_tool_name.clone(), limits)
-        .map_err(|e| StartupError::Calculator(e.to_string()))?;
+    let calculator =
+        Calculator::new(calculator).map_err(|e| StartupError::Calculator(e.to_string()))?;
     Ok(vec![
         ("calculator", Arc::new(calculator)),
         ("conformance", Arc::new(Conformance::new())),
@@ -342,32 +365,95 @@ fn trim_key(mut key: Vec<u8>) -> Vec<u8> {
     key
 }
 
-/// Applies live settings changes: log filter, calculator limits, toolsets (announcing
-/// `list_changed` on every node when a list's content changed). Rate limits, CORS, hosts and limits are read per request from the live channel.
+impl App {
+    /// Checks a candidate configuration against what only the application knows: a sample
+    /// tool name another toolset already uses, auth keys that cannot be read. A failure rejects
+    /// the configuration before anything is applied.
+    pub fn check_settings(&self, next: &Settings) -> Result<(), String> {
+        if let Some(name) = next.sample_tool() {
+            if let Some(set) = self
+                .dispatcher
+                .registry
+                .tool_defined_elsewhere(name, "calculator")
+            {
+                return Err(format!(
+                    "spec.sampleToolName: {name:?} clashes with a tool of the {set} toolset"
+                ));
+            }
+        }
+        if next.auth != self.live.current().auth {
+            crate::auth::Authenticator::from_settings(&next.auth)
+                .map_err(|e| format!("spec.auth: {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Applies live settings changes on this node: log filter, calculator limits and sample tool,
+/// toolsets (announcing `list_changed` to the streams this node holds; every node applies the
+/// change itself, so each announces it once), session limits and auth. Rate limits, CORS,
+/// hosts, origins, SSE timings and the proxy trust are read per request from `live`.
 pub fn apply_live_settings(app: AppState, logs: crate::telemetry::LogControl) {
     let mut rx = app.live.subscribe();
     tokio::spawn(async move {
+        let mut prev = app.live.current();
         while rx.changed().await.is_ok() {
-            let rt = rx.borrow_and_update().clone();
-            if let Err(e) = logs.set(&rt.log_level) {
-                tracing::warn!("log level {:?} rejected: {e}", rt.log_level);
+            let next = rx.borrow_and_update().clone();
+            if let Err(e) = logs.set(&next.log_level) {
+                tracing::warn!("log level {:?} rejected: {e}", next.log_level);
             }
-            // Limits first: they shape the tool schemas the registry re-lists below.
-            app.limits.send_replace(rt.limits);
-            match app.dispatcher.registry.activate(&rt.toolsets) {
+            set_session_policy(&app.policy, &next);
+            // Limits and the sample tool first: they shape the tool list re-built below.
+            app.calculator.send_replace(calculator_settings(&next));
+            match app.dispatcher.registry.activate(&next.toolsets) {
                 Ok(changed) => {
                     for kind in changed {
-                        let _ = app
-                            .store
-                            .publish(crate::session::Envelope {
-                                payload: crate::session::Signal::ListChanged { kind: kind.into() },
-                                meta: Default::default(),
-                            })
-                            .await;
+                        app.store.announce_local(crate::session::Envelope {
+                            payload: Signal::ListChanged { kind: kind.into() },
+                            meta: Default::default(),
+                        });
                     }
                 }
-                Err(e) => tracing::warn!("toolsets {:?} rejected: {e}", rt.toolsets),
+                Err(e) => tracing::warn!("toolsets {:?} rejected: {e}", next.toolsets),
             }
+            if next.auth != prev.auth {
+                match crate::auth::Authenticator::from_settings(&next.auth) {
+                    Ok(auth) => app.auth.store(auth.map(Arc::new)),
+                    Err(e) => tracing::warn!("auth settings not applied: {e}"),
+                }
+            }
+            prev = next;
         }
     });
+}
+
+/// The reloader of this node: documents from any source go through it into `app.live`, with
+/// the application's own checks, and each outcome is counted in the metrics.
+pub fn reloader(
+    app: &AppState,
+    env: std::collections::HashMap<String, String>,
+) -> crate::config::reload::Reloader {
+    let weak = Arc::downgrade(app);
+    let check: crate::config::reload::AppCheck = Arc::new(move |next| match weak.upgrade() {
+        Some(app) => app.check_settings(next),
+        None => Err("the server is stopping".into()),
+    });
+    let metrics = app.metrics.clone();
+    let store = app.store.clone();
+    let publish = move |status: &crate::config::live::ConfigStatus| {
+        metrics.config_info(&status.hash, status.resource_version.as_deref());
+        store.set_node_report(serde_json::json!({
+            "configHash": status.hash,
+            "resourceVersion": status.resource_version,
+        }));
+    };
+    publish(&app.live.status());
+    let metrics = app.metrics.clone();
+    let hook: crate::config::reload::OutcomeHook = Arc::new(move |outcome, status| {
+        if let Some(label) = outcome.label() {
+            metrics.config_reload(label);
+        }
+        publish(status);
+    });
+    crate::config::reload::Reloader::new(app.live.clone(), env, check, hook)
 }

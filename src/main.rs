@@ -14,11 +14,30 @@ use abacus::app::App;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use abacus::config::Settings;
+use abacus::config::startup::Startup;
 use axum::serve::ListenerExt;
 
-fn config_path() -> Result<Option<PathBuf>, String> {
-    let mut args = std::env::args().skip(1);
+/// What the command line asks for.
+enum Command {
+    /// Serve, with an optional `--config FILE`.
+    Serve(Option<PathBuf>),
+    /// Print the AbacusConfig JSON Schema (`--markdown`: the README's settings table).
+    Schema { markdown: bool },
+}
+
+const USAGE: &str = "usage: abacus [--config FILE]\n       abacus schema [--markdown]\n\nSettings come from defaults, then an AbacusConfig document (the ConfigMap named by\nCONFIG_CONFIGMAP, or FILE), then the environment; see README.md.";
+
+fn command() -> Result<Command, String> {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("schema") {
+        args.next();
+        let markdown = match args.next().as_deref() {
+            None => false,
+            Some("--markdown") => true,
+            Some(other) => return Err(format!("unknown argument {other:?} (try --help)")),
+        };
+        return Ok(Command::Schema { markdown });
+    }
     let mut path = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -27,26 +46,44 @@ fn config_path() -> Result<Option<PathBuf>, String> {
             }
             s if s.starts_with("--config=") => path = Some(s["--config=".len()..].into()),
             "--help" | "-h" => {
-                println!("usage: abacus [--config FILE]\nSettings come from FILE (YAML) and the environment; see README.md.");
+                println!("{USAGE}");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
     }
-    Ok(path)
+    Ok(Command::Serve(path))
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let settings =
-        match config_path().and_then(|p| Settings::load(p.as_deref()).map_err(|e| e.to_string())) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("abacus: configuration error: {e}");
-                return ExitCode::from(2);
+    let path = match command() {
+        Ok(Command::Serve(path)) => path,
+        Ok(Command::Schema { markdown }) => {
+            if markdown {
+                print!("{}", abacus::config::document::markdown_table());
+            } else {
+                print!("{}", abacus::config::document::schema_text());
             }
-        };
-    let logs = abacus::telemetry::init_logging(&settings.runtime.log_level, settings.log_format);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("abacus: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let startup = match Startup::load(path).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("abacus: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = startup.loaded.settings.clone();
+    let logs = abacus::telemetry::init_logging(&settings.log_level, settings.log_format);
+    for warning in &startup.warnings {
+        tracing::warn!("{warning}");
+    }
     let app = match App::build(settings).await {
         Ok(app) => app,
         Err(e) => {
@@ -57,6 +94,8 @@ async fn main() -> ExitCode {
         }
     };
     abacus::app::apply_live_settings(app.clone(), logs);
+    let reloader = abacus::app::reloader(&app, startup.env.clone());
+    startup.watch(reloader);
     let addr = SocketAddr::new(
         app.settings.host.parse().expect("validated"),
         app.settings.port,
@@ -82,7 +121,7 @@ async fn main() -> ExitCode {
         shutdown_signal().await;
         tracing::info!("shutdown: readiness failing, closing streams, finishing in-flight work");
         drain_app.drain.begin();
-        let grace = Duration::from_millis(drain_app.settings.shutdown_grace_ms);
+        let grace = Duration::from_millis(drain_app.live.current().shutdown_grace_ms);
         if !drain_app.drain.wait(grace).await {
             tracing::warn!("shutdown: grace period over with requests still running");
         }
@@ -93,12 +132,15 @@ async fn main() -> ExitCode {
         let _ = tcp.set_nodelay(true);
     });
     let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown);
-    let grace = Duration::from_millis(app.settings.shutdown_grace_ms);
     let server = tokio::spawn(async move { serve.await });
     // After the drain, idle keep-alive connections are closed by axum; never wait past grace+5s.
     let result = tokio::select! {
         r = server => r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
-        _ = async { app.drain.streams.cancelled().await; tokio::time::sleep(grace + Duration::from_secs(5)).await } => Ok(()),
+        _ = async {
+            app.drain.streams.cancelled().await;
+            let grace = Duration::from_millis(app.live.current().shutdown_grace_ms);
+            tokio::time::sleep(grace + Duration::from_secs(5)).await
+        } => Ok(()),
     };
     match result {
         Ok(()) => {

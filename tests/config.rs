@@ -11,6 +11,12 @@ use serde_json::json;
 
 const QUICK: Duration = Duration::from_secs(5);
 
+/// An AbacusConfig document whose `spec` is `spec` (YAML lines at the top level).
+fn doc(spec: &str) -> String {
+    let indented: String = spec.lines().map(|l| format!("  {l}\n")).collect();
+    format!("apiVersion: abacus.dev/v1\nkind: AbacusConfig\nspec:\n{indented}")
+}
+
 fn assert_startup_error(env: &[(&str, &str)], needles: &[&str]) -> Exited {
     assert_startup_error_args(&[], env, needles)
 }
@@ -101,11 +107,29 @@ fn unknown_argument_exits_2() {
 #[test]
 fn unknown_yaml_key_exits_2() {
     let path = temp_path("unknown-key.yaml");
-    std::fs::write(&path, "port: 0\nsesionTimeoutMs: 5000\n").unwrap();
+    std::fs::write(&path, doc("port: 0\nsesionTimeoutMs: 5000\n")).unwrap();
     assert_startup_error_args(
         &["--config", path.to_str().unwrap()],
         &[],
-        &["sesionTimeoutMs"],
+        &["spec.sesionTimeoutMs: unknown key (did you mean `sessionTimeoutMs`?)"],
+    );
+}
+
+// A wrong type in the document exits 2 naming the key's path; so does a foreign apiVersion.
+#[test]
+fn wrong_type_or_version_in_the_document_exits_2_with_the_path() {
+    let path = temp_path("wrong-type.yaml");
+    std::fs::write(&path, doc("limits:\n  maxBatchSize: lots\n")).unwrap();
+    assert_startup_error_args(
+        &["--config", path.to_str().unwrap()],
+        &[],
+        &["spec.limits.maxBatchSize: expected an integer"],
+    );
+    std::fs::write(&path, "apiVersion: abacus.dev/v9\nkind: AbacusConfig\n").unwrap();
+    assert_startup_error_args(
+        &["--config", path.to_str().unwrap()],
+        &[],
+        &["apiVersion: unsupported value `abacus.dev/v9`"],
     );
 }
 
@@ -124,7 +148,7 @@ async fn config_file_is_honoured() {
     let path = temp_path("good.yaml");
     std::fs::write(
         &path,
-        "host: 127.0.0.1\nport: 0\nsampleToolName: echo\nmaxSessions: 1\ntoolsets: [calculator, conformance]\nlimits:\n  maxBatchSize: 2\n",
+        doc("host: 127.0.0.1\nport: 0\nsampleToolName: echo\nmaxSessions: 1\ntoolsets: [calculator, conformance]\nlimits:\n  maxBatchSize: 2\n"),
     )
     .unwrap();
     let server = Server::start_with_args(
@@ -166,7 +190,7 @@ async fn config_file_is_honoured() {
 #[tokio::test]
 async fn environment_overrides_the_config_file() {
     let path = temp_path("override.yaml");
-    std::fs::write(&path, "port: 0\nsampleToolName: fromfile\n").unwrap();
+    std::fs::write(&path, doc("port: 0\nsampleToolName: fromfile\n")).unwrap();
     let server = Server::start_with_args(
         &["--config", path.to_str().unwrap()],
         &[("SAMPLE_TOOL_NAME", "fromenv")],

@@ -19,17 +19,25 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 /// How the resource server is configured (all from settings; see README).
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 #[serde(default, rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthSettings {
-    /// The authorization server's issuer identifier (`AUTH_ISSUER`); empty = auth off.
+    /// The authorization server's issuer identifier (`AUTH_ISSUER`); empty = auth off. Turning
+    /// auth on or off changes who owns sessions, so it takes a restart.
+    #[schemars(extend("x-abacus-reload" = "restart"))]
     pub issuer: String,
     /// This resource's identifier, the required `aud` (`AUTH_AUDIENCE`), e.g.
     /// `https://mcp.example.com/mcp`.
+    #[schemars(extend("x-abacus-reload" = "live"))]
     pub audience: String,
-    /// JWKS file with the issuer's signing keys (`AUTH_JWKS_FILE`).
+    /// JWKS file with the issuer's signing keys (`AUTH_JWKS_FILE`), e.g. a mounted Secret;
+    /// re-read whenever the configuration changes.
+    #[schemars(extend("x-abacus-reload" = "live"))]
     pub jwks_file: Option<PathBuf>,
     /// Scopes every request needs (`AUTH_REQUIRED_SCOPES`, comma list).
+    #[schemars(extend("x-abacus-reload" = "live"))]
     pub required_scopes: Vec<String>,
 }
 

@@ -27,6 +27,8 @@ mod tools;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use rmcp::model::{GetPromptResult, Prompt, ReadResourceResult, Resource, ResourceTemplate, Tool};
 use serde::{Deserialize, Serialize};
@@ -41,7 +43,7 @@ use crate::protocol::toolset::{
 /// Bounds on the work one request may cause (defect D14 of the reference: unbounded factorial,
 /// progress steps and batches). Embedded in the configuration (camelCase keys like the rest of
 /// it), every field optional.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Limits {
     /// Largest accepted `factorial` input (default 1 000 000). The computation itself stops at
@@ -51,11 +53,14 @@ pub struct Limits {
     pub max_factorial: u64,
     /// Largest `demo_progress.steps` (default 100: 20 s of 200 ms steps). Values below 1 are
     /// treated as 1.
+    #[schemars(range(min = 1))]
     pub max_progress_steps: u64,
     /// Largest number of items in one `batch_calculate` call (default 100).
+    #[schemars(range(min = 1))]
     pub max_batch_size: usize,
     /// History entries kept per session or state handle (default 50, as the reference). The
     /// history store trims to it; the calculator only carries it in the shared configuration.
+    #[schemars(range(min = 1))]
     pub history_cap: usize,
 }
 
@@ -112,45 +117,45 @@ pub enum CalculatorError {
     InvalidLimits(String),
 }
 
+/// What the calculator reads from the live configuration on every call.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CalculatorSettings {
+    /// Bounds on the work one call may cause.
+    pub limits: Limits,
+    /// The optional echo tool's name (already validated with [`check_sample_name`]).
+    pub sample_tool: Option<Arc<str>>,
+}
+
 /// The calculator toolset.
 pub struct Calculator {
-    sample_tool: Option<String>,
-    limits: watch::Receiver<Limits>,
+    settings: watch::Receiver<CalculatorSettings>,
 }
 
 impl Calculator {
-    /// Builds the toolset. `sample_tool_name` (trimmed; empty means none) adds the reference's
-    /// optional echo tool. Invalid names and invalid initial limits are start-up errors.
-    pub fn new(
-        sample_tool_name: Option<String>,
-        limits: watch::Receiver<Limits>,
-    ) -> Result<Self, CalculatorError> {
-        let sample_tool = match sample_tool_name.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(name) => Some(check_sample_name(name)?),
-        };
-        limits.borrow().validate()?;
-        Ok(Self {
-            sample_tool,
-            limits,
-        })
+    /// Builds the toolset on a live settings channel; invalid initial settings are start-up
+    /// errors (later values are validated by the configuration reload before they are sent).
+    pub fn new(settings: watch::Receiver<CalculatorSettings>) -> Result<Self, CalculatorError> {
+        {
+            let current = settings.borrow();
+            current.limits.validate()?;
+            if let Some(name) = &current.sample_tool {
+                check_sample_name(name)?;
+            }
+        }
+        Ok(Self { settings })
     }
 
-    /// The configured sample tool name, if any.
-    pub fn sample_tool_name(&self) -> Option<&str> {
-        self.sample_tool.as_deref()
-    }
-
-    /// The limits in force for this call.
-    fn limits(&self) -> Limits {
-        *self.limits.borrow()
+    /// The settings in force for this call (cheap: limits are `Copy`, the name an `Arc`).
+    fn current(&self) -> CalculatorSettings {
+        self.settings.borrow().clone()
     }
 }
 
-/// Validates a (trimmed) sample tool name.
-fn check_sample_name(name: &str) -> Result<String, CalculatorError> {
+/// Validates a (trimmed) sample tool name: tool-name characters, and no clash with a built-in
+/// tool (the reference crashed at run time instead).
+pub fn check_sample_name(name: &str) -> Result<String, CalculatorError> {
     let valid_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-');
-    if name.len() > 128 || !name.chars().all(valid_char) {
+    if name.is_empty() || name.len() > 128 || !name.chars().all(valid_char) {
         return Err(CalculatorError::InvalidSampleToolName(name.to_owned()));
     }
     if tools::BUILT_IN.contains(&name) {
@@ -162,7 +167,8 @@ fn check_sample_name(name: &str) -> Result<String, CalculatorError> {
 #[async_trait]
 impl Toolset for Calculator {
     fn tools(&self) -> Vec<Tool> {
-        tools::definitions(self.sample_tool_name(), &self.limits())
+        let current = self.current();
+        tools::definitions(current.sample_tool.as_deref(), &current.limits)
     }
 
     async fn call_tool(
@@ -171,9 +177,12 @@ impl Toolset for Calculator {
         arguments: JsonObject,
         ctx: &RequestContext,
     ) -> Result<Outcome<ToolResult>, DomainError> {
-        let limits = self.limits();
+        let CalculatorSettings {
+            limits,
+            sample_tool,
+        } = self.current();
         let result = match name {
-            _ if self.sample_tool_name() == Some(name) => tools::sample(&arguments)?.into(),
+            _ if sample_tool.as_deref() == Some(name) => tools::sample(&arguments)?.into(),
             tools::CALCULATE => tools::calculate(&arguments, ctx).await?,
             tools::BATCH_CALCULATE => tools::batch(&arguments, ctx, &limits).await?,
             tools::ADVANCED_CALCULATE => tools::advanced(&arguments, ctx, &limits).await?,

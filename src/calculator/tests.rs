@@ -16,8 +16,19 @@ fn calc() -> Calculator {
 }
 
 fn calc_with(limits: Limits) -> Calculator {
-    let (_tx, rx) = watch::channel(limits);
-    Calculator::new(None, rx).expect("valid calculator")
+    calc_full(limits, None).0
+}
+
+/// A calculator on a settings channel the test keeps (to change limits or the sample tool).
+fn calc_full(
+    limits: Limits,
+    sample_tool: Option<&str>,
+) -> (Calculator, watch::Sender<CalculatorSettings>) {
+    let (tx, rx) = watch::channel(CalculatorSettings {
+        limits,
+        sample_tool: sample_tool.map(Arc::from),
+    });
+    (Calculator::new(rx).expect("valid calculator"), tx)
 }
 
 fn obj(v: Value) -> JsonObject {
@@ -241,19 +252,24 @@ async fn argument_validation_names_the_argument() {
 
 #[tokio::test]
 async fn batch_length_is_bounded_by_live_limits() {
-    let (tx, rx) = watch::channel(Limits {
-        max_batch_size: 2,
-        ..Limits::default()
-    });
-    let c = Calculator::new(None, rx).expect("valid");
+    let (c, tx) = calc_full(
+        Limits {
+            max_batch_size: 2,
+            ..Limits::default()
+        },
+        None,
+    );
     let three = json!({"calculations": [{"a": 1, "b": 2, "op": "add"}, {"a": 1, "b": 2, "op": "add"}, {"a": 1, "b": 2, "op": "add"}]});
     let m = invalid_args(&c, "batch_calculate", three.clone()).await;
     assert!(m.contains("must contain at most 2 items, got 3"), "{m}");
     let schema = Value::Object((*c.tools()[1].input_schema).clone());
     assert_eq!(schema["properties"]["calculations"]["maxItems"], 2);
-    tx.send(Limits {
-        max_batch_size: 3,
-        ..Limits::default()
+    tx.send(CalculatorSettings {
+        limits: Limits {
+            max_batch_size: 3,
+            ..Limits::default()
+        },
+        sample_tool: None,
     })
     .expect("receiver alive");
     let ctx = legacy_context(Arc::new(Recorder::default()));
@@ -758,8 +774,7 @@ async fn resource_listing_and_session_info() {
 
 #[tokio::test]
 async fn tool_list_and_sample_tool() {
-    let (_tx, rx) = watch::channel(Limits::default());
-    let c = Calculator::new(Some("  echo_it  ".into()), rx).expect("valid");
+    let (c, tx) = calc_full(Limits::default(), Some("echo_it"));
     let names: Vec<String> = c.tools().into_iter().map(|t| t.name.into_owned()).collect();
     assert_eq!(
         names,
@@ -797,16 +812,20 @@ async fn tool_list_and_sample_tool() {
         call(&plain, "echo_it", json!({"value": "x"}), &ctx).await,
         Err(DomainError::InvalidParams { .. })
     ));
+    // The name is live: renamed, the old name is gone and the new one answers.
+    tx.send_modify(|s| s.sample_tool = Some(Arc::from("echo2")));
+    assert_eq!(c.tools()[0].name, "echo2");
+    assert!(call(&c, "echo_it", json!({"value": "x"}), &ctx)
+        .await
+        .is_err());
+    assert!(call(&c, "echo2", json!({"value": "x"}), &ctx).await.is_ok());
 }
 
 #[test]
 fn sample_tool_names_are_validated() {
-    let new = |name: &str| {
-        Calculator::new(Some(name.into()), watch::channel(Limits::default()).1)
-            .map(|c| c.sample_tool_name().map(str::to_owned))
-    };
-    assert_eq!(new("   "), Ok(None));
-    assert_eq!(new(" a.b-c_1 "), Ok(Some("a.b-c_1".into())));
+    let new = |name: &str| check_sample_name(name);
+    assert!(new("").is_err());
+    assert_eq!(new("a.b-c_1"), Ok("a.b-c_1".into()));
     assert_eq!(
         new("calculate"),
         Err(CalculatorError::SampleToolClash("calculate".into()))
@@ -829,7 +848,13 @@ fn sample_tool_names_are_validated() {
         ..Limits::default()
     };
     assert!(matches!(
-        Calculator::new(None, watch::channel(bad).1),
+        Calculator::new(
+            watch::channel(CalculatorSettings {
+                limits: bad,
+                sample_tool: None
+            })
+            .1
+        ),
         Err(CalculatorError::InvalidLimits(_))
     ));
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::error::ApiError;
 use super::ratelimit::Verdict;
 use crate::app::AppState;
-use crate::config::RuntimeSettings;
+use crate::config::Settings;
 
 /// Request headers browsers may send (CORS).
 const ALLOWED_HEADERS: &str = "Content-Type, Accept, Authorization, Mcp-Session-Id, MCP-Protocol-Version, Last-Event-ID, Mcp-Method, Mcp-Name";
@@ -59,7 +59,7 @@ pub fn host_allowed(host: &str, allowlist: &[String]) -> bool {
 
 /// True if an `Origin` is allowed: listed exactly (scheme, host and port), `*` listed, or a
 /// loopback origin (a page served from this machine).
-pub fn origin_allowed(origin: &str, rt: &RuntimeSettings) -> bool {
+pub fn origin_allowed(origin: &str, rt: &Settings) -> bool {
     let origin = origin.trim();
     let listed = rt
         .cors_origins
@@ -127,7 +127,7 @@ pub fn admit(
         }
     };
     if rt.rate_limit_max > 0 {
-        let key = client_key(headers, peer, app.settings.trust_proxy);
+        let key = client_key(headers, peer, rt.trust_proxy);
         if let Verdict::Limited { retry_after_s } =
             app.limiter
                 .check(&key, rt.rate_limit_max, rt.rate_limit_window_ms)
@@ -172,7 +172,7 @@ fn forbidden(message: &str) -> Response {
 }
 
 /// The CORS origin to echo: only for origins in the CORS list; `*` only without credentials.
-fn cors_origin(origin: Option<&str>, rt: &RuntimeSettings) -> Option<(HeaderValue, bool)> {
+fn cors_origin(origin: Option<&str>, rt: &Settings) -> Option<(HeaderValue, bool)> {
     let origin = origin?;
     if rt
         .cors_origins
@@ -187,7 +187,7 @@ fn cors_origin(origin: Option<&str>, rt: &RuntimeSettings) -> Option<(HeaderValu
     None
 }
 
-fn with_cors(mut resp: Response, origin: Option<&str>, rt: &RuntimeSettings) -> Response {
+fn with_cors(mut resp: Response, origin: Option<&str>, rt: &Settings) -> Response {
     let h = resp.headers_mut();
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     if let Some((value, credentials)) = cors_origin(origin, rt) {
@@ -208,7 +208,7 @@ fn with_cors(mut resp: Response, origin: Option<&str>, rt: &RuntimeSettings) -> 
 
 /// Answers a CORS preflight: allowed methods, the MCP headers plus any requested
 /// `Mcp-Param-*` headers.
-fn preflight(origin: Option<&str>, rt: &RuntimeSettings, headers: &HeaderMap) -> Response {
+fn preflight(origin: Option<&str>, rt: &Settings, headers: &HeaderMap) -> Response {
     let mut allow = ALLOWED_HEADERS.to_owned();
     if let Some(req) = headers
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
@@ -245,8 +245,8 @@ fn preflight(origin: Option<&str>, rt: &RuntimeSettings, headers: &HeaderMap) ->
 mod tests {
     use super::*;
 
-    fn rt(cors: &[&str]) -> RuntimeSettings {
-        RuntimeSettings {
+    fn rt(cors: &[&str]) -> Settings {
+        Settings {
             cors_origins: cors.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
         }

@@ -46,12 +46,20 @@ pub async fn health(State(app): State<AppState>) -> Response {
         "uptime": app.started.elapsed().as_secs_f64(),
         "timestamp": crate::telemetry::iso_time(crate::session::now_ms()),
     });
+    body["config"] = json!(app.live.status());
     if app.store.mode() == "redis" {
         body["redis"] = json!(if store.is_ok() {
             "connected"
         } else {
             "unreachable"
         });
+        if store.is_ok() {
+            if let Ok(Ok(Some(nodes))) =
+                tokio::time::timeout(PROBE_TIMEOUT, app.store.nodes()).await
+            {
+                body["cluster"] = cluster_view(&nodes);
+            }
+        }
     }
     if let Err(e) = &store {
         body["error"] = json!(e);
@@ -62,6 +70,22 @@ pub async fn health(State(app): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(body)).into_response()
+}
+
+/// The live nodes with the configuration each one runs, and whether they all run the same.
+fn cluster_view(nodes: &[crate::session::NodeReport]) -> serde_json::Value {
+    let hashes: std::collections::BTreeSet<&str> = nodes
+        .iter()
+        .filter_map(|n| n.report["configHash"].as_str())
+        .collect();
+    json!({
+        "nodes": nodes.iter().map(|n| json!({
+            "node": n.node,
+            "configHash": n.report["configHash"],
+            "resourceVersion": n.report["resourceVersion"],
+        })).collect::<Vec<_>>(),
+        "configConverged": hashes.len() <= 1 && nodes.iter().all(|n| n.report["configHash"].is_string()),
+    })
 }
 
 /// `/health/live`: the process is up and serving HTTP.

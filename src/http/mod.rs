@@ -51,7 +51,7 @@ pub fn router(app: AppState) -> Router {
 
 /// RFC 9728 protected-resource metadata (404 when auth is off).
 async fn resource_metadata(State(app): State<AppState>) -> Response {
-    match &app.auth {
+    match &*app.auth.load() {
         Some(auth) => axum::Json(auth.metadata()).into_response(),
         None => ApiError::new(StatusCode::NOT_FOUND, -32000, "Not Found").into_response(),
     }

@@ -98,6 +98,18 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// The toolset, other than `owner`, that already defines a tool called `name` — checked
+    /// before a live configuration renames a tool, so that a clash is rejected, not served.
+    pub fn tool_defined_elsewhere(&self, name: &str, owner: &str) -> Option<&'static str> {
+        self.available
+            .iter()
+            .filter(|(set, _)| *set != owner)
+            .find(|(_, ts)| ts.tools().iter().any(|t| t.name == name))
+            .map(|(set, _)| *set)
+    }
+}
+
 fn check_clashes(available: &[NamedToolset]) -> Result<(), RegistryError> {
     let mut tools: HashMap<String, &'static str> = HashMap::new();
     let mut prompts: HashMap<String, &'static str> = HashMap::new();

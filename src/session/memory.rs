@@ -25,14 +25,8 @@ const SHARDS: usize = 32;
 /// Limits of the in-memory store.
 #[derive(Debug, Clone)]
 pub struct MemoryLimits {
-    /// Idle TTL of sessions and state handles.
-    pub idle: Duration,
-    /// Absolute lifetime of a session.
-    pub max_lifetime: Duration,
-    /// Maximum live sessions.
-    pub max_sessions: usize,
-    /// History entries kept per scope.
-    pub history_cap: usize,
+    /// Idle TTL, lifetime, capacity and history cap (live).
+    pub policy: Arc<super::SessionPolicy>,
     /// Events kept per SSE stream (older ones are dropped; replay starts at the oldest kept).
     pub events_per_stream: usize,
 }
@@ -162,14 +156,14 @@ impl MemoryStore {
 
     fn is_expired(&self, rec: &SessionRecord, now: u64) -> bool {
         let l = &self.inner.limits;
-        now.saturating_sub(rec.last_seen_ms) >= l.idle.as_millis() as u64
-            || now.saturating_sub(rec.created_ms) >= l.max_lifetime.as_millis() as u64
+        now.saturating_sub(rec.last_seen_ms) >= l.policy.idle().as_millis() as u64
+            || now.saturating_sub(rec.created_ms) >= l.policy.max_lifetime().as_millis() as u64
     }
 
     /// Removes expired sessions, handles and finished streams; returns sessions removed.
     pub fn sweep(&self) -> usize {
         let now = now_ms();
-        let idle = self.inner.limits.idle.as_millis() as u64;
+        let idle = self.inner.limits.policy.idle().as_millis() as u64;
         self.inner.used_once.lock().retain(|_, until| *until > now);
         let mut ended = Vec::new();
         let expired = self.inner.sessions.retain(|id, e| {
@@ -247,7 +241,7 @@ impl HistoryScope for MemoryScope {
     }
 
     async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError> {
-        let cap = self.store.inner.limits.history_cap;
+        let cap = self.store.inner.limits.policy.history_cap();
         self.store
             .with_scope(&self.id, |scope| {
                 for (op, entry) in entries {
@@ -301,7 +295,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
-        let max = self.inner.limits.max_sessions;
+        let max = self.inner.limits.policy.max_sessions();
         if self.inner.sessions.len() >= max && self.sweep() == 0 {
             return Err(StoreError::Capacity(max));
         }
@@ -420,7 +414,7 @@ impl SessionStore for MemoryStore {
             return Ok(false);
         };
         let now = now_ms();
-        let idle = self.inner.limits.idle.as_millis() as u64;
+        let idle = self.inner.limits.policy.idle().as_millis() as u64;
         let mut g = h.scope.lock();
         if now.saturating_sub(g.stats.last_seen_ms) >= idle {
             drop(g);
@@ -562,6 +556,10 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    fn announce_local(&self, envelope: Envelope) {
+        let _ = self.inner.signals.send(envelope);
+    }
+
     fn signals(&self) -> broadcast::Receiver<Envelope> {
         self.inner.signals.subscribe()
     }
@@ -573,10 +571,12 @@ mod tests {
 
     fn limits() -> MemoryLimits {
         MemoryLimits {
-            idle: Duration::from_millis(200),
-            max_lifetime: Duration::from_secs(60),
-            max_sessions: 3,
-            history_cap: 50,
+            policy: super::super::SessionPolicy::new(
+                Duration::from_millis(200),
+                Duration::from_secs(60),
+                3,
+                50,
+            ),
             events_per_stream: 4,
         }
     }

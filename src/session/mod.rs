@@ -180,6 +180,18 @@ impl From<ListKindWire> for ListKind {
     }
 }
 
+/// A live node and what it reported.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    /// The node's id (pod name plus a random suffix).
+    pub node: String,
+    /// When it last refreshed its liveness, ms since the epoch.
+    pub seen_ms: u64,
+    /// What it reported (`configHash`, `resourceVersion`).
+    pub report: Value,
+}
+
 /// Session lifecycle counters, read by `/metrics` and `/health`.
 #[derive(Debug, Default)]
 pub struct SessionCounters {
@@ -283,8 +295,18 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn publish(&self, envelope: Envelope) -> Result<(), StoreError>;
     /// Signals published anywhere, as seen by this node.
     fn signals(&self) -> broadcast::Receiver<Envelope>;
+    /// Delivers a signal to this node's listeners only: for changes every node makes by itself
+    /// (a configuration reload), so that each node announces them to the streams it holds once.
+    fn announce_local(&self, envelope: Envelope);
     /// The node is stopping: give up what it holds so other nodes take over at once.
     async fn shutdown(&self) {}
+    /// What this node tells the others about itself (its configuration hash), kept with its
+    /// liveness so that one `/health` answer shows whether the cluster converged.
+    fn set_node_report(&self, _report: Value) {}
+    /// The live nodes with their reports (Redis mode); `None` when there is no cluster.
+    async fn nodes(&self) -> Result<Option<Vec<NodeReport>>, StoreError> {
+        Ok(None)
+    }
     /// Adds to counters every node shares (kept for `ttl`) and returns their new totals, in
     /// order; for cluster-wide rate limits. The memory store has no other nodes to share with.
     async fn add_to_counters(
@@ -301,6 +323,73 @@ pub trait SessionStore: Send + Sync + 'static {
     /// files are configured). The memory store makes one per process.
     async fn shared_key(&self) -> Result<[u8; 32], StoreError> {
         Ok(rand::random())
+    }
+}
+
+/// Session limits that follow the live configuration: the stores read them on every
+/// operation, so a ConfigMap change applies from the next request without a restart.
+#[derive(Debug)]
+pub struct SessionPolicy {
+    idle_ms: AtomicU64,
+    max_lifetime_ms: AtomicU64,
+    max_sessions: AtomicU64,
+    history_cap: AtomicU64,
+}
+
+impl SessionPolicy {
+    /// A policy with its initial values.
+    pub fn new(
+        idle: Duration,
+        max_lifetime: Duration,
+        max_sessions: usize,
+        history_cap: usize,
+    ) -> Arc<Self> {
+        let p = Self {
+            idle_ms: AtomicU64::new(0),
+            max_lifetime_ms: AtomicU64::new(0),
+            max_sessions: AtomicU64::new(0),
+            history_cap: AtomicU64::new(0),
+        };
+        p.set(idle, max_lifetime, max_sessions, history_cap);
+        Arc::new(p)
+    }
+
+    /// Replaces every value (a live configuration change).
+    pub fn set(
+        &self,
+        idle: Duration,
+        max_lifetime: Duration,
+        max_sessions: usize,
+        history_cap: usize,
+    ) {
+        self.idle_ms
+            .store(idle.as_millis() as u64, Ordering::Relaxed);
+        self.max_lifetime_ms
+            .store(max_lifetime.as_millis() as u64, Ordering::Relaxed);
+        self.max_sessions
+            .store(max_sessions as u64, Ordering::Relaxed);
+        self.history_cap
+            .store(history_cap as u64, Ordering::Relaxed);
+    }
+
+    /// Idle TTL of sessions and state handles.
+    pub fn idle(&self) -> Duration {
+        Duration::from_millis(self.idle_ms.load(Ordering::Relaxed))
+    }
+
+    /// Absolute lifetime of a session (from its creation).
+    pub fn max_lifetime(&self) -> Duration {
+        Duration::from_millis(self.max_lifetime_ms.load(Ordering::Relaxed))
+    }
+
+    /// Live sessions allowed.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions.load(Ordering::Relaxed) as usize
+    }
+
+    /// History entries kept per scope.
+    pub fn history_cap(&self) -> usize {
+        self.history_cap.load(Ordering::Relaxed) as usize
     }
 }
 

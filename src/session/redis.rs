@@ -32,8 +32,8 @@ use tokio::sync::{broadcast, Notify};
 
 use super::redis_scripts as lua;
 use super::{
-    random_id, Envelope, EventBatch, SessionChange, SessionCounters, SessionRecord, SessionStore,
-    Signal, StoreError,
+    now_ms, random_id, Envelope, EventBatch, NodeReport, SessionChange, SessionCounters,
+    SessionRecord, SessionStore, Signal, StoreError,
 };
 use crate::protocol::toolset::{DomainError, HistoryScope, LogLevel, ScopeStats};
 
@@ -65,14 +65,8 @@ pub struct RedisConfig {
     pub tls_ca: Option<Vec<u8>>,
     /// Bound on every command (default 2 s).
     pub command_timeout: Duration,
-    /// Idle TTL of sessions and handles.
-    pub idle: Duration,
-    /// Absolute lifetime of a session.
-    pub max_lifetime: Duration,
-    /// Live sessions the cluster accepts (`initialize` beyond it gets 503).
-    pub max_sessions: usize,
-    /// History entries kept per scope.
-    pub history_cap: usize,
+    /// Idle TTL, lifetime, cluster-wide session cap and history cap (live).
+    pub policy: Arc<super::SessionPolicy>,
     /// Approximate events kept per SSE stream (`MAXLEN ~`).
     pub events_per_stream: usize,
     /// Records cached on this node.
@@ -202,6 +196,8 @@ struct Inner {
     /// Whether the signal subscription is up (caches are only trusted while it is).
     subscribed: AtomicBool,
     live_count: Mutex<Option<(Instant, u64)>>,
+    /// What this node reports to the others (JSON), refreshed by the heartbeat.
+    report: RwLock<Value>,
 }
 
 /// The Redis-backed [`SessionStore`].
@@ -225,6 +221,11 @@ fn meta_key(id: &str, stream: &str) -> String {
 fn events_key(id: &str, stream: &str) -> String {
     format!("abacus:{{{id}}}:e:{stream}")
 }
+/// Hash of node id → `{seenMs, report}` (heartbeat), for `/health`'s cluster view.
+const NODES: &str = "abacus:nodes";
+/// Entries of nodes gone this long are removed from [`NODES`].
+const NODE_FORGET: Duration = Duration::from_secs(60);
+
 fn node_key(node: &str) -> String {
     format!("abacus:node:{node}")
 }
@@ -287,6 +288,7 @@ impl RedisStore {
                 claims: Mutex::default(),
                 subscribed: AtomicBool::new(false),
                 live_count: Mutex::new(None),
+                report: RwLock::new(Value::Null),
                 cfg,
             }),
         };
@@ -382,7 +384,7 @@ impl RedisStore {
                 .touch
                 .key(rec_key(id))
                 .key(hist_key(id))
-                .arg(ms(self.inner.cfg.idle))
+                .arg(ms(self.inner.cfg.policy.idle()))
                 .arg(count)
                 .arg(u8::from(with_record))
                 .arg(kind_of(id))
@@ -491,7 +493,7 @@ impl RedisStore {
                     .key(events_key(session, stream))
                     .arg(after)
                     .arg(READ_BATCH)
-                    .arg(ms(self.inner.cfg.idle))
+                    .arg(ms(self.inner.cfg.policy.idle()))
                     .invoke_async(&mut self.conn()),
             )
             .await?;
@@ -963,6 +965,12 @@ async fn heartbeat(weak: Weak<Inner>) {
             .arg("PX")
             .arg(ms(NODE_LEASE))
             .ignore();
+        let entry = serde_json::json!({ "seenMs": now_ms(), "report": *inner.report.read() });
+        pipe.cmd("HSET")
+            .arg(NODES)
+            .arg(&inner.cfg.node_id)
+            .arg(entry.to_string())
+            .ignore();
         for session in inner.claims.lock().iter() {
             pipe.cmd("PEXPIRE")
                 .arg(format!("{}g", prefix(session)))
@@ -1012,8 +1020,8 @@ impl HistoryScope for RedisScope {
         let pending = s.take_pending(&self.id);
         let mut inv = s.inner.scripts.append.key(rec_key(&self.id));
         inv.key(hist_key(&self.id))
-            .arg(ms(s.inner.cfg.idle))
-            .arg(s.inner.cfg.history_cap)
+            .arg(ms(s.inner.cfg.policy.idle()))
+            .arg(s.inner.cfg.policy.history_cap())
             .arg(pending);
         for (op, entry) in &entries {
             inv.arg(op).arg(entry);
@@ -1075,7 +1083,7 @@ impl SessionStore for RedisStore {
     }
 
     async fn create(&self, record: SessionRecord) -> Result<(), StoreError> {
-        let max = self.inner.cfg.max_sessions as u64;
+        let max = self.inner.cfg.policy.max_sessions() as u64;
         if self.live_sessions().await? >= max {
             return Err(StoreError::Capacity(max as usize));
         }
@@ -1093,8 +1101,8 @@ impl SessionStore for RedisStore {
                     .scripts
                     .create
                     .key(rec_key(&record.id))
-                    .arg(ms(self.inner.cfg.idle))
-                    .arg(ms(self.inner.cfg.max_lifetime))
+                    .arg(ms(self.inner.cfg.policy.idle()))
+                    .arg(ms(self.inner.cfg.policy.max_lifetime()))
                     .arg("s")
                     .arg(fixed)
                     .arg(record.request_count)
@@ -1254,9 +1262,9 @@ impl SessionStore for RedisStore {
                     .scripts
                     .create
                     .key(rec_key(&id))
-                    .arg(ms(self.inner.cfg.idle))
+                    .arg(ms(self.inner.cfg.policy.idle()))
                     // Handles have no absolute lifetime beyond the session maximum.
-                    .arg(ms(self.inner.cfg.max_lifetime))
+                    .arg(ms(self.inner.cfg.policy.max_lifetime()))
                     .arg("h")
                     .arg("{}")
                     .arg(0)
@@ -1296,7 +1304,7 @@ impl SessionStore for RedisStore {
                     .arg(stream)
                     .arg(owner)
                     .arg(orphan.as_deref().unwrap_or(""))
-                    .arg(ms(self.inner.cfg.idle))
+                    .arg(ms(self.inner.cfg.policy.idle()))
                     .invoke_async(&mut self.conn()),
             )
             .await?;
@@ -1319,7 +1327,7 @@ impl SessionStore for RedisStore {
                     .key(events_key(session, stream))
                     .arg(message.as_bytes())
                     .arg(self.inner.cfg.events_per_stream)
-                    .arg(ms(self.inner.cfg.idle))
+                    .arg(ms(self.inner.cfg.policy.idle()))
                     .arg(EVENTS)
                     .arg(waiter_key(session, stream))
                     .arg(if last { 1 } else { 0 })
@@ -1412,6 +1420,10 @@ impl SessionStore for RedisStore {
         Ok(())
     }
 
+    fn announce_local(&self, envelope: Envelope) {
+        let _ = self.inner.signals.send(envelope);
+    }
+
     fn signals(&self) -> broadcast::Receiver<Envelope> {
         self.inner.signals.subscribe()
     }
@@ -1469,6 +1481,39 @@ impl SessionStore for RedisStore {
         let _: Result<i64, _> = self
             .bounded(self.conn().del(node_key(&self.inner.cfg.node_id)))
             .await;
+        let _: Result<i64, _> = self
+            .bounded(self.conn().hdel(NODES, &self.inner.cfg.node_id))
+            .await;
+    }
+
+    fn set_node_report(&self, report: Value) {
+        *self.inner.report.write() = report;
+    }
+
+    async fn nodes(&self) -> Result<Option<Vec<NodeReport>>, StoreError> {
+        let all: HashMap<String, String> = self.bounded(self.conn().hgetall(NODES)).await?;
+        let now = now_ms();
+        let mut live = Vec::new();
+        let mut gone = Vec::new();
+        for (node, text) in all {
+            let entry: Value = serde_json::from_str(&text).unwrap_or_default();
+            let seen_ms = entry["seenMs"].as_u64().unwrap_or(0);
+            let age = now.saturating_sub(seen_ms);
+            if age <= ms(NODE_LEASE) {
+                live.push(NodeReport {
+                    node,
+                    seen_ms,
+                    report: entry["report"].clone(),
+                });
+            } else if age > ms(NODE_FORGET) {
+                gone.push(node);
+            }
+        }
+        if !gone.is_empty() {
+            let _: Result<i64, _> = self.bounded(self.conn().hdel(NODES, gone)).await;
+        }
+        live.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(Some(live))
     }
 }
 
@@ -1500,10 +1545,12 @@ mod tests {
             password: None,
             tls_ca: None,
             command_timeout: Duration::from_secs(2),
-            idle: Duration::from_secs(60),
-            max_lifetime: Duration::from_secs(3600),
-            max_sessions: 10,
-            history_cap: 50,
+            policy: super::super::SessionPolicy::new(
+                Duration::from_secs(60),
+                Duration::from_secs(3600),
+                10,
+                50,
+            ),
             events_per_stream: 100,
             cache_capacity: 10,
             node_id: "n".into(),

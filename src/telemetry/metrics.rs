@@ -72,6 +72,17 @@ struct DurationLabels {
     error_type: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConfigInfoLabels {
+    hash: String,
+    resource_version: String,
+}
+
 /// Interns a registered tool name for use as a label value without a per-request allocation.
 /// Only names of registered tools reach here, so the set is bounded by the toolsets.
 pub fn intern_tool(name: &str) -> &'static str {
@@ -104,6 +115,8 @@ pub struct Metrics {
     sessions_expired: Counter,
     sessions_deleted: Counter,
     open_streams: Gauge,
+    config_reloads: Family<ReloadLabels, Counter>,
+    config_info: Family<ConfigInfoLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -167,7 +180,24 @@ impl Metrics {
             "SSE streams open on this node",
             open_streams.clone(),
         );
+        let config_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "abacus_config_reloads",
+            "Configuration versions evaluated, by result (applied, rejected, restart_required)",
+            config_reloads.clone(),
+        );
+        for result in ["applied", "rejected", "restart_required"] {
+            let _ = config_reloads.get_or_create(&ReloadLabels { result });
+        }
+        let config_info = Family::<ConfigInfoLabels, Gauge>::default();
+        registry.register(
+            "abacus_config_info",
+            "The configuration this node runs: 1 for its content hash and source resourceVersion",
+            config_info.clone(),
+        );
         Self {
+            config_reloads,
+            config_info,
             registry,
             active_sessions,
             calculations,
@@ -211,6 +241,26 @@ impl Metrics {
                 error_type: error.unwrap_or(""),
             })
             .observe(seconds);
+    }
+
+    /// Counts a configuration version by result.
+    pub fn config_reload(&self, result: &'static str) {
+        self.config_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Sets the running configuration's identity (one series at a time).
+    pub fn config_info(&self, hash: &str, resource_version: Option<&str>) {
+        let labels = ConfigInfoLabels {
+            hash: hash.to_owned(),
+            resource_version: resource_version.unwrap_or("").to_owned(),
+        };
+        if self.config_info.get(&labels).is_some() {
+            return;
+        }
+        self.config_info.clear();
+        self.config_info.get_or_create(&labels).set(1);
     }
 
     /// A gauge of open SSE streams, incremented for the lifetime of the returned guard.
@@ -270,5 +320,22 @@ mod tests {
         assert!(text.contains("mcp_sessions_created_total 3"));
         assert!(text.contains("method=\"other\""));
         assert!(text.contains("mcp_server_operation_duration_seconds_bucket"));
+        m.config_reload("rejected");
+        m.config_info("abc", Some("7"));
+        m.config_info("def", Some("8"));
+        let text = m.render(2, &c);
+        assert!(
+            text.contains("abacus_config_reloads_total{result=\"rejected\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("abacus_config_reloads_total{result=\"applied\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("abacus_config_info{hash=\"def\",resource_version=\"8\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("hash=\"abc\""), "{text}");
     }
 }

@@ -198,7 +198,7 @@ pub async fn run(app: &AppState, req: Prepared) -> Response {
             let app = app.clone();
             job.on_done = Some(Box::new(move || app.routes.finish_request(&sid, &id)));
         }
-        let window = Duration::from_millis(app.settings.sse_after_ms);
+        let window = Duration::from_millis(app.live.current().sse_after_ms);
         tokio::select! {
             biased;
             _ = &mut job => {}
@@ -354,7 +354,7 @@ async fn legacy_stream(
         persist(|| store.close_stream(&s2, &st2), usize::MAX).await;
     });
     let (writer, body) = SseWriter::channel();
-    let close_after = match app.settings.sse_post_close_after_ms {
+    let close_after = match app.live.current().sse_post_close_after_ms {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };
@@ -414,7 +414,7 @@ pub async fn tail_log(
     closing: Closing,
 ) {
     let _gauge = app.metrics.stream_guard();
-    let retry_ms = app.settings.sse_retry_ms;
+    let retry_ms = app.live.current().sse_retry_ms;
     if prime
         && !writer
             .send(sse::priming(&format!("{stream}:{cursor}"), retry_ms))
@@ -422,7 +422,7 @@ pub async fn tail_log(
     {
         return;
     }
-    let keepalive = Duration::from_millis(app.settings.sse_keepalive_ms);
+    let keepalive = Duration::from_millis(app.live.current().sse_keepalive_ms);
     let deadline = closing.after.map(|d| tokio::time::Instant::now() + d);
     let close_now = closing.now.unwrap_or_default();
     loop {
@@ -479,7 +479,7 @@ fn modern_stream(
 ) -> Response {
     let (writer, body) = SseWriter::channel();
     let metrics = app.metrics.clone();
-    let keepalive = Duration::from_millis(app.settings.sse_keepalive_ms);
+    let keepalive = Duration::from_millis(app.live.current().sse_keepalive_ms);
     tokio::spawn(async move {
         let _gauge = metrics.stream_guard();
         let guard = cancel.drop_guard();

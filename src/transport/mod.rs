@@ -105,7 +105,8 @@ where
 
 /// Verifies the bearer token when auth is on.
 fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
-    let Some(auth) = &app.auth else {
+    let auth = app.auth.load();
+    let Some(auth) = auth.as_deref() else {
         return Ok(None);
     };
     let value = headers

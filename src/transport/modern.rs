@@ -275,7 +275,7 @@ async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: M
         if !send(&writer, &ack).await {
             return;
         }
-        let keepalive = Duration::from_millis(app.settings.sse_keepalive_ms);
+        let keepalive = Duration::from_millis(app.live.current().sse_keepalive_ms);
         loop {
             tokio::select! {
                 signal = signals.recv() => match signal {

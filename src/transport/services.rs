@@ -76,7 +76,7 @@ impl ContextServices for CallServices {
             self.app.routes.forget_answer(session, &id);
             return Err(DomainError::Cancelled);
         }
-        let timeout = Duration::from_millis(self.app.settings.client_request_timeout_ms);
+        let timeout = Duration::from_millis(self.app.live.current().client_request_timeout_ms);
         let result = tokio::time::timeout(timeout, answer).await;
         self.app.routes.forget_answer(session, &id);
         match result {
