@@ -23,9 +23,11 @@ enum Command {
     Serve(Option<PathBuf>),
     /// Print the AbacusConfig JSON Schema (`--markdown`: the README's settings table).
     Schema { markdown: bool },
+    /// Probe the local server's readiness (exit 0 when ready, 1 otherwise).
+    Healthcheck,
 }
 
-const USAGE: &str = "usage: abacus [--config FILE]\n       abacus schema [--markdown]\n\nSettings come from defaults, then an AbacusConfig document (the ConfigMap named by\nCONFIG_CONFIGMAP, or FILE), then the environment; see README.md.";
+const USAGE: &str = "usage: abacus [--config FILE]\n       abacus schema [--markdown]\n       abacus healthcheck    (GET /health/ready on 127.0.0.1:$PORT; exit 0 when ready)\n\nSettings come from defaults, then an AbacusConfig document (the ConfigMap named by\nCONFIG_CONFIGMAP, or FILE), then the environment; see README.md.";
 
 fn command() -> Result<Command, String> {
     let mut args = std::env::args().skip(1).peekable();
@@ -37,6 +39,9 @@ fn command() -> Result<Command, String> {
             Some(other) => return Err(format!("unknown argument {other:?} (try --help)")),
         };
         return Ok(Command::Schema { markdown });
+    }
+    if args.peek().map(String::as_str) == Some("healthcheck") {
+        return Ok(Command::Healthcheck);
     }
     let mut path = None;
     while let Some(arg) = args.next() {
@@ -67,6 +72,7 @@ async fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Ok(Command::Healthcheck) => return healthcheck(),
         Err(e) => {
             eprintln!("abacus: {e}");
             return ExitCode::from(2);
@@ -149,6 +155,27 @@ async fn main() -> ExitCode {
         }
         Err(e) => {
             tracing::error!("server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `abacus healthcheck`: the port comes from `PORT` (default 1453), like the server's.
+fn healthcheck() -> ExitCode {
+    let port = match std::env::var("PORT").ok().filter(|p| !p.trim().is_empty()) {
+        None => 1453,
+        Some(p) => match p.trim().parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => {
+                eprintln!("abacus healthcheck: PORT={p:?} is not a port number");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match abacus::http::probe::ready(port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("abacus healthcheck: {e}");
             ExitCode::from(1)
         }
     }

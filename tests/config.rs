@@ -260,3 +260,151 @@ async fn log_format_json_and_log_level_are_honoured() {
         quiet.stdout()
     );
 }
+
+/// A directory laid out the way kubelet mounts a ConfigMap volume: the file is a symlink to
+/// `..data/abacus.yaml`, and `..data` a symlink to a timestamped directory.
+struct KubeletVolume {
+    dir: std::path::PathBuf,
+    version: u32,
+}
+
+impl KubeletVolume {
+    fn new(content: &str) -> Self {
+        let dir = temp_path("volume");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut v = Self { dir, version: 0 };
+        v.swap(content);
+        std::os::unix::fs::symlink("..data/abacus.yaml", v.file()).unwrap();
+        v
+    }
+
+    fn file(&self) -> std::path::PathBuf {
+        self.dir.join("abacus.yaml")
+    }
+
+    /// Writes a new timestamped directory and swaps `..data` to it atomically (rename of a
+    /// fresh symlink), then removes the old directory, as kubelet's atomic writer does.
+    fn swap(&mut self, content: &str) {
+        self.version += 1;
+        let name = format!(
+            "..2026_12_05_00_00_0{}.{}",
+            self.version,
+            std::process::id()
+        );
+        let target = self.dir.join(&name);
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("abacus.yaml"), content).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&name, &tmp).unwrap();
+        let old = std::fs::read_link(self.dir.join("..data")).ok();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        if let Some(old) = old {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+}
+
+async fn tool_names(mcp: &Mcp, sid: &str) -> Vec<String> {
+    let list = mcp.rpc(sid, 77, "tools/list", json!({})).await;
+    list["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{list}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+// A mounted ConfigMap (kubelet's `..data` symlink swap) is applied live: the new toolset shows in
+// tools/list, an open GET stream hears list_changed, /health reports the new hash; an invalid
+// version is rejected (counted, reported) and the last good configuration stays.
+#[tokio::test]
+async fn a_kubelet_style_file_swap_is_applied_live() {
+    let mut volume = KubeletVolume::new(&doc("toolsets: [calculator]\nlogLevel: info\n"));
+    let server = Server::start_with_args(&["--config", volume.file().to_str().unwrap()], &[]);
+    let mcp = server.mcp();
+    let sid = mcp.initialize().await;
+    assert!(!tool_names(&mcp, &sid)
+        .await
+        .contains(&"test_simple_text".to_owned()));
+    let health = server.health().await;
+    assert!(
+        health["config"]["source"]
+            .as_str()
+            .unwrap()
+            .starts_with("file:"),
+        "{health}"
+    );
+    let first_hash = health["config"]["hash"].clone();
+    let mut stream = mcp.get_stream(Some(&sid), None).await;
+    let pid = server.pid();
+
+    volume.swap(&doc("toolsets: [calculator, conformance]\n"));
+    let note = stream
+        .next_message(Duration::from_secs(5))
+        .await
+        .expect("list_changed after the swap");
+    assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
+    assert!(tool_names(&mcp, &sid)
+        .await
+        .contains(&"test_simple_text".to_owned()));
+    let health = server.health().await;
+    assert_ne!(health["config"]["hash"], first_hash, "{health}");
+    assert_eq!(server.pid(), pid);
+
+    volume.swap(&doc(
+        "toolsets: [calculator, conformance]\nlimits:\n  maxBatchSize: lots\n",
+    ));
+    let rejected = eventually(Duration::from_secs(5), || async {
+        metric(
+            &server.metrics().await,
+            "abacus_config_reloads_total",
+            &[("result", "rejected")],
+        ) == 1.0
+    })
+    .await;
+    assert!(rejected, "{}", server.metrics().await);
+    let health = server.health().await;
+    let error = health["config"]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("spec.limits.maxBatchSize: expected an integer"),
+        "{health}"
+    );
+    assert!(
+        tool_names(&mcp, &sid)
+            .await
+            .contains(&"test_simple_text".to_owned()),
+        "last good config stays"
+    );
+    assert!(
+        server.stdout().contains("configuration rejected"),
+        "{}",
+        server.stdout()
+    );
+}
+
+// `abacus healthcheck` (the image's HEALTHCHECK, no shell needed) exits 0 against a ready
+// server and 1 when nothing answers; a bad PORT is a usage error.
+#[tokio::test]
+async fn healthcheck_subcommand_probes_readiness() {
+    let server = Server::start(&[]);
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let ok = run_to_exit(&["healthcheck"], &[("PORT", &port)], QUICK);
+    assert_eq!(ok.status.code(), Some(0), "{}", ok.stderr);
+    drop(server);
+    let down = run_to_exit(&["healthcheck"], &[("PORT", &port)], QUICK);
+    assert_eq!(down.status.code(), Some(1));
+    assert!(down.stderr.contains("cannot connect"), "{}", down.stderr);
+    let bad = run_to_exit(&["healthcheck"], &[("PORT", "http")], QUICK);
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+// Logs written to a pipe or file carry no ANSI colour codes (text format included).
+#[tokio::test]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    let server = Server::start(&[("LOG_FORMAT", "text"), ("LOG_LEVEL", "debug")]);
+    server.mcp().initialize().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let out = server.stdout();
+    assert!(out.contains("session created"), "{out}");
+    assert!(!out.contains('\u{1b}'), "ANSI escape in piped log: {out:?}");
+}

@@ -4,6 +4,7 @@
 pub mod error;
 pub mod guard;
 pub mod health;
+pub mod probe;
 pub mod ratelimit;
 
 use axum::extract::{DefaultBodyLimit, State};

@@ -39,13 +39,24 @@ pub fn init_logging(directive: &str, format: LogFormat) -> LogControl {
             )
             .try_init(),
         LogFormat::Text => registry
-            .with(tracing_subscriber::fmt::layer().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_target(false)
+                    .with_ansi(colour_wanted()),
+            )
             .try_init(),
     };
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }
     LogControl { handle }
+}
+
+/// Colour only for a person at a terminal: never into a file, a pipe or a container's log
+/// stream, and never when `NO_COLOR` is set (no-color.org).
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Formats epoch milliseconds as ISO 8601 with milliseconds and `Z`, like JavaScript's
