@@ -12,7 +12,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher::watch_object;
+use kube::runtime::watcher::{self, watch_object};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 
@@ -115,23 +115,42 @@ impl ConfigMapSource {
     /// recorded as an Event; deletion and API errors keep the running settings.
     pub async fn watch(self, reloader: Reloader) {
         let recorder = Recorder::new(self.client.clone(), reporter());
+        let mut state = WatchState::default();
+        let mut pause = RESTART_MIN;
+        loop {
+            if self.watch_once(&reloader, &recorder, &mut state).await {
+                pause = RESTART_MIN;
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(RESTART_MAX);
+        }
+    }
+
+    /// Runs one kube watcher until it ends or needs replacing; `true` if it delivered the
+    /// object at least once.
+    async fn watch_once(
+        &self,
+        reloader: &Reloader,
+        recorder: &Recorder,
+        state: &mut WatchState,
+    ) -> bool {
         let stream = watch_object(self.api.clone(), &self.name).default_backoff();
         futures::pin_mut!(stream);
-        let mut failing = false;
-        let mut present = true;
+        let mut delivered = false;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(Some(cm)) => {
-                    if failing || !present {
+                    if state.failing || !state.present {
                         tracing::info!(configmap = %self.source(), "watching the configuration ConfigMap");
                     }
-                    failing = false;
-                    present = true;
+                    state.failing = false;
+                    state.present = true;
+                    delivered = true;
                     let outcome = reloader.offer(self.version_of(&cm));
-                    self.record(&recorder, &cm, &outcome);
+                    self.record(recorder, &cm, &outcome);
                 }
                 Ok(None) => {
-                    if present {
+                    if state.present {
                         let msg = format!(
                             "ConfigMap {} is missing or was deleted; keeping the running configuration",
                             self.source()
@@ -139,18 +158,25 @@ impl ConfigMapSource {
                         tracing::warn!("{msg}");
                         reloader.live().set_status(|s| s.warning = Some(msg));
                     }
-                    present = false;
+                    state.present = false;
+                }
+                Err(e) if watch_start_gone(&e) => {
+                    // kube's watcher retries a watch answered `410 Gone` (as an HTTP status)
+                    // with the same expired version for ever; a new watcher lists afresh.
+                    tracing::info!(configmap = %self.source(), "watch expired (410 Gone); listing again");
+                    return delivered;
                 }
                 Err(e) => {
-                    if !failing {
+                    if !state.failing {
                         let msg = format!("ConfigMap watch failing ({e}); retrying with backoff, serving on the running configuration");
                         tracing::warn!("{msg}");
                         reloader.live().set_status(|s| s.warning = Some(msg));
                     }
-                    failing = true;
+                    state.failing = true;
                 }
             }
         }
+        delivered
     }
 
     /// Posts the Event for an outcome (in the background: the watch never waits on it).
@@ -194,6 +220,30 @@ impl ConfigMapSource {
             }
         });
     }
+}
+
+/// What the watch loop remembers across watcher restarts, so that it logs transitions once.
+struct WatchState {
+    failing: bool,
+    present: bool,
+}
+
+impl Default for WatchState {
+    fn default() -> Self {
+        Self {
+            failing: false,
+            present: true,
+        }
+    }
+}
+
+/// Shortest and longest pause before a replaced watcher starts.
+const RESTART_MIN: Duration = Duration::from_millis(100);
+const RESTART_MAX: Duration = Duration::from_secs(10);
+
+/// A watch request answered `410 Gone` as an HTTP status (not as an `ERROR` event).
+fn watch_start_gone(e: &watcher::Error) -> bool {
+    matches!(e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
 }
 
 /// Who reports the Events: controller `abacus`, instance the pod (or host) name.

@@ -356,9 +356,22 @@ pub fn keys_set(spec_yaml: &Value) -> Vec<String> {
         .collect()
 }
 
-/// A short content hash of settings (16 hex characters of SHA-256 over their canonical JSON).
+/// A short content hash of the *live* settings (16 hex characters of SHA-256 over their
+/// canonical JSON). Restart-only settings are left out: they legitimately differ between pods
+/// (a port set per process) and a change to them is reported as `restartRequired` instead, so
+/// equal hashes mean "the pods converged on the same live configuration".
 pub fn hash(settings: &Settings) -> String {
-    let bytes = serde_json::to_vec(settings).unwrap_or_default();
+    let mut value = as_value(settings);
+    for p in restart_paths() {
+        let (parent, key) = match p.rsplit_once('.') {
+            Some((parent, key)) => (pointer(parent), key),
+            None => (String::new(), p.as_str()),
+        };
+        if let Some(obj) = value.pointer_mut(&parent).and_then(Value::as_object_mut) {
+            obj.remove(key);
+        }
+    }
+    let bytes = serde_json::to_vec(&value).unwrap_or_default();
     hex::encode(&Sha256::digest(&bytes)[..8])
 }
 
@@ -575,6 +588,14 @@ mod tests {
         assert_eq!(hash(&a), hash(&b));
         b.rate_limit_max = 5;
         assert_ne!(hash(&a), hash(&b));
+        let mut c = a.clone();
+        c.port = 9;
+        c.auth.issuer = "https://elsewhere".into();
+        assert_eq!(
+            hash(&a),
+            hash(&c),
+            "restart-only settings are not part of the hash"
+        );
         assert_eq!(hash(&a).len(), 16);
     }
 }

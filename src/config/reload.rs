@@ -109,6 +109,7 @@ impl Reloader {
             s.resource_version = version.resource_version.clone();
             s.pinned = conflicts;
         });
+        (self.hook)(&Outcome::Unchanged, &self.live.status());
     }
 
     /// Evaluates a version and applies it if valid; reports and returns the outcome.
@@ -123,6 +124,7 @@ impl Reloader {
                         s.resource_version = version.resource_version.clone();
                     }
                 });
+                (self.hook)(&Outcome::Unchanged, &self.live.status());
                 return Outcome::Unchanged;
             }
             *last = Some(key);
@@ -327,7 +329,10 @@ mod tests {
             Outcome::Applied
         );
         assert!(r.live().status().error.is_none());
-        assert_eq!(seen.lock().len(), 5);
+        assert_eq!(
+            seen.lock().iter().filter(|o| o.label().is_some()).count(),
+            5
+        );
     }
 
     #[test]

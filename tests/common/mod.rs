@@ -19,6 +19,7 @@ use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
+pub mod apiserver;
 pub mod cluster;
 /// The modern protocol version.
 pub const MODERN: &str = "2026-07-28";
