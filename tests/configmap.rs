@@ -365,10 +365,10 @@ async fn an_invalid_update_is_rejected_and_reported() {
     );
     assert!(has_tool(&mcp, &sid, "test_simple_text").await);
 
-    // A valid version clears the error and applies: here a rate limit, which bites at once.
+    // A valid version clears the error and applies: a quieter log level bites at once...
     mock.set_data(
         "abacus.yaml",
-        &doc("toolsets: [calculator]\nrateLimitMax: 3\nrateLimitWindowMs: 60000\n"),
+        &doc("toolsets: [calculator]\nlogLevel: warn\n"),
     );
     assert!(
         eventually(APPLY, || async {
@@ -377,6 +377,20 @@ async fn an_invalid_update_is_rejected_and_reported() {
         .await
     );
     assert!(status_of(&server.health().await).get("error").is_none());
+    let logged = server.stdout().matches("session created").count();
+    mcp.initialize().await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        server.stdout().matches("session created").count(),
+        logged,
+        "logLevel: warn must silence info lines"
+    );
+    // ...and so does a rate limit.
+    mock.set_data(
+        "abacus.yaml",
+        &doc("toolsets: [calculator]\nrateLimitMax: 3\nrateLimitWindowMs: 60000\n"),
+    );
+    assert!(eventually(APPLY, || async { reloads(&server, "applied").await == 2.0 }).await);
     let mut limited = false;
     for i in 0..6 {
         let r = mcp
