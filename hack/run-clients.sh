@@ -5,8 +5,9 @@
 #
 #   tests/clients/ts_scenario.mjs   @modelcontextprotocol/sdk 1.32.2 on Node 22 (.tools/node, .tools/npm)
 #   tests/clients/py_scenario.py    Python mcp 2.3.0 (.tools/venv)
+#   tests/clients/inspector_scenario.mjs   the MCP Inspector CLI 2.12.0 (.tools/npm), one CLI run per check
 #
-# Both run (even when the first fails); exits 1 if either fails. Installs the tools first when missing
+# All run (even when one fails); exits 1 if any fails. Installs the tools first when missing
 # (hack/install-tools.sh node python; quick when already installed). ABACUS_VERBOSE=1 logs every check.
 set -euo pipefail
 
@@ -38,6 +39,7 @@ run() {
 [[ "$(node --version)" == v22.* ]] || { echo "node on PATH is $(node --version), expected v22 from .tools" >&2; exit 1; }
 run ts_scenario node "$ROOT/tests/clients/ts_scenario.mjs"
 run py_scenario "$ABACUS_TOOLS_DIR/venv/bin/python" "$ROOT/tests/clients/py_scenario.py"
+run inspector_scenario node "$ROOT/tests/clients/inspector_scenario.mjs"
 
 echo "clients: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]

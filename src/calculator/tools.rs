@@ -75,7 +75,7 @@ fn single_output_schema() -> Arc<JsonObject> {
             "id": {"type": "string", "description": "Calculation id; read it back from calculator://history/{calculationId}"},
             "operation": {"type": "string"},
             "inputs": {"type": "array", "items": {"type": "number"}},
-            "result": {"type": ["number", "null"], "description": "The result, or null when it is not finite (see resultText)"},
+            "result": {"anyOf": [{"type": "number"}, {"type": "null"}], "description": "The result, or null when it is not finite (see resultText)"},
             "resultText": {"type": "string", "description": "The result as JavaScript prints it (e.g. Infinity, 1e+21)"},
             "historyHandle": {"type": "string", "description": "State handle of the history the calculation was recorded in"}
         },
@@ -97,7 +97,7 @@ fn batch_output_schema() -> Arc<JsonObject> {
                         "operation": {"type": "string"},
                         "inputs": {"type": "array", "items": {"type": "number"}},
                         "id": {"type": "string"},
-                        "result": {"type": ["number", "null"]},
+                        "result": {"anyOf": [{"type": "number"}, {"type": "null"}]},
                         "resultText": {"type": "string"},
                         "error": {"type": "string"}
                     },
