@@ -13,8 +13,8 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::apiserver::{kubeconfig_for, ExpireMode, MockKube};
 use common::cluster::{free_port, Cluster};
+use common::kubeapi::{kubeconfig_for, ExpireMode, MockKube};
 use common::*;
 use serde_json::{json, Value};
 
@@ -453,6 +453,9 @@ async fn a_restart_only_change_is_reported_not_applied() {
     assert!(event, "{:?}", mock.events());
 }
 
+/// Something that happens to the API server's watches.
+type Disruption = fn(&MockKube);
+
 // The watch recovers by itself: after 410 Gone (as an HTTP status and as an ERROR event) and
 // after the API server drops every watch, a change still converges; deletion keeps the last
 // good configuration.
@@ -467,7 +470,7 @@ async fn the_watch_recovers_from_gone_and_dropped_watches() {
     mock.wait_for_watch(Duration::from_secs(5)).await;
     let pid = server.pid();
 
-    let steps: [(&str, fn(&MockKube)); 3] = [
+    let steps: [(&str, Disruption); 3] = [
         ("v2", |m| m.expire_watches(ExpireMode::ErrorEvent)),
         ("v3", |m| m.expire_watches(ExpireMode::Status410)),
         ("v4", |m| m.drop_watches()),

@@ -19,8 +19,8 @@ use futures::{Stream, StreamExt};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
-pub mod apiserver;
 pub mod cluster;
+pub mod kubeapi;
 /// The modern protocol version.
 pub const MODERN: &str = "2026-07-28";
 /// The newest legacy protocol version.
