@@ -408,3 +408,31 @@ async fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(out.contains("session created"), "{out}");
     assert!(!out.contains('\u{1b}'), "ANSI escape in piped log: {out:?}");
 }
+
+// At a terminal the text log is coloured, unless NO_COLOR is set (no-color.org). `script` gives
+// the process a pseudo-terminal.
+#[test]
+fn colour_only_at_a_terminal_and_never_with_no_color() {
+    let at_tty = |no_color: bool| -> String {
+        let cmd = format!(
+            "env {}PORT=0 HOST=127.0.0.1 LOG_FORMAT=text {}",
+            if no_color { "NO_COLOR=1 " } else { "" },
+            binary()
+        );
+        let out = std::process::Command::new("timeout")
+            .args(["2", "script", "-qfec", &cmd, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("script (util-linux) runs the server on a pseudo-terminal");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let coloured = at_tty(false);
+    assert!(coloured.contains("abacus listening"), "{coloured:?}");
+    assert!(
+        coloured.contains('\u{1b}'),
+        "no colour at a terminal: {coloured:?}"
+    );
+    let plain = at_tty(true);
+    assert!(plain.contains("abacus listening"), "{plain:?}");
+    assert!(!plain.contains('\u{1b}'), "NO_COLOR ignored: {plain:?}");
+}
