@@ -304,16 +304,6 @@ impl KubeletVolume {
     }
 }
 
-async fn tool_names(mcp: &Mcp, sid: &str) -> Vec<String> {
-    let list = mcp.rpc(sid, 77, "tools/list", json!({})).await;
-    list["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{list}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 // A mounted ConfigMap (kubelet's `..data` symlink swap) is applied live: the new toolset shows in
 // tools/list, an open GET stream hears list_changed, /health reports the new hash; an invalid
 // version is rejected (counted, reported) and the last good configuration stays.
@@ -323,7 +313,8 @@ async fn a_kubelet_style_file_swap_is_applied_live() {
     let server = Server::start_with_args(&["--config", volume.file().to_str().unwrap()], &[]);
     let mcp = server.mcp();
     let sid = mcp.initialize().await;
-    assert!(!tool_names(&mcp, &sid)
+    assert!(!mcp
+        .tool_names(&sid)
         .await
         .contains(&"test_simple_text".to_owned()));
     let health = server.health().await;
@@ -344,7 +335,8 @@ async fn a_kubelet_style_file_swap_is_applied_live() {
         .await
         .expect("list_changed after the swap");
     assert_eq!(note["method"], "notifications/tools/list_changed", "{note}");
-    assert!(tool_names(&mcp, &sid)
+    assert!(mcp
+        .tool_names(&sid)
         .await
         .contains(&"test_simple_text".to_owned()));
     let health = server.health().await;
@@ -370,7 +362,7 @@ async fn a_kubelet_style_file_swap_is_applied_live() {
         "{health}"
     );
     assert!(
-        tool_names(&mcp, &sid)
+        mcp.tool_names(&sid)
             .await
             .contains(&"test_simple_text".to_owned()),
         "last good config stays"

@@ -51,18 +51,8 @@ async fn mock_with_kubeconfig() -> (MockKube, PathBuf) {
     (mock, path)
 }
 
-async fn tool_names(mcp: &Mcp, sid: &str) -> Vec<String> {
-    let list = mcp.rpc(sid, 77, "tools/list", json!({})).await;
-    list["result"]["tools"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{list}"))
-        .iter()
-        .map(|t| t["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 async fn has_tool(mcp: &Mcp, sid: &str, name: &str) -> bool {
-    tool_names(mcp, sid).await.iter().any(|t| t == name)
+    mcp.tool_names(sid).await.iter().any(|t| t == name)
 }
 
 fn status_of(health: &Value) -> &Value {
@@ -89,7 +79,7 @@ async fn the_node_starts_on_the_configmap() {
     let server = Server::start(&borrowed(&env));
     let mcp = server.mcp();
     let sid = mcp.initialize().await;
-    let names = tool_names(&mcp, &sid).await;
+    let names = mcp.tool_names(&sid).await;
     assert_eq!(names[0], "echo", "{names:?}");
     assert!(names.contains(&"test_simple_text".to_owned()), "{names:?}");
     let health = server.health().await;
@@ -483,7 +473,7 @@ async fn the_watch_recovers_from_gone_and_dropped_watches() {
             &doc(&format!("logLevel: info\nsampleToolName: {name}\n")),
         );
         let converged = eventually(Duration::from_secs(10), || async {
-            tool_names(&mcp, &sid).await.first().map(String::as_str) == Some(name)
+            mcp.tool_names(&sid).await.first().map(String::as_str) == Some(name)
         })
         .await;
         assert!(
@@ -507,7 +497,7 @@ async fn the_watch_recovers_from_gone_and_dropped_watches() {
     })
     .await;
     assert!(warned, "{}", server.stdout());
-    assert_eq!(tool_names(&mcp, &sid).await[0], "v4");
+    assert_eq!(mcp.tool_names(&sid).await[0], "v4");
     let health = server.health().await;
     assert!(
         status_of(&health)["warning"]
@@ -520,7 +510,7 @@ async fn the_watch_recovers_from_gone_and_dropped_watches() {
     mock.set_data("abacus.yaml", &doc("sampleToolName: v5\n"));
     assert!(
         eventually(Duration::from_secs(5), || async {
-            tool_names(&mcp, &sid).await.first().map(String::as_str) == Some("v5")
+            mcp.tool_names(&sid).await.first().map(String::as_str) == Some("v5")
         })
         .await
     );

@@ -794,6 +794,17 @@ impl Mcp {
         SseStream::new(req.send().await.expect("GET /mcp"))
     }
 
+    /// The names in a session's `tools/list`, in order.
+    pub async fn tool_names(&self, sid: &str) -> Vec<String> {
+        let list = self.rpc(sid, 77, "tools/list", json!({})).await;
+        list["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{list}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
     /// A GET read to the end (for error answers).
     pub async fn get(&self, session: Option<&str>, last_event_id: Option<&str>) -> Resp {
         let mut req = self
