@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: schema run build release tools test test-unit test-e2e conformance conformance-cluster clients bench lint fmt clean cluster cluster-down
+.PHONY: schema run build release dist image image-test tools test test-unit test-e2e conformance conformance-cluster clients bench lint fmt clean cluster cluster-down
 
 run:
 	$(CARGO) run --release --bin abacus
@@ -14,10 +14,25 @@ build:
 release:
 	$(CARGO) build --release --bin abacus
 
+# The binary the container image ships: release without debug info (target/dist/abacus).
+dist:
+	$(CARGO) build --profile dist --locked --bin abacus
+
+# The image from that binary (the Dockerfile's prebuilt stage), with podman or docker:
+# CONTAINER=docker make image. `docker build .` compiles inside the builder stage instead.
+CONTAINER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+IMAGE ?= abacus:$(shell awk -F'"' '/^version *=/ { print $$2; exit }' Cargo.toml)
+image: dist
+	$(CONTAINER) build --target prebuilt --build-arg VERSION=$(word 2,$(subst :, ,$(IMAGE))) -t $(IMAGE) .
+
+# The image tested with real containers (podman, installed when missing): hack/image-test.sh.
+image-test: release
+	bash hack/image-test.sh
+
 tools:
 	bash hack/install-tools.sh all
 
-test: tools lint test-unit test-e2e
+test: tools lint test-unit test-e2e image-test
 
 test-unit:
 	$(CARGO) test --release

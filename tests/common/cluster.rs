@@ -9,6 +9,7 @@
 //!
 //! Needs `redis-server`, `redis-cli` and `nginx` (`bash hack/install-tools.sh apt`).
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -381,6 +382,41 @@ pub fn nginx_config(prefix: &Path, listen: u16, upstreams: &[u16]) -> String {
         .replace("@PREFIX@", prefix.to_str().expect("UTF-8 temp dir"))
         .replace("@LISTEN@", &format!("127.0.0.1:{listen}"))
         .replace("@SERVERS@", &servers.join("\n"))
+}
+
+/// The upstream attempts of one access-log line, in order: `(address, status)` pairs from
+/// `upstream=A, B ustatus=503, 200` (status `-` when no answer came, e.g. a connect timeout).
+pub fn upstream_attempts(line: &str) -> Vec<(String, String)> {
+    let field = |name: &str, end: &str| {
+        let start = line.find(name)? + name.len();
+        let rest = &line[start..];
+        Some(&rest[..rest.find(end).unwrap_or(rest.len())])
+    };
+    let (Some(addrs), Some(statuses)) =
+        (field("upstream=", " ustatus="), field("ustatus=", " rt="))
+    else {
+        return Vec::new();
+    };
+    addrs
+        .split(", ")
+        .zip(statuses.split(", "))
+        .map(|(a, s)| (a.trim().to_owned(), s.trim().to_owned()))
+        .collect()
+}
+
+/// Per upstream address, the attempts nginx's access log shows answered 503 and then retried
+/// on another upstream (`upstream=A, B ustatus=503, 200`).
+pub fn retried_503(access_log: &str) -> HashMap<String, usize> {
+    let mut out = HashMap::new();
+    for line in access_log.lines() {
+        let attempts = upstream_attempts(line);
+        for (addr, status) in attempts.iter().take(attempts.len().saturating_sub(1)) {
+            if status == "503" {
+                *out.entry(addr.clone()).or_default() += 1;
+            }
+        }
+    }
+    out
 }
 
 /// An nginx round-robin load balancer on a loopback port (`daemon off`, one worker, every

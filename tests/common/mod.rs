@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 
 pub mod cluster;
 pub mod kubeapi;
+pub mod load;
 /// The modern protocol version.
 pub const MODERN: &str = "2026-07-28";
 /// The newest legacy protocol version.
