@@ -25,9 +25,11 @@ enum Command {
     Schema { markdown: bool },
     /// Probe the local server's readiness (exit 0 when ready, 1 otherwise).
     Healthcheck,
+    /// Readiness plus a real MCP session against a URL (the Helm chart's test Pod).
+    Check(String),
 }
 
-const USAGE: &str = "usage: abacus [--config FILE]\n       abacus --version\n       abacus schema [--markdown]\n       abacus healthcheck    (GET /health/ready on 127.0.0.1:$PORT; exit 0 when ready)\n\nSettings come from defaults, then an AbacusConfig document (the ConfigMap named by\nCONFIG_CONFIGMAP, or FILE), then the environment; see README.md.";
+const USAGE: &str = "usage: abacus [--config FILE]\n       abacus --version\n       abacus schema [--markdown]\n       abacus healthcheck    (GET /health/ready on 127.0.0.1:$PORT; exit 0 when ready)\n       abacus check URL      (ready, then an MCP session with a calculation, e.g. http://abacus:1453)\n\nSettings come from defaults, then an AbacusConfig document (the ConfigMap named by\nCONFIG_CONFIGMAP, or FILE), then the environment; see README.md.";
 
 fn command() -> Result<Command, String> {
     let mut args = std::env::args().skip(1).peekable();
@@ -42,6 +44,11 @@ fn command() -> Result<Command, String> {
     }
     if args.peek().map(String::as_str) == Some("healthcheck") {
         return Ok(Command::Healthcheck);
+    }
+    if args.peek().map(String::as_str) == Some("check") {
+        args.next();
+        let url = args.next().ok_or("check needs a URL, e.g. http://abacus:1453")?;
+        return Ok(Command::Check(url));
     }
     let mut path = None;
     while let Some(arg) = args.next() {
@@ -77,6 +84,7 @@ async fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Command::Healthcheck) => return healthcheck(),
+        Ok(Command::Check(url)) => return check(&url),
         Err(e) => {
             eprintln!("abacus: {e}");
             return ExitCode::from(2);
@@ -165,6 +173,19 @@ async fn main() -> ExitCode {
 }
 
 /// `abacus healthcheck`: the port comes from `PORT` (default 1453), like the server's.
+fn check(url: &str) -> ExitCode {
+    match abacus::http::probe::check(url) {
+        Ok(summary) => {
+            println!("abacus check: {summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("abacus check: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn healthcheck() -> ExitCode {
     let port = match std::env::var("PORT").ok().filter(|p| !p.trim().is_empty()) {
         None => 1453,

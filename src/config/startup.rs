@@ -94,16 +94,23 @@ impl Startup {
         })
     }
 
-    /// Records the start-up document as applied, then starts the file and ConfigMap watches.
+    /// Records the start-up document as applied, then watches one source: the ConfigMap when
+    /// one is named and reachable, else the file. With both (the Helm chart mounts the same
+    /// ConfigMap as the file), the file only covers the start when the API server is slow or
+    /// absent: the kubelet refreshes a mounted file up to a minute late, and watching it too
+    /// could briefly re-apply an older version after the watch applied a newer one.
     pub fn watch(self, reloader: Reloader) {
         if let Some(seed) = self.seed {
             reloader.seed(&seed, &self.loaded.pinned);
         }
-        if let Some((path, text)) = self.file {
-            tokio::spawn(file::watch(path, reloader.clone(), text));
-        }
-        if let Some(cm) = self.configmap {
-            tokio::spawn(cm.watch(reloader));
+        match (self.configmap, self.file) {
+            (Some(cm), _) => {
+                tokio::spawn(cm.watch(reloader));
+            }
+            (None, Some((path, text))) => {
+                tokio::spawn(file::watch(path, reloader, text));
+            }
+            (None, None) => {}
         }
     }
 }
