@@ -649,6 +649,58 @@ async fn a_session_id_is_not_a_history_handle() {
     assert_eq!(stats["totalCalculations"], 1, "untouched: {stats}");
 }
 
+/// A history handle is not a session: sent as `Mcp-Session-Id` it gets 404 (as in memory
+/// mode), not a 503 that clients would retry forever, and it does not extend the handle.
+#[tokio::test]
+async fn a_history_handle_is_not_a_session_id() {
+    let cluster = Cluster::start(2, &[]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let first = modern_call(
+        &a,
+        1,
+        tool_params("calculate", json!({ "a": 1, "b": 1, "op": "add" })),
+    )
+    .await;
+    let handle = first["result"]["structuredContent"]["historyHandle"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a history handle: {first}"))
+        .to_owned();
+    let key = format!("abacus:{{{handle}}}:rec");
+    let ttl_before: i64 = cluster.redis.cli(&["PTTL", &key]).parse().unwrap();
+    assert!(
+        ttl_before > 0,
+        "the handle's record {key} has a TTL: {ttl_before}"
+    );
+    for node in [&a, &b] {
+        for body in [
+            request(2, "ping", json!({})),
+            request(3, "tools/call", tool_params("calculate", calc(1))),
+        ] {
+            let resp = node.post(Some(&handle), &body).await;
+            assert_eq!(resp.status, 404, "{:?}", resp.text);
+            assert!(resp.header("retry-after").is_none());
+        }
+        assert_eq!(node.get(Some(&handle), None).await.status, 404);
+        assert_eq!(node.delete(Some(&handle)).await.status, 404);
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ttl_after: i64 = cluster.redis.cli(&["PTTL", &key]).parse().unwrap();
+    assert!(
+        ttl_after < ttl_before,
+        "the handle was extended: {ttl_before} ms -> {ttl_after} ms"
+    );
+    let still = modern_call(
+        &b,
+        4,
+        tool_params(
+            "calculate",
+            json!({ "a": 2, "b": 2, "op": "add", "historyHandle": handle }),
+        ),
+    )
+    .await;
+    assert_eq!(still["result"]["isError"], false, "{still}");
+}
+
 /// Server→client requests issued by two nodes in one session get distinct ids, and each
 /// client answer (posted to the other node) reaches the call that asked.
 #[tokio::test]

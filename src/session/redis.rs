@@ -371,10 +371,12 @@ impl RedisStore {
     }
 
     /// The touch script: slides the scope's TTL and counts `count` requests; with
-    /// `with_record`, the reply carries the record's fields. `None` if the scope is gone.
+    /// `with_record`, the reply carries the record's fields. `None` if the scope is gone or is
+    /// not of `kind` (then it is left untouched).
     async fn run_touch(
         &self,
         id: &str,
+        kind: &str,
         count: u64,
         with_record: bool,
     ) -> Result<Option<Vec<redis::Value>>, StoreError> {
@@ -387,15 +389,16 @@ impl RedisStore {
                 .arg(ms(self.inner.cfg.policy.idle()))
                 .arg(count)
                 .arg(u8::from(with_record))
-                .arg(kind_of(id))
+                .arg(kind)
                 .invoke_async(&mut self.conn()),
         )
         .await
     }
 
-    /// Reads and slides a record from Redis (counting `count` requests), caching it.
+    /// Reads and slides a session's record from Redis (counting `count` requests), caching
+    /// it. A state handle's id is not a session: `None`, and the handle is not extended.
     async fn load(&self, id: &str, count: u64) -> Result<Option<SessionRecord>, StoreError> {
-        let Some(reply) = self.run_touch(id, count, true).await? else {
+        let Some(reply) = self.run_touch(id, "s", count, true).await? else {
             self.evict(id);
             return Ok(None);
         };
@@ -418,7 +421,7 @@ impl RedisStore {
 
     /// Slides a scope and counts `count` requests without reading it back.
     async fn slide(&self, id: &str, count: u64) -> Result<bool, StoreError> {
-        match self.run_touch(id, count, false).await {
+        match self.run_touch(id, kind_of(id), count, false).await {
             Ok(Some(r)) => {
                 let (ttl, ver, _) = split_touch(r)?;
                 self.refreshed(id, ttl, &ver);

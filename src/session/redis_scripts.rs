@@ -147,10 +147,11 @@ return 1
 }
 
 /// KEYS: rec, hist, streams set, GET claim. ARGV: key prefix `abacus:{S}:`, signal channel,
-/// signal JSON. Deletes the session and all its streams; 0 if it did not exist.
+/// signal JSON. Deletes the session and all its streams; 0 if it did not exist or is not a
+/// session (a state handle's id is refused, never deleted).
 pub fn delete() -> String {
     r#"
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], 'k') ~= 's' then return 0 end
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   redis.call('DEL', ARGV[1] .. 'e:' .. s, ARGV[1] .. 'm:' .. s)
 end
