@@ -49,7 +49,12 @@ struct Issuer {
 
 impl Issuer {
     fn token(&self, claims: Value) -> String {
-        let mut header = Header::new(Algorithm::RS256);
+        self.token_with(Algorithm::RS256, claims)
+    }
+
+    /// A token signed with this issuer's RSA key under `alg` (RS* or PS*).
+    fn token_with(&self, alg: Algorithm, claims: Value) -> String {
+        let mut header = Header::new(alg);
         header.kid = Some(self.kid.clone());
         encode(
             &header,
@@ -175,6 +180,20 @@ async fn bad_tokens_are_401_and_missing_scopes_403() {
             "expired",
             issuer.token(json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "a",
                 "scope": "mcp:tools", "exp": now() - 3600})),
+        ),
+        (
+            "not yet valid (nbf in 10 minutes)",
+            issuer.token(json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "a",
+                "scope": "mcp:tools", "exp": now() + 3600, "nbf": now() + 600})),
+        ),
+        (
+            // The JWK says RS256: the same key under PS256 is another algorithm.
+            "an algorithm other than the key's",
+            issuer.token_with(
+                Algorithm::PS256,
+                json!({"iss": ISSUER, "aud": AUDIENCE, "sub": "a",
+                "scope": "mcp:tools", "exp": now() + 600}),
+            ),
         ),
     ];
     for (what, token) in cases {

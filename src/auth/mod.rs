@@ -154,8 +154,13 @@ impl Authenticator {
             None => None,
         }
         .ok_or_else(|| invalid("unknown signing key"))?;
+        if !usable_for(jwk, header.alg) {
+            return Err(invalid("signing key not for this algorithm"));
+        }
         let key = DecodingKey::from_jwk(jwk).map_err(|_| invalid("unusable signing key"))?;
         let mut validation = Validation::new(header.alg);
+        // `Validation::new` leaves `nbf` unchecked: a token is not valid before its time.
+        validation.validate_nbf = true;
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -198,6 +203,20 @@ impl Authenticator {
     /// The scopes to name in an `insufficient_scope` challenge.
     pub fn required_scopes(&self) -> String {
         self.settings.required_scopes.join(" ")
+    }
+}
+
+/// Whether a JWK may verify a signature made with `alg`: a key published for encryption
+/// (`use: enc`) never signs, and a key that names its algorithm (`alg`) is used with that one
+/// only, so the same RSA key cannot be replayed under another padding (RS256 vs PS256).
+fn usable_for(jwk: &jsonwebtoken::jwk::Jwk, alg: Algorithm) -> bool {
+    use jsonwebtoken::jwk::PublicKeyUse;
+    if matches!(jwk.common.public_key_use, Some(ref u) if *u != PublicKeyUse::Signature) {
+        return false;
+    }
+    match jwk.common.key_algorithm {
+        None => true,
+        Some(named) => named.to_string().parse::<Algorithm>().ok() == Some(alg),
     }
 }
 
@@ -264,6 +283,24 @@ mod tests {
             Authenticator::from_settings(&s),
             Err(AuthConfigError::NoKeys)
         ));
+    }
+
+    #[test]
+    fn keys_verify_only_signatures_of_their_own_algorithm() {
+        let jwk = |extra: Value| -> jsonwebtoken::jwk::Jwk {
+            let mut k = json!({"kty": "RSA", "n": "AQAB", "e": "AQAB"});
+            k.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            serde_json::from_value(k).unwrap()
+        };
+        assert!(usable_for(&jwk(json!({})), Algorithm::PS256));
+        assert!(usable_for(
+            &jwk(json!({"use": "sig", "alg": "RS256"})),
+            Algorithm::RS256
+        ));
+        assert!(!usable_for(&jwk(json!({"alg": "RS256"})), Algorithm::PS256));
+        assert!(!usable_for(&jwk(json!({"use": "enc"})), Algorithm::RS256));
     }
 
     #[test]
