@@ -751,3 +751,79 @@ async fn server_requests_from_two_nodes_never_share_an_id() {
         assert!(done.to_string().contains(text), "{done}");
     }
 }
+
+/// The number of calls of a Redis command so far (`INFO commandstats`), 0 if never called.
+fn command_calls(cluster: &Cluster, command: &str) -> u64 {
+    let stats = cluster.redis.cli(&["INFO", "commandstats"]);
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map(|n| n.parse().expect("a call count"))
+        .unwrap_or(0)
+}
+
+/// Live sessions are counted without scanning the keyspace: creates, deletes and idle expiry
+/// keep a count every node agrees on, and a burst of health probes costs Redis at most a few
+/// commands per node, whatever the probe rate.
+#[tokio::test]
+async fn live_sessions_are_counted_without_scanning_redis() {
+    let cluster = Cluster::start(2, &[("SESSION_TIMEOUT", "5000")]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let mut sids = Vec::new();
+    for i in 0..6 {
+        sids.push(if i % 2 == 0 {
+            a.initialize().await
+        } else {
+            b.initialize().await
+        });
+    }
+    assert_eq!(b.delete(Some(&sids[0])).await.status, 204);
+    // Counts are cached for at most 2 s per node, and flushed to Redis every second.
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            cluster.node(0).session_count().await == 5 && cluster.node(1).session_count().await == 5
+        })
+        .await,
+        "both nodes count 5 live sessions: {} and {}",
+        cluster.node(0).session_count().await,
+        cluster.node(1).session_count().await
+    );
+    // Keep one session alive past the idle timeout; the others expire.
+    let keep = sids[1].clone();
+    assert!(
+        eventually(Duration::from_secs(12), || async {
+            a.rpc(&keep, 1, "ping", json!({})).await;
+            cluster.node(1).session_count().await == 1
+        })
+        .await,
+        "idle sessions leave the count"
+    );
+    let metrics = cluster.node(0).metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("mcp_active_sessions") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    let probes_before = command_calls(&cluster, "ping");
+    let burst: Vec<_> = (0..50)
+        .map(|i| {
+            let url = cluster.node_url(i % 2, "/health");
+            tokio::spawn(async move { http().get(url).send().await.map(|r| r.status().as_u16()) })
+        })
+        .collect();
+    for probe in burst {
+        assert_eq!(probe.await.unwrap().unwrap(), 200);
+    }
+    let pings = command_calls(&cluster, "ping") - probes_before;
+    assert!(
+        pings <= 6,
+        "50 concurrent /health probes sent {pings} PINGs to Redis"
+    );
+    assert_eq!(
+        command_calls(&cluster, "scan"),
+        0,
+        "the keyspace was scanned"
+    );
+}

@@ -195,7 +195,13 @@ struct Inner {
     claims: Mutex<HashSet<String>>,
     /// Whether the signal subscription is up (caches are only trusted while it is).
     subscribed: AtomicBool,
-    live_count: Mutex<Option<(Instant, u64)>>,
+    /// Expiry (ms since the epoch) of sessions this node slid since the last flush to
+    /// [`LIVE`], by id: written with one `ZADD` a second (`live_loop`).
+    expiries: Mutex<HashMap<String, i64>>,
+    /// The last live-session count and when it was read; the lock makes the read single-flight.
+    live_count: tokio::sync::Mutex<Option<(Instant, u64)>>,
+    /// The last `PING` outcome and when; the lock makes probes single-flight.
+    last_ping: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
     /// What this node reports to the others (JSON), refreshed by the heartbeat.
     report: RwLock<Value>,
 }
@@ -221,6 +227,20 @@ fn meta_key(id: &str, stream: &str) -> String {
 fn events_key(id: &str, stream: &str) -> String {
     format!("abacus:{{{id}}}:e:{stream}")
 }
+/// Sorted set of live session ids scored by their expiry (ms since the epoch): the live count
+/// is one `ZCOUNT`, never a scan of the keyspace. A session is added when it is created and
+/// removed when it is deleted; nodes move the expiries of what they slid (`live_loop`, once a
+/// second) and drop what has expired. (One key for all sessions: Redis Cluster support would
+/// shard it.)
+const LIVE: &str = "abacus:live";
+/// How often a node flushes the expiries it saw to [`LIVE`].
+const LIVE_FLUSH: Duration = Duration::from_secs(1);
+/// Expired ids stay this long in [`LIVE`] (not counted): a slide another node has not flushed
+/// yet (Redis was away, say) can still move them, since flushes never re-add (`XX`).
+const LIVE_GRACE: Duration = Duration::from_secs(60);
+/// How long a `PING` outcome answers probes (readiness sees an outage within this).
+const PING_REUSE: Duration = Duration::from_millis(500);
+
 /// Hash of node id → `{seenMs, report}` (heartbeat), for `/health`'s cluster view.
 const NODES: &str = "abacus:nodes";
 /// Entries of nodes gone this long are removed from [`NODES`].
@@ -287,7 +307,9 @@ impl RedisStore {
                 waiters: Mutex::default(),
                 claims: Mutex::default(),
                 subscribed: AtomicBool::new(false),
-                live_count: Mutex::new(None),
+                expiries: Mutex::default(),
+                live_count: tokio::sync::Mutex::new(None),
+                last_ping: tokio::sync::Mutex::new(None),
                 report: RwLock::new(Value::Null),
                 cfg,
             }),
@@ -297,6 +319,7 @@ impl RedisStore {
         }
         tokio::spawn(subscribe_loop(Arc::downgrade(&store.inner)));
         tokio::spawn(heartbeat(Arc::downgrade(&store.inner)));
+        tokio::spawn(live_loop(Arc::downgrade(&store.inner)));
         if matches!(store.inner.target, Target::Sentinel { .. }) {
             tokio::spawn(watch_master(Arc::downgrade(&store.inner)));
         }
@@ -339,8 +362,19 @@ impl RedisStore {
         self.inner.cache.of(id).lock().pop(id);
     }
 
+    /// Remembers a session's new expiry for [`LIVE`] (handles are not sessions).
+    fn note_expiry(&self, id: &str, ttl_ms: i64) {
+        if kind_of(id) == "s" {
+            let until = now_ms() as i64 + ttl_ms.max(0);
+            let mut expiries = self.inner.expiries.lock();
+            let e = expiries.entry(id.to_owned()).or_default();
+            *e = (*e).max(until);
+        }
+    }
+
     /// Refreshes a cached entry's validity after a write that slid the TTL.
     fn refreshed(&self, id: &str, ttl_ms: i64, ver: &str) {
+        self.note_expiry(id, ttl_ms);
         let mut cache = self.inner.cache.of(id).lock();
         let stale = match cache.get_mut(id) {
             Some(c) if c.ver == ver => {
@@ -403,6 +437,7 @@ impl RedisStore {
             return Ok(None);
         };
         let (ttl, ver, fields) = split_touch(reply)?;
+        self.note_expiry(id, ttl);
         let record = record_from(id, &fields)?;
         if record.initialized {
             // Only initialized sessions are cached: `initialized` is the one flag a client
@@ -445,27 +480,26 @@ impl RedisStore {
         }
     }
 
+    /// Sessions in [`LIVE`] that have not expired.
     async fn count_sessions(&self) -> Result<u64, StoreError> {
-        let mut conn = self.conn();
-        let mut cursor: u64 = 0;
-        let mut total = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .bounded(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg("abacus:{[0-9a-f]*}:rec")
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            total += keys.len() as u64;
-            if next == 0 {
-                return Ok(total);
-            }
-            cursor = next;
+        self.bounded(
+            redis::cmd("ZCOUNT")
+                .arg(LIVE)
+                .arg(now_ms())
+                .arg("+inf")
+                .query_async(&mut self.conn()),
+        )
+        .await
+    }
+
+    async fn ping_now(&self) -> Result<(), StoreError> {
+        let pong: String = self
+            .bounded(redis::cmd("PING").query_async(&mut self.conn()))
+            .await?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(unavailable(format!("unexpected PING reply {pong:?}")))
         }
     }
 
@@ -985,6 +1019,41 @@ async fn heartbeat(weak: Weak<Inner>) {
     }
 }
 
+/// Writes the expiries this node saw to [`LIVE`] and drops expired ids, once a second. `XX`:
+/// only ids still there (added at creation, not deleted since) move; `GT`: never backwards. A
+/// failed flush is retried with the next one.
+async fn live_loop(weak: Weak<Inner>) {
+    let mut tick = tokio::time::interval(LIVE_FLUSH);
+    loop {
+        tick.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        let batch: Vec<(String, i64)> = inner.expiries.lock().drain().collect();
+        let mut pipe = redis::pipe();
+        if !batch.is_empty() {
+            let cmd = pipe.cmd("ZADD").arg(LIVE).arg("XX").arg("GT");
+            for (id, until) in &batch {
+                cmd.arg(*until).arg(id);
+            }
+            cmd.ignore();
+        }
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(LIVE)
+            .arg("-inf")
+            .arg(now_ms().saturating_sub(ms(LIVE_GRACE)))
+            .ignore();
+        let mut conn = ConnectionManager::clone(&inner.conn.load());
+        let sent =
+            tokio::time::timeout(inner.cfg.command_timeout, pipe.query_async::<()>(&mut conn));
+        if !matches!(sent.await, Ok(Ok(()))) {
+            let mut expiries = inner.expiries.lock();
+            for (id, until) in batch {
+                let e = expiries.entry(id).or_default();
+                *e = (*e).max(until);
+            }
+        }
+    }
+}
+
 /// The history of one session or handle in Redis.
 struct RedisScope {
     store: RedisStore,
@@ -1113,9 +1182,18 @@ impl SessionStore for RedisStore {
             )
             .await?;
         SessionCounters::add(&self.inner.counters.created, 1);
-        if let Some((_, n)) = self.inner.live_count.lock().as_mut() {
-            *n += 1;
-        }
+        // Added here, before anyone knows the id: later flushes only move it (`XX`), so a
+        // delete through any node is never undone by a flush.
+        let until = now_ms() + ms(self.inner.cfg.policy.idle());
+        let _: i64 = self
+            .bounded(
+                redis::cmd("ZADD")
+                    .arg(LIVE)
+                    .arg(until)
+                    .arg(&record.id)
+                    .query_async(&mut self.conn()),
+            )
+            .await?;
         Ok(())
     }
 
@@ -1219,35 +1297,49 @@ impl SessionStore for RedisStore {
             .await?;
         self.evict(id);
         self.inner.pending.of(id).lock().remove(id);
+        self.inner.expiries.lock().remove(id);
         if done == 1 {
             SessionCounters::add(&self.inner.counters.deleted, 1);
-            if let Some((_, n)) = self.inner.live_count.lock().as_mut() {
-                *n = n.saturating_sub(1);
-            }
+            let _: Result<i64, _> = self
+                .bounded(
+                    redis::cmd("ZREM")
+                        .arg(LIVE)
+                        .arg(id)
+                        .query_async(&mut self.conn()),
+                )
+                .await;
         }
         Ok(done == 1)
     }
 
+    /// Read at most once per [`COUNT_REUSE`] per node, by one caller at a time: probes at any
+    /// rate cost Redis one `ZCOUNT` per interval.
     async fn live_sessions(&self) -> Result<u64, StoreError> {
-        if let Some((at, n)) = *self.inner.live_count.lock() {
+        let mut last = self.inner.live_count.lock().await;
+        if let Some((at, n)) = *last {
             if at.elapsed() < COUNT_REUSE {
                 return Ok(n);
             }
         }
         let n = self.count_sessions().await?;
-        *self.inner.live_count.lock() = Some((Instant::now(), n));
+        *last = Some((Instant::now(), n));
         Ok(n)
     }
 
+    /// One `PING` per [`PING_REUSE`] per node, single-flight, whatever the probe rate.
     async fn ping(&self) -> Result<(), StoreError> {
-        let pong: String = self
-            .bounded(redis::cmd("PING").query_async(&mut self.conn()))
-            .await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(unavailable(format!("unexpected PING reply {pong:?}")))
+        let mut last = self.inner.last_ping.lock().await;
+        if let Some((at, outcome)) = &*last {
+            if at.elapsed() < PING_REUSE {
+                return outcome.clone().map_err(StoreError::Unavailable);
+            }
         }
+        let outcome = self.ping_now().await.map_err(|e| match e {
+            StoreError::Unavailable(m) => m,
+            other => other.to_string(),
+        });
+        *last = Some((Instant::now(), outcome.clone()));
+        outcome.map_err(StoreError::Unavailable)
     }
 
     fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope> {
