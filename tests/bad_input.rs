@@ -940,3 +940,83 @@ async fn nasty_requests_do_not_kill_the_server() {
     );
     mcp.initialize().await;
 }
+
+/// What a client sends that the server keeps or repeats is bounded, with a clear JSON-RPC error
+/// past the bound (issue 13, item 1): a progress token is copied into every notification and
+/// stored event, client descriptions live as long as the session, and subscriptions grow a
+/// session's record. Checked in memory mode and in Redis mode.
+#[tokio::test]
+async fn client_controlled_data_is_bounded() {
+    let redis = common::cluster::Redis::start();
+    let url = redis.url();
+    let memory = Server::start(&[]);
+    let shared = Server::start(&[("USE_REDIS", "true"), ("REDIS_URL", url.as_str())]);
+    for server in [&memory, &shared] {
+        let mcp = server.mcp();
+        let sid = mcp.initialize().await;
+
+        let long_token = "t".repeat(100_000);
+        let call = request(
+            1,
+            "tools/call",
+            tool_params_with_progress("demo_progress", json!({ "steps": 2 }), json!(long_token)),
+        );
+        let answer = mcp.post(Some(&sid), &call).await.single_answer();
+        assert_eq!(
+            answer["error"]["code"], -32602,
+            "long progressToken: {answer}"
+        );
+        assert!(answer.to_string().contains("progressToken"), "{answer}");
+        let fine = request(
+            2,
+            "tools/call",
+            tool_params_with_progress("demo_progress", json!({ "steps": 1 }), json!("ok")),
+        );
+        assert_eq!(mcp.post(Some(&sid), &fine).await.status, 200);
+
+        let long_uri = format!("session://info/{}", "u".repeat(10_000));
+        let answer = mcp
+            .rpc(&sid, 3, "resources/subscribe", json!({ "uri": long_uri }))
+            .await;
+        assert_eq!(answer["error"]["code"], -32602, "long URI: {answer}");
+
+        let mut refused = None;
+        for i in 0..200 {
+            let uri = format!("session://info/{i}");
+            let answer = mcp
+                .rpc(&sid, 10 + i, "resources/subscribe", json!({ "uri": uri }))
+                .await;
+            if answer.get("error").is_some() {
+                refused = Some((i, answer));
+                break;
+            }
+        }
+        let (at, answer) = refused.expect("subscriptions are capped");
+        assert_eq!(at, 64, "the cap is 64 subscriptions: {answer}");
+        assert_eq!(answer["error"]["code"], -32602, "{answer}");
+        // Re-subscribing to one held, or unsubscribing, still works at the cap.
+        let again = mcp
+            .rpc(
+                &sid,
+                300,
+                "resources/subscribe",
+                json!({ "uri": "session://info/1" }),
+            )
+            .await;
+        assert!(again["result"].is_object(), "{again}");
+
+        let mut init = initialize_request(LEGACY);
+        init["params"]["clientInfo"]["padding"] = json!("x".repeat(100_000));
+        let resp = mcp.post(None, &init).await;
+        assert_eq!(resp.status, 400, "huge clientInfo: {:?}", resp.text);
+        assert!(resp.header("mcp-session-id").is_none());
+        let mut deep = json!({});
+        for _ in 0..100 {
+            deep = json!({ "x": deep });
+        }
+        let mut init = initialize_request(LEGACY);
+        init["params"]["capabilities"]["experimental"] = deep;
+        let resp = mcp.post(None, &init).await;
+        assert_eq!(resp.status, 400, "deep capabilities: {:?}", resp.text);
+    }
+}

@@ -85,6 +85,7 @@ impl Dispatcher {
         ctx: &RequestContext,
     ) -> Result<String, ProtocolError> {
         let start = Instant::now();
+        super::limits::check_progress_token(params).map_err(invalid_params)?;
         let mut tool = None;
         let result = if method == "tools/call" {
             self.call_tool(params, ctx, &mut tool).await
@@ -354,6 +355,7 @@ impl Dispatcher {
         on: bool,
     ) -> Result<Value, ProtocolError> {
         let uri = required_str(params, "uri")?.to_owned();
+        super::limits::check_uri(&uri).map_err(invalid_params)?;
         if on {
             let active = self.registry.active();
             if !active.toolsets.iter().any(|t| t.can_subscribe(&uri)) {

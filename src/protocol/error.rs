@@ -95,6 +95,12 @@ impl From<DomainError> for ProtocolError {
 
 impl From<crate::session::StoreError> for ProtocolError {
     fn from(e: crate::session::StoreError) -> Self {
-        ProtocolError::Unavailable(e.to_string())
+        match e {
+            crate::session::StoreError::Limit(message) => ProtocolError::InvalidParams {
+                message,
+                data: None,
+            },
+            other => ProtocolError::Unavailable(other.to_string()),
+        }
     }
 }

@@ -4,6 +4,7 @@
 pub mod dispatch;
 pub mod error;
 pub mod jsonrpc;
+pub mod limits;
 pub mod registry;
 pub mod testing;
 pub mod toolset;

@@ -355,6 +355,11 @@ impl SessionStore for MemoryStore {
             SessionChange::MarkInitialized => rec.initialized = true,
             SessionChange::SetLogLevel(l) => rec.log_level = Some(l),
             SessionChange::Subscribe(uri) => {
+                if !rec.subscriptions.contains(&uri)
+                    && rec.subscriptions.len() >= crate::protocol::limits::MAX_SUBSCRIPTIONS
+                {
+                    return Err(super::too_many_subscriptions());
+                }
                 rec.subscriptions.insert(uri);
             }
             SessionChange::Unsubscribe(uri) => {

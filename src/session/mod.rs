@@ -38,6 +38,18 @@ pub enum StoreError {
     /// Stored data could not be decoded (a bug or a foreign writer).
     #[error("corrupt session data: {0}")]
     Corrupt(String),
+    /// The change would take the session past a bound on what a client may make it hold
+    /// (`protocol::limits`): a client error, the session is unchanged.
+    #[error("{0}")]
+    Limit(String),
+}
+
+/// The error for a subscription past [`crate::protocol::limits::MAX_SUBSCRIPTIONS`].
+pub fn too_many_subscriptions() -> StoreError {
+    StoreError::Limit(format!(
+        "a session holds at most {} resource subscriptions; unsubscribe from one first",
+        crate::protocol::limits::MAX_SUBSCRIPTIONS
+    ))
 }
 
 /// What a legacy session needs on every request, on whichever node serves it.

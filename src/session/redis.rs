@@ -1268,9 +1268,13 @@ impl SessionStore for RedisStore {
                     .arg(value)
                     .arg(SIGNALS)
                     .arg(signal)
+                    .arg(crate::protocol::limits::MAX_SUBSCRIPTIONS)
                     .invoke_async(&mut self.conn()),
             )
             .await?;
+        if done == -1 {
+            return Err(super::too_many_subscriptions());
+        }
         self.evict(id);
         Ok(done == 1)
     }

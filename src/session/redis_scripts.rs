@@ -116,8 +116,9 @@ return {'ok', all}
     )
 }
 
-/// KEYS: rec. ARGV: change (`init`, `lvl`, `sub`, `unsub`), value, signal channel, signal JSON.
-/// Applies the change, bumps `ver`, publishes the invalidation; 0 if gone.
+/// KEYS: rec. ARGV: change (`init`, `lvl`, `sub`, `unsub`), value, signal channel, signal JSON,
+/// most subscriptions. Applies the change, bumps `ver`, publishes the invalidation; 0 if gone,
+/// -1 (nothing changed) if a new subscription would pass the bound.
 pub fn update() -> String {
     r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -135,7 +136,10 @@ else
     if u == ARGV[2] then found = true end
     if not (what == 'unsub' and u == ARGV[2]) then out[#out + 1] = u end
   end
-  if what == 'sub' and not found then out[#out + 1] = ARGV[2] end
+  if what == 'sub' and not found then
+    if #out >= tonumber(ARGV[5]) then return -1 end
+    out[#out + 1] = ARGV[2]
+  end
   if #out == 0 then redis.call('HDEL', KEYS[1], 'subs')
   else redis.call('HSET', KEYS[1], 'subs', cjson.encode(out)) end
 end

@@ -255,6 +255,14 @@ async fn initialize(
         Some(c @ Value::Object(_)) => c.clone(),
         Some(_) => return bad("initialize: clientInfo must be an object"),
     };
+    for (what, value) in [
+        ("capabilities", &capabilities),
+        ("clientInfo", &client_info),
+    ] {
+        if let Err(why) = crate::protocol::limits::check_client_description(what, value) {
+            return bad(&why);
+        }
+    }
     let negotiated = version::negotiate(requested);
     let mut record = SessionRecord::new(random_id(), negotiated, capabilities, client_info);
     record.principal = caller.map(|p| p.0);
