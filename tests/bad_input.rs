@@ -229,6 +229,50 @@ async fn batch_is_accepted_for_a_2025_03_26_session() {
         .any(|a| a["id"] == 2 && a["result"] == json!({})));
 }
 
+/// Issue 13, item 3: a batch holds at most `limits.maxBatchSize` items (one POST could carry
+/// ~60k), and client answers that no server request can be waiting for (server→client request
+/// ids are `srv-…` strings) are dropped instead of being broadcast to every node.
+#[tokio::test]
+async fn batches_are_bounded_and_stray_answers_are_not_broadcast() {
+    let redis = common::cluster::Redis::start();
+    let url = redis.url();
+    let server = Server::start(&[
+        ("USE_REDIS", "true"),
+        ("REDIS_URL", url.as_str()),
+        ("RATE_LIMIT_MAX", "0"),
+    ]);
+    let mcp = server.mcp();
+    let sid = mcp.initialize_version("2025-03-26").await;
+    let pings: Vec<Value> = (0..101).map(|i| request(i, "ping", json!({}))).collect();
+    let body = mcp.post(Some(&sid), &json!(pings)).await.expect_error(400);
+    assert_eq!(body["error"]["code"], -32600, "{body}");
+    assert!(body.to_string().contains("100"), "names the bound: {body}");
+    let pings: Vec<Value> = (0..100).map(|i| request(i, "ping", json!({}))).collect();
+    let resp = mcp.post(Some(&sid), &json!(pings)).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json().as_array().map(Vec::len), Some(100));
+
+    let publishes = |r: &common::cluster::Redis| -> u64 {
+        r.cli(&["INFO", "commandstats"])
+            .lines()
+            .find_map(|l| l.strip_prefix("cmdstat_publish:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .map(|n| n.parse().unwrap())
+            .unwrap_or(0)
+    };
+    let before = publishes(&redis);
+    let stray: Vec<Value> = (0..100)
+        .map(|i| json!({"jsonrpc": "2.0", "id": i, "result": {}}))
+        .collect();
+    let resp = mcp.post(Some(&sid), &json!(stray)).await;
+    assert_eq!(resp.status, 202, "{:?}", resp.text);
+    assert_eq!(
+        publishes(&redis) - before,
+        0,
+        "stray answers were broadcast"
+    );
+}
+
 // ---- 406 / 415 / 413 -----------------------------------------------------------------------
 
 // D1: a POST whose Accept lacks text/event-stream (or application/json) is a 406.

@@ -123,6 +123,12 @@ async fn deliver_answer(
     if app.routes.deliver_answer(sid, &id, outcome) {
         return;
     }
+    // Server→client requests have `srv-…` ids: nothing anywhere waits for another answer,
+    // so it is dropped here rather than broadcast to every node.
+    if !crate::transport::services::is_server_request_id(&id) {
+        tracing::debug!(session = %sid, "dropped a client answer no request waits for");
+        return;
+    }
     let signal = Signal::Answer {
         session: sid.to_owned(),
         id,
@@ -374,6 +380,18 @@ async fn batch(
             format!(
                 "Invalid Request: JSON-RPC batches are not supported in protocol version {} (only 2025-03-26, and never empty)",
                 record.protocol_version
+            ),
+        )
+        .into_response();
+    }
+    let max = app.live.current().limits.max_batch_size;
+    if items.len() > max {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            -32600,
+            format!(
+                "Invalid Request: a batch of {} items; at most {max} (limits.maxBatchSize)",
+                items.len()
             ),
         )
         .into_response();

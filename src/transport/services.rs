@@ -46,6 +46,16 @@ pub struct CallServices {
 
 static SERVER_REQUEST_SEQ: AtomicU64 = AtomicU64::new(1);
 
+/// How every server→client request id starts (then the node's prefix and a sequence number).
+const SERVER_REQUEST_PREFIX: &str = "srv-";
+
+/// Whether `id` can be the id of a server→client request of some node: only those can have an
+/// answer waiting anywhere.
+pub fn is_server_request_id(id: &Value) -> bool {
+    id.as_str()
+        .is_some_and(|s| s.starts_with(SERVER_REQUEST_PREFIX))
+}
+
 fn unavailable(e: StoreError) -> DomainError {
     DomainError::Unavailable(e.to_string())
 }
@@ -66,7 +76,7 @@ impl ContextServices for CallServices {
             .ok_or_else(|| DomainError::Internal("server requests need a session".into()))?;
         // Unique across nodes: the client's answer may reach any of them.
         let id = Value::String(format!(
-            "srv-{}-{}",
+            "{SERVER_REQUEST_PREFIX}{}-{}",
             crate::session::node_prefix(),
             SERVER_REQUEST_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
