@@ -706,6 +706,61 @@ async fn rate_limit_gives_429_with_retry_after() {
     server.assert_alive().await;
 }
 
+/// Issue 13, item 2: behind a trusted proxy the client is the right-most address the trusted
+/// hops did not add. A client that rotates the `X-Forwarded-For` value it sends is still one
+/// client (the proxy appends the real address), garbage is never a key, and with
+/// `TRUSTED_PROXIES` a chain of known proxies is skipped.
+#[tokio::test]
+async fn rate_limit_keys_are_the_rightmost_untrusted_hop() {
+    let limited = |extra: &[(&'static str, &'static str)]| {
+        let mut env = vec![("RATE_LIMIT_MAX", "3"), ("RATE_LIMIT_WINDOW", "60000")];
+        env.extend_from_slice(extra);
+        Server::start(&env)
+    };
+    let post_from = |mcp: &Mcp, xff: String| {
+        let mcp = mcp.clone();
+        async move {
+            mcp.post_with(None, &[("X-Forwarded-For", xff.as_str())], &tools_list(1))
+                .await
+                .status
+        }
+    };
+    // One trusted hop (the peer): the client's own entries are ignored, the proxy's is used.
+    let server = limited(&[("TRUST_PROXY", "true")]);
+    let mcp = server.mcp();
+    for i in 0..3 {
+        assert_eq!(
+            post_from(&mcp, format!("10.9.{i}.1, 203.0.113.7")).await,
+            400
+        );
+    }
+    assert_eq!(
+        post_from(&mcp, "10.9.99.1, 203.0.113.7".into()).await,
+        429,
+        "rotating the client-controlled part escaped the limit"
+    );
+    // Another client behind the same proxy has its own budget.
+    assert_eq!(post_from(&mcp, "203.0.113.8".into()).await, 400);
+    // Not an address: the peer is the key, never the garbage.
+    for i in 0..3 {
+        assert_eq!(post_from(&mcp, format!("junk-{i}")).await, 400);
+    }
+    assert_eq!(post_from(&mcp, "junk-9".into()).await, 429);
+
+    // A chain: the loopback proxy and 10.0.0.0/8 are trusted, so the client is 198.51.100.1.
+    let server = limited(&[("TRUSTED_PROXIES", "127.0.0.1/32,10.0.0.0/8")]);
+    let mcp = server.mcp();
+    for i in 0..3 {
+        let xff = format!("192.0.2.{i}, 198.51.100.1, 10.1.2.3");
+        assert_eq!(post_from(&mcp, xff).await, 400);
+    }
+    assert_eq!(
+        post_from(&mcp, "192.0.2.200, 198.51.100.1, 10.1.2.3".into()).await,
+        429
+    );
+    assert_eq!(post_from(&mcp, "198.51.100.2, 10.1.2.3".into()).await, 400);
+}
+
 // D6: sessions are bounded in total. MAX_SESSIONS: a node that is full answers `initialize` with 503 and Retry-After.
 #[tokio::test]
 async fn initialize_beyond_max_sessions_is_503() {

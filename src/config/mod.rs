@@ -138,9 +138,15 @@ pub struct Settings {
     /// key in memory mode.
     #[schemars(extend("x-abacus-reload" = "restart"))]
     pub request_state_key_files: Vec<PathBuf>,
-    /// Trust `X-Forwarded-For` for the client identity of rate limiting (`TRUST_PROXY`).
+    /// Trust the immediate peer as a proxy (`TRUST_PROXY`): the client identity for rate
+    /// limiting is then the right-most `X-Forwarded-For` address, the one that proxy added.
     #[schemars(extend("x-abacus-reload" = "live"))]
     pub trust_proxy: bool,
+    /// Proxies to trust by address (`TRUSTED_PROXIES`, comma list of CIDRs such as
+    /// `10.0.0.0/8`): the client is the right-most `X-Forwarded-For` address outside them,
+    /// for chains of proxies (a cloud load balancer in front of an ingress controller).
+    #[schemars(extend("x-abacus-reload" = "live"))]
+    pub trusted_proxies: Vec<String>,
     /// OAuth 2.1 resource-server settings (`AUTH_*`); off unless an issuer is set.
     pub auth: crate::auth::AuthSettings,
     /// Requests allowed per client per window (`RATE_LIMIT_MAX`); 0 disables rate limiting.
@@ -193,6 +199,7 @@ impl Default for Settings {
             client_request_timeout_ms: 60_000,
             request_state_key_files: Vec::new(),
             trust_proxy: false,
+            trusted_proxies: Vec::new(),
             auth: Default::default(),
             rate_limit_max: 1000,
             rate_limit_window_ms: 900_000,
@@ -311,6 +318,11 @@ impl Settings {
             self.request_state_key_files = split_list(&v).into_iter().map(PathBuf::from).collect();
         }
         env.bool("TRUST_PROXY", "trustProxy", &mut self.trust_proxy)?;
+        env.list(
+            "TRUSTED_PROXIES",
+            "trustedProxies",
+            &mut self.trusted_proxies,
+        );
         env.string("LOG_LEVEL", "logLevel", &mut self.log_level);
         env.parse("RATE_LIMIT_MAX", "rateLimitMax", &mut self.rate_limit_max)?;
         env.parse(
@@ -408,6 +420,10 @@ impl Settings {
         if let Some(name) = self.sample_tool() {
             crate::calculator::check_sample_name(name)
                 .map_err(|e| invalid("sampleToolName", "SAMPLE_TOOL_NAME", e.to_string()))?;
+        }
+        for cidr in &self.trusted_proxies {
+            crate::http::guard::Cidr::parse(cidr)
+                .map_err(|e| invalid("trustedProxies", "TRUSTED_PROXIES", e))?;
         }
         for o in self.cors_origins.iter().chain(&self.allowed_origins) {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {

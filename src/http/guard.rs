@@ -2,7 +2,7 @@
 //! 403), CORS (preflight and response headers) and rate limiting (429 with `Retry-After`).
 //! One function, [`admit`], called first by every `/mcp` handler, so the order is explicit.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -80,19 +80,85 @@ fn is_loopback_origin(origin: &str) -> bool {
     is_loopback_name(name) && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
-/// The client identity for rate limiting: the peer address, or the first `X-Forwarded-For`
-/// hop when the proxy is trusted.
-fn client_key(headers: &HeaderMap, peer: SocketAddr, trust_proxy: bool) -> String {
-    if trust_proxy {
-        if let Some(first) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-        {
-            return first.trim().to_owned();
+/// An address block, `10.0.0.0/8` or `fd00::/8` (a bare address is a /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    base: IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Parses `address[/bits]`.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let (addr, bits) = match text.trim().split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (text.trim(), None),
+        };
+        let base: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or CIDR block"))?;
+        let max = if base.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => b
+                .parse::<u8>()
+                .ok()
+                .filter(|b| *b <= max)
+                .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {max}"))?,
+        };
+        Ok(Cidr { base, bits })
+    }
+
+    /// Whether `ip` is inside the block (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        let (a, b, width) = match (self.base, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u32::from(a) as u128, u32::from(b) as u128, 32),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b), 128),
+            _ => return false,
+        };
+        let shift = width - u32::from(self.bits);
+        shift >= width || (a >> shift) == (b >> shift)
+    }
+}
+
+/// The client identity for rate limiting. Walking from the peer towards the client through
+/// `X-Forwarded-For` (right to left), every hop that is a trusted proxy (the peer itself with
+/// `trust_proxy`, any address in `trusted`) is skipped; the first address that is not is the
+/// client. Entries left of it are the client's own words and never count; an entry that is not
+/// an address ends the walk at the last real hop.
+fn client_key(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    trust_proxy: bool,
+    trusted: &[Cidr],
+) -> String {
+    let peer_ip = peer.ip();
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !trust_proxy && !is_trusted(peer_ip) {
+        return peer_ip.to_string();
+    }
+    let mut client = peer_ip;
+    let forwarded = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in forwarded.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = ip;
+        if !is_trusted(ip) {
+            break;
         }
     }
-    peer.ip().to_string()
+    client.to_string()
 }
 
 /// What the guard lets through: the validated `Origin` (for CORS headers on the answer).
@@ -127,7 +193,12 @@ pub fn admit(
         }
     };
     if rt.rate_limit_max > 0 {
-        let key = client_key(headers, peer, rt.trust_proxy);
+        let trusted: Vec<Cidr> = rt
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| Cidr::parse(c).ok())
+            .collect();
+        let key = client_key(headers, peer, rt.trust_proxy, &trusted);
         if let Verdict::Limited { retry_after_s } =
             app.limiter
                 .check(&key, rt.rate_limit_max, rt.rate_limit_window_ms)
@@ -297,5 +368,33 @@ mod tests {
         assert_eq!(v, "https://a.example");
         assert!(creds);
         assert!(cors_origin(Some("https://b.example"), &rt(&["https://a.example"])).is_none());
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn blocks_contain_their_addresses_only() {
+        let c = Cidr::parse("10.0.0.0/8").unwrap();
+        assert!(c.contains(ip("10.255.1.2")));
+        assert!(!c.contains(ip("11.0.0.1")));
+        assert!(c.contains(ip("::ffff:10.1.1.1")), "IPv4-mapped IPv6");
+        assert!(Cidr::parse("0.0.0.0/0")
+            .unwrap()
+            .contains(ip("203.0.113.9")));
+        assert!(Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.7")));
+        assert!(!Cidr::parse("192.0.2.7").unwrap().contains(ip("192.0.2.8")));
+        let v6 = Cidr::parse("fd00::/8").unwrap();
+        assert!(v6.contains(ip("fd12::1")) && !v6.contains(ip("fe80::1")));
+        assert!(!v6.contains(ip("10.0.0.1")));
+        for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
     }
 }
