@@ -297,3 +297,47 @@ async fn a_half_configured_issuer_stops_start_up() {
     assert_eq!(out.status.code(), Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("AUTH_AUDIENCE"), "{}", out.stderr);
 }
+
+/// Issue 13, item 5: a modern-era history handle belongs to the principal that minted it:
+/// another principal presenting it (to append or to read) is told it does not exist, and the
+/// handle's history is untouched.
+#[tokio::test]
+async fn history_handles_belong_to_their_principal() {
+    let (server, issuer, _) = setup();
+    let mcp = server.mcp();
+    let alice = bearer(&issuer.for_subject("alice", "mcp:tools"));
+    let bob = bearer(&issuer.for_subject("bob", "mcp:tools"));
+    let calc_as = |token: String, id: i64, args: Value| {
+        let mcp = mcp.clone();
+        async move {
+            let body = modern_request(id, "tools/call", tool_params("calculate", args));
+            let resp = mcp.modern_raw(&body, &[("Authorization", &token)]).await;
+            assert_eq!(resp.status, 200, "{:?}", resp.text);
+            resp.answer(&json!(id))
+        }
+    };
+    let first = calc_as(alice.clone(), 1, json!({"a": 1, "b": 2, "op": "add"})).await;
+    let handle = first["result"]["structuredContent"]["historyHandle"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a handle: {first}"))
+        .to_owned();
+    let stolen = calc_as(
+        bob,
+        2,
+        json!({"a": 5, "b": 5, "op": "add", "historyHandle": handle}),
+    )
+    .await;
+    let text = stolen.to_string();
+    assert!(
+        stolen["error"]["code"] == -32602 || stolen["result"]["isError"] == true,
+        "bob used alice's handle: {text}"
+    );
+    assert!(text.contains("Unknown or expired history handle"), "{text}");
+    let again = calc_as(
+        alice,
+        3,
+        json!({"a": 2, "b": 2, "op": "add", "historyHandle": handle}),
+    )
+    .await;
+    assert_eq!(again["result"]["isError"], false, "{again}");
+}

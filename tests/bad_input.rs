@@ -1119,3 +1119,42 @@ async fn client_controlled_data_is_bounded() {
         assert_eq!(resp.status, 400, "deep capabilities: {:?}", resp.text);
     }
 }
+
+/// Issue 13, item 5: every handle-less modern calculation mints a history handle that lives
+/// for the session timeout; handles count against MAX_SESSIONS with the sessions, so a client
+/// cannot fill a node's memory (or Redis) with them.
+#[tokio::test]
+async fn history_handles_count_against_max_sessions() {
+    let redis = common::cluster::Redis::start();
+    let url = redis.url();
+    let memory = Server::start(&[("MAX_SESSIONS", "3")]);
+    let shared = Server::start(&[
+        ("MAX_SESSIONS", "3"),
+        ("USE_REDIS", "true"),
+        ("REDIS_URL", url.as_str()),
+    ]);
+    for server in [&memory, &shared] {
+        let mcp = server.mcp();
+        let mut refused = None;
+        for i in 0..10 {
+            let params = tool_params("calculate", json!({"a": i, "b": 1, "op": "add"}));
+            let resp = mcp.modern(i, "tools/call", params).await;
+            let answer = resp.answer(&json!(i));
+            if answer["result"]["isError"] != false {
+                refused = Some((i, resp.status, answer));
+                break;
+            }
+            // The Redis node reads the count at most every 2 s.
+            tokio::time::sleep(Duration::from_millis(700)).await;
+        }
+        let (at, status, answer) = refused.expect("handles are capped");
+        assert!(
+            (3..=5).contains(&at),
+            "refused after {at} handles: {answer}"
+        );
+        assert!(
+            status == 503 || answer["error"].is_object(),
+            "{status} {answer}"
+        );
+    }
+}

@@ -86,6 +86,8 @@ struct SessionEntry {
 /// A modern-era state handle.
 struct HandleEntry {
     scope: Mutex<Scope>,
+    /// The principal that created it (`None` without auth).
+    owner: Option<String>,
 }
 
 /// One SSE stream's log.
@@ -393,7 +395,12 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn create_handle(&self) -> Result<String, StoreError> {
+    async fn create_handle(&self, owner: Option<&str>) -> Result<String, StoreError> {
+        let max = self.inner.limits.policy.max_sessions();
+        let held = || self.inner.sessions.len() + self.inner.handles.len();
+        if held() >= max && (self.sweep() == 0 || held() >= max) {
+            return Err(StoreError::Capacity(max));
+        }
         let id = format!("h{}", random_id());
         let now = now_ms();
         let scope = Scope {
@@ -409,15 +416,19 @@ impl SessionStore for MemoryStore {
             id.clone(),
             Arc::new(HandleEntry {
                 scope: Mutex::new(scope),
+                owner: owner.map(str::to_owned),
             }),
         );
         Ok(id)
     }
 
-    async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError> {
+    async fn touch_handle(&self, handle: &str, owner: Option<&str>) -> Result<bool, StoreError> {
         let Some(h) = self.inner.handles.get(handle) else {
             return Ok(false);
         };
+        if h.owner.as_deref() != owner {
+            return Ok(false);
+        }
         let now = now_ms();
         let idle = self.inner.limits.policy.idle().as_millis() as u64;
         let mut g = h.scope.lock();

@@ -261,10 +261,13 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// The history scope of a session or state handle (no existence check: callers touch first).
     fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope>;
-    /// Mints a new modern-era state handle (SEP-2567) with the session idle TTL.
-    async fn create_handle(&self) -> Result<String, StoreError>;
-    /// Whether a state handle is live; slides its TTL.
-    async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError>;
+    /// Mints a new modern-era state handle (SEP-2567) with the session idle TTL, owned by
+    /// `owner` (the caller's principal when auth is on). Handles count against
+    /// `maxSessions` with the sessions: each one holds a history.
+    async fn create_handle(&self, owner: Option<&str>) -> Result<String, StoreError>;
+    /// Whether a state handle is live and belongs to `owner`; slides its TTL. Another
+    /// principal's handle is `false`, as if it did not exist.
+    async fn touch_handle(&self, handle: &str, owner: Option<&str>) -> Result<bool, StoreError>;
 
     /// Creates an empty stream log so that readers can attach before its first event.
     /// `orphan` is the final message readers get if this node dies before closing the stream

@@ -197,7 +197,7 @@ struct Inner {
     subscribed: AtomicBool,
     /// Expiry (ms since the epoch) of sessions this node slid since the last flush to
     /// [`LIVE`], by id: written with one `ZADD` a second (`live_loop`).
-    expiries: Mutex<HashMap<String, i64>>,
+    expiries: Sharded<HashMap<String, i64>>,
     /// The last live-session count and when it was read; the lock makes the read single-flight.
     live_count: tokio::sync::Mutex<Option<(Instant, u64)>>,
     /// The last `PING` outcome and when; the lock makes probes single-flight.
@@ -307,7 +307,7 @@ impl RedisStore {
                 waiters: Mutex::default(),
                 claims: Mutex::default(),
                 subscribed: AtomicBool::new(false),
-                expiries: Mutex::default(),
+                expiries: Sharded::new(HashMap::new),
                 live_count: tokio::sync::Mutex::new(None),
                 last_ping: tokio::sync::Mutex::new(None),
                 report: RwLock::new(Value::Null),
@@ -362,14 +362,31 @@ impl RedisStore {
         self.inner.cache.of(id).lock().pop(id);
     }
 
-    /// Remembers a session's new expiry for [`LIVE`] (handles are not sessions).
+    /// Remembers a session's or handle's new expiry for [`LIVE`].
     fn note_expiry(&self, id: &str, ttl_ms: i64) {
-        if kind_of(id) == "s" {
-            let until = now_ms() as i64 + ttl_ms.max(0);
-            let mut expiries = self.inner.expiries.lock();
-            let e = expiries.entry(id.to_owned()).or_default();
-            *e = (*e).max(until);
+        let until = now_ms() as i64 + ttl_ms.max(0);
+        let mut expiries = self.inner.expiries.of(id).lock();
+        match expiries.get_mut(id) {
+            Some(e) => *e = (*e).max(until),
+            None => {
+                expiries.insert(id.to_owned(), until);
+            }
         }
+    }
+
+    /// Adds a new session or handle to [`LIVE`] (before anyone knows its id).
+    async fn add_live(&self, id: &str) -> Result<(), StoreError> {
+        let until = now_ms() + ms(self.inner.cfg.policy.idle());
+        let _: i64 = self
+            .bounded(
+                redis::cmd("ZADD")
+                    .arg(LIVE)
+                    .arg(until)
+                    .arg(id)
+                    .query_async(&mut self.conn()),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Refreshes a cached entry's validity after a write that slid the TTL.
@@ -411,28 +428,27 @@ impl RedisStore {
         &self,
         id: &str,
         kind: &str,
+        owner: Option<&str>,
         count: u64,
         with_record: bool,
     ) -> Result<Option<Vec<redis::Value>>, StoreError> {
-        self.bounded(
-            self.inner
-                .scripts
-                .touch
-                .key(rec_key(id))
-                .key(hist_key(id))
-                .arg(ms(self.inner.cfg.policy.idle()))
-                .arg(count)
-                .arg(u8::from(with_record))
-                .arg(kind)
-                .invoke_async(&mut self.conn()),
-        )
-        .await
+        let mut script = self.inner.scripts.touch.key(rec_key(id));
+        script
+            .key(hist_key(id))
+            .arg(ms(self.inner.cfg.policy.idle()))
+            .arg(count)
+            .arg(u8::from(with_record))
+            .arg(kind);
+        if let Some(owner) = owner {
+            script.arg(owner);
+        }
+        self.bounded(script.invoke_async(&mut self.conn())).await
     }
 
     /// Reads and slides a session's record from Redis (counting `count` requests), caching
     /// it. A state handle's id is not a session: `None`, and the handle is not extended.
     async fn load(&self, id: &str, count: u64) -> Result<Option<SessionRecord>, StoreError> {
-        let Some(reply) = self.run_touch(id, "s", count, true).await? else {
+        let Some(reply) = self.run_touch(id, "s", None, count, true).await? else {
             self.evict(id);
             return Ok(None);
         };
@@ -456,7 +472,17 @@ impl RedisStore {
 
     /// Slides a scope and counts `count` requests without reading it back.
     async fn slide(&self, id: &str, count: u64) -> Result<bool, StoreError> {
-        match self.run_touch(id, kind_of(id), count, false).await {
+        self.slide_owned(id, None, count).await
+    }
+
+    /// `slide`, only if the scope belongs to `owner` (when given).
+    async fn slide_owned(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        count: u64,
+    ) -> Result<bool, StoreError> {
+        match self.run_touch(id, kind_of(id), owner, count, false).await {
             Ok(Some(r)) => {
                 let (ttl, ver, _) = split_touch(r)?;
                 self.refreshed(id, ttl, &ver);
@@ -1027,7 +1053,8 @@ async fn live_loop(weak: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = weak.upgrade() else { return };
-        let batch: Vec<(String, i64)> = inner.expiries.lock().drain().collect();
+        let mut batch: Vec<(String, i64)> = Vec::new();
+        inner.expiries.each(|shard| batch.extend(shard.drain()));
         let mut pipe = redis::pipe();
         if !batch.is_empty() {
             let cmd = pipe.cmd("ZADD").arg(LIVE).arg("XX").arg("GT");
@@ -1045,8 +1072,8 @@ async fn live_loop(weak: Weak<Inner>) {
         let sent =
             tokio::time::timeout(inner.cfg.command_timeout, pipe.query_async::<()>(&mut conn));
         if !matches!(sent.await, Ok(Ok(()))) {
-            let mut expiries = inner.expiries.lock();
             for (id, until) in batch {
+                let mut expiries = inner.expiries.of(&id).lock();
                 let e = expiries.entry(id).or_default();
                 *e = (*e).max(until);
             }
@@ -1184,17 +1211,7 @@ impl SessionStore for RedisStore {
         SessionCounters::add(&self.inner.counters.created, 1);
         // Added here, before anyone knows the id: later flushes only move it (`XX`), so a
         // delete through any node is never undone by a flush.
-        let until = now_ms() + ms(self.inner.cfg.policy.idle());
-        let _: i64 = self
-            .bounded(
-                redis::cmd("ZADD")
-                    .arg(LIVE)
-                    .arg(until)
-                    .arg(&record.id)
-                    .query_async(&mut self.conn()),
-            )
-            .await?;
-        Ok(())
+        self.add_live(&record.id).await
     }
 
     async fn touch(
@@ -1301,7 +1318,7 @@ impl SessionStore for RedisStore {
             .await?;
         self.evict(id);
         self.inner.pending.of(id).lock().remove(id);
-        self.inner.expiries.lock().remove(id);
+        self.inner.expiries.of(id).lock().remove(id);
         if done == 1 {
             SessionCounters::add(&self.inner.counters.deleted, 1);
             let _: Result<i64, _> = self
@@ -1353,7 +1370,11 @@ impl SessionStore for RedisStore {
         })
     }
 
-    async fn create_handle(&self) -> Result<String, StoreError> {
+    async fn create_handle(&self, owner: Option<&str>) -> Result<String, StoreError> {
+        let max = self.inner.cfg.policy.max_sessions() as u64;
+        if self.live_sessions().await? >= max {
+            return Err(StoreError::Capacity(max as usize));
+        }
         let id = format!("h{}", random_id());
         let _: i64 = self
             .bounded(
@@ -1367,19 +1388,21 @@ impl SessionStore for RedisStore {
                     .arg("h")
                     .arg("{}")
                     .arg(0)
+                    .arg(owner.unwrap_or(""))
                     .invoke_async(&mut self.conn()),
             )
             .await?;
+        self.add_live(&id).await?;
         Ok(id)
     }
 
-    async fn touch_handle(&self, handle: &str) -> Result<bool, StoreError> {
+    async fn touch_handle(&self, handle: &str, owner: Option<&str>) -> Result<bool, StoreError> {
         // Handles are `h…`; a session id (hex) is never accepted as a handle, so a session id
         // cannot be used to write into a session's history from outside it.
         if !handle.starts_with('h') {
             return Ok(false);
         }
-        self.slide(handle, 1).await
+        self.slide_owned(handle, Some(owner.unwrap_or("")), 1).await
     }
 
     async fn open_stream(

@@ -39,27 +39,29 @@ fn with_prelude(body: &str) -> String {
     format!("{NOW}{SLIDE}{body}")
 }
 
-/// KEYS: rec. ARGV: idle, lifetime, kind, immutable JSON, request count.
-/// Creates the scope; returns the TTL.
+/// KEYS: rec. ARGV: idle, lifetime, kind, immutable JSON, request count, and for handles the
+/// owner (`''` without auth). Creates the scope; returns the TTL.
 pub fn create() -> String {
     with_prelude(
         r#"
 local idle = tonumber(ARGV[1])
 redis.call('HSET', KEYS[1], 'k', ARGV[3], 'r', ARGV[4], 'c', now, 'dl', now + tonumber(ARGV[2]),
   'ls', now, 'rc', ARGV[5], 'ct', 0, 'ver', 0, 'init', 0)
+if ARGV[6] then redis.call('HSET', KEYS[1], 'o', ARGV[6]) end
 redis.call('PEXPIRE', KEYS[1], idle)
 return idle
 "#,
     )
 }
 
-/// KEYS: rec, hist. ARGV: idle, requests to count, want the record (1/0), kind (`s`/`h`).
-/// Returns nil if gone (or of another kind); else `{ttl, ver}` or `{ttl, ver, field, value, …}`
-/// with the record.
+/// KEYS: rec, hist. ARGV: idle, requests to count, want the record (1/0), kind (`s`/`h`), and
+/// optionally the owner it must have. Returns nil if gone (or of another kind or owner, then
+/// untouched); else `{ttl, ver}` or `{ttl, ver, field, value, …}` with the record.
 pub fn touch() -> String {
     with_prelude(
         r#"
 if redis.call('HGET', KEYS[1], 'k') ~= ARGV[4] then return false end
+if ARGV[5] and (redis.call('HGET', KEYS[1], 'o') or '') ~= ARGV[5] then return false end
 local ttl = slide(KEYS[1], KEYS[2], tonumber(ARGV[1]), now)
 if ttl < 0 then return false end
 local n = tonumber(ARGV[2])

@@ -147,6 +147,7 @@ fn context(
             String::new()
         },
         subscriptions: req.subscriptions.clone(),
+        principal: req.principal.clone(),
         outbox: outbox.clone(),
     });
     let mut ctx = RequestContext::new(

@@ -41,6 +41,8 @@ pub struct CallServices {
     pub binding: String,
     /// The legacy session's resource subscriptions when the request started.
     pub subscriptions: std::collections::BTreeSet<String>,
+    /// Who is calling (auth on): the owner of the history handles it mints and may use.
+    pub principal: Option<String>,
     pub outbox: mpsc::Sender<Out>,
 }
 
@@ -156,7 +158,11 @@ impl ContextServices for CallServices {
         let store = &self.app.store;
         match (handle, self.era, &self.session_id) {
             (Some(h), _, _) => {
-                if store.touch_handle(h).await.map_err(unavailable)? {
+                if store
+                    .touch_handle(h, self.principal.as_deref())
+                    .await
+                    .map_err(unavailable)?
+                {
                     Ok(store.history(h))
                 } else {
                     Err(DomainError::InvalidParams {
@@ -167,7 +173,10 @@ impl ContextServices for CallServices {
             }
             (None, Era::Legacy, Some(sid)) => Ok(store.history(sid)),
             (None, _, _) => {
-                let h = store.create_handle().await.map_err(unavailable)?;
+                let h = store
+                    .create_handle(self.principal.as_deref())
+                    .await
+                    .map_err(unavailable)?;
                 Ok(store.history(&h))
             }
         }
