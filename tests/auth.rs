@@ -334,10 +334,29 @@ async fn history_handles_belong_to_their_principal() {
     );
     assert!(text.contains("Unknown or expired history handle"), "{text}");
     let again = calc_as(
-        alice,
+        alice.clone(),
         3,
         json!({"a": 2, "b": 2, "op": "add", "historyHandle": handle}),
     )
     .await;
     assert_eq!(again["result"]["isError"], false, "{again}");
+    // Reading an entry by its URI is the owner's privilege too.
+    let calc_id = first["result"]["structuredContent"]["id"].as_str().unwrap();
+    let read = |token: String| {
+        let mcp = mcp.clone();
+        let uri = format!("calculator://history/{calc_id}");
+        async move {
+            let body = modern_request(4, "resources/read", json!({ "uri": uri }));
+            let resp = mcp.modern_raw(&body, &[("Authorization", &token)]).await;
+            resp.answer(&json!(4))
+        }
+    };
+    let mine = read(alice).await;
+    assert!(mine["result"]["contents"].is_array(), "{mine}");
+    let bob = bearer(&issuer.for_subject("bob", "mcp:tools"));
+    let theirs = read(bob).await;
+    assert!(
+        theirs["error"].is_object(),
+        "bob read alice's history: {theirs}"
+    );
 }
