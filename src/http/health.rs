@@ -119,7 +119,11 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         .ok()
         .and_then(Result::ok)
         .unwrap_or(0);
-    let text = app.metrics.render(live, app.store.counters());
+    let up = matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, app.store.ping()).await,
+        Ok(Ok(()))
+    );
+    let text = app.metrics.render(live, up, app.store.counters());
     (
         [(
             header::CONTENT_TYPE,

@@ -210,6 +210,18 @@ pub struct SessionCounters {
     pub created: AtomicU64,
     pub expired: AtomicU64,
     pub deleted: AtomicU64,
+    /// Session records read from a shared store because this node held no valid copy (a
+    /// session's first request here, or after an invalidation): cold loads.
+    pub store_loads: AtomicU64,
+    /// Signals this node sent to the others (answers, cancels, invalidations, events).
+    pub signals_sent: AtomicU64,
+    /// Signals received from the store's bus (from any node, this one included).
+    pub signals_received: AtomicU64,
+    /// Commands sent to the shared store, and their total time in microseconds.
+    pub store_commands: AtomicU64,
+    pub store_command_micros: AtomicU64,
+    /// Commands that failed or timed out.
+    pub store_command_errors: AtomicU64,
 }
 
 impl SessionCounters {

@@ -335,11 +335,19 @@ impl RedisStore {
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.inner.cfg.command_timeout, fut).await {
+        let start = Instant::now();
+        let outcome = match tokio::time::timeout(self.inner.cfg.command_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(unavailable(e)),
             Err(_) => Err(unavailable("Redis command timed out")),
+        };
+        let c = &self.inner.counters;
+        SessionCounters::add(&c.store_commands, 1);
+        SessionCounters::add(&c.store_command_micros, start.elapsed().as_micros() as u64);
+        if outcome.is_err() {
+            SessionCounters::add(&c.store_command_errors, 1);
         }
+        outcome
     }
 
     fn take_pending(&self, id: &str) -> u64 {
@@ -448,6 +456,7 @@ impl RedisStore {
     /// Reads and slides a session's record from Redis (counting `count` requests), caching
     /// it. A state handle's id is not a session: `None`, and the handle is not extended.
     async fn load(&self, id: &str, count: u64) -> Result<Option<SessionRecord>, StoreError> {
+        SessionCounters::add(&self.inner.counters.store_loads, 1);
         let Some(reply) = self.run_touch(id, "s", None, count, true).await? else {
             self.evict(id);
             return Ok(None);
@@ -975,6 +984,7 @@ async fn subscribe_loop(weak: Weak<Inner>) {
             let Ok(envelope) = serde_json::from_slice::<Envelope>(&payload) else {
                 continue;
             };
+            SessionCounters::add(&inner.counters.signals_received, 1);
             match &envelope.payload {
                 Signal::SessionEnded { session } => {
                     inner.cache.of(session).lock().pop(session);
@@ -1539,6 +1549,7 @@ impl SessionStore for RedisStore {
         let text =
             serde_json::to_string(&envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _: i64 = self.bounded(self.conn().publish(SIGNALS, text)).await?;
+        SessionCounters::add(&self.inner.counters.signals_sent, 1);
         Ok(())
     }
 

@@ -114,6 +114,13 @@ pub struct Metrics {
     sessions_created: Counter,
     sessions_expired: Counter,
     sessions_deleted: Counter,
+    store_loads: Counter,
+    signals_sent: Counter,
+    signals_received: Counter,
+    store_commands: Counter,
+    store_command_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    store_command_errors: Counter,
+    store_up: Gauge,
     open_streams: Gauge,
     config_reloads: Family<ReloadLabels, Counter>,
     config_info: Family<ConfigInfoLabels, Gauge>,
@@ -195,7 +202,56 @@ impl Metrics {
             "The configuration this node runs: 1 for its content hash and source resourceVersion",
             config_info.clone(),
         );
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            registry.register(name, help, c.clone());
+            c
+        };
+        let store_loads = counter(
+            &mut registry,
+            "abacus_store_session_loads",
+            "Session records read from Redis because this node held no valid copy (cold loads)",
+        );
+        let signals_sent = counter(
+            &mut registry,
+            "abacus_store_signals_sent",
+            "Signals this node sent to the others through Redis (answers, cancels, invalidations)",
+        );
+        let signals_received = counter(
+            &mut registry,
+            "abacus_store_signals_received",
+            "Signals received from the Redis bus (cross-node hops)",
+        );
+        let store_commands = counter(
+            &mut registry,
+            "abacus_store_commands",
+            "Commands sent to Redis",
+        );
+        let store_command_seconds = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "abacus_store_command_seconds",
+            "Total time of the commands sent to Redis (divide by abacus_store_commands for the mean)",
+            store_command_seconds.clone(),
+        );
+        let store_command_errors = counter(
+            &mut registry,
+            "abacus_store_command_errors",
+            "Redis commands that failed or timed out",
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "abacus_store_up",
+            "1 while the session store answers (always 1 in memory mode)",
+            store_up.clone(),
+        );
         Self {
+            store_loads,
+            signals_sent,
+            signals_received,
+            store_commands,
+            store_command_seconds,
+            store_command_errors,
+            store_up,
             config_reloads,
             config_info,
             registry,
@@ -270,11 +326,22 @@ impl Metrics {
     }
 
     /// Renders the exposition, after syncing session figures from the store.
-    pub fn render(&self, live_sessions: u64, counters: &SessionCounters) -> String {
+    pub fn render(&self, live_sessions: u64, store_up: bool, counters: &SessionCounters) -> String {
         self.active_sessions.set(live_sessions as i64);
+        self.store_up.set(i64::from(store_up));
         sync(&self.sessions_created, &counters.created);
         sync(&self.sessions_expired, &counters.expired);
         sync(&self.sessions_deleted, &counters.deleted);
+        sync(&self.store_loads, &counters.store_loads);
+        sync(&self.signals_sent, &counters.signals_sent);
+        sync(&self.signals_received, &counters.signals_received);
+        sync(&self.store_commands, &counters.store_commands);
+        sync(&self.store_command_errors, &counters.store_command_errors);
+        let seconds = SessionCounters::get(&counters.store_command_micros) as f64 / 1e6;
+        let have = self.store_command_seconds.get();
+        if seconds > have {
+            self.store_command_seconds.inc_by(seconds - have);
+        }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
         out
@@ -311,7 +378,7 @@ mod tests {
         m.operation("tools/call", Some("calculate"), None, 0.001);
         let c = SessionCounters::default();
         SessionCounters::add(&c.created, 3);
-        let text = m.render(2, &c);
+        let text = m.render(2, true, &c);
         assert!(
             text.contains("mcp_calculations_total{operation=\"add\"} 1"),
             "{text}"
@@ -323,7 +390,7 @@ mod tests {
         m.config_reload("rejected");
         m.config_info("abc", Some("7"));
         m.config_info("def", Some("8"));
-        let text = m.render(2, &c);
+        let text = m.render(2, true, &c);
         assert!(
             text.contains("abacus_config_reloads_total{result=\"rejected\"} 1"),
             "{text}"
