@@ -289,6 +289,18 @@ impl Load {
         );
     }
 
+    /// Waits until `more` further calls are acknowledged (the load goes on after a fault),
+    /// then finishes; returns the session ids with their logs.
+    pub async fn finish_after(self, more: u64, limit: Duration) -> (Vec<String>, Vec<SessionLog>) {
+        let from = self.acked();
+        assert!(
+            eventually(limit, || async { self.acked() >= from + more }).await,
+            "the load stalled: fewer than {more} calls acknowledged in {limit:?}"
+        );
+        let sids = self.sids.clone();
+        (sids, self.finish().await)
+    }
+
     /// Stops the sessions after their call in flight and returns what each client saw.
     pub async fn finish(self) -> Vec<SessionLog> {
         self.stop.store(true, Ordering::SeqCst);
@@ -297,6 +309,21 @@ impl Load {
             logs.push(t.await.expect("load task"));
         }
         logs
+    }
+}
+
+/// Asserts that no call failed and that every session answers, with `totalCalculations` equal
+/// to what its client was acknowledged (nothing lost, nothing counted twice).
+pub async fn assert_nothing_lost(mcp: &Mcp, sids: &[String], logs: &[SessionLog]) {
+    let failures: Vec<&Failure> = logs.iter().flat_map(|l| &l.failed).collect();
+    assert!(failures.is_empty(), "failed requests:{}", list(&failures));
+    for (sid, log) in sids.iter().zip(logs) {
+        assert!(!log.acked.is_empty(), "session {sid} never got an answer");
+        assert_eq!(
+            total_calculations(mcp, sid).await,
+            log.acked.len() as u64,
+            "session {sid}: totalCalculations vs acknowledged calls"
+        );
     }
 }
 
