@@ -472,3 +472,54 @@ fn the_chart_readme_documents_every_value() {
         "documented but not in values.yaml: {unknown:?}"
     );
 }
+
+/// `redis.sentinel.enabled`: one StatefulSet of 3 pods, each a Redis and a Sentinel, AOF on
+/// each pod's volume, the password from a file; Abacus gets a `redis+sentinel://` URL naming
+/// every Sentinel, and a drain may take at most one Redis pod at a time.
+#[test]
+fn the_sentinel_variant_runs_three_redis_pods_with_a_sentinel_each() {
+    let objects = render(&["--set", "redis.sentinel.enabled=true"]);
+    assert_eq!(kinds(&objects, "StatefulSet"), 1);
+    let sts = find(&objects, "StatefulSet", "abacus-redis");
+    assert_eq!(sts["spec"]["replicas"], 3);
+    let pod = &sts["spec"]["template"]["spec"];
+    let names: Vec<&str> = pod["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["redis", "sentinel"]);
+    for c in pod["containers"].as_array().unwrap() {
+        assert_eq!(
+            c["securityContext"]["readOnlyRootFilesystem"], true,
+            "{}",
+            c["name"]
+        );
+        let env = c["env"].to_string();
+        assert!(
+            !env.contains("secretKeyRef"),
+            "a secret in the environment: {env}"
+        );
+    }
+    assert!(sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data");
+    let scripts = find(&objects, "ConfigMap", "abacus-redis-scripts");
+    let all = scripts["data"].to_string();
+    assert!(
+        all.contains("appendonly yes") && all.contains("noeviction"),
+        "{all}"
+    );
+    let deploy = find(&objects, "Deployment", "abacus");
+    assert_eq!(
+        env_of(container(deploy))["REDIS_URL"],
+        "redis+sentinel://abacus-redis-0.abacus-redis-headless:26379,\
+         abacus-redis-1.abacus-redis-headless:26379,\
+         abacus-redis-2.abacus-redis-headless:26379/abacus"
+    );
+    let headless = find(&objects, "Service", "abacus-redis-headless");
+    assert!(headless["spec"]["ports"].to_string().contains("26379"));
+    assert_eq!(
+        find(&objects, "PodDisruptionBudget", "abacus-redis")["spec"]["maxUnavailable"],
+        1
+    );
+}
