@@ -7,14 +7,20 @@
 #    runs rootful here) and checks that a container can run at all: if not, it fails and says why.
 # 2. Builds, with no registry: a base image (FROM scratch plus the shared libraries that `ldd`
 #    lists for the binary and a passwd entry for uid 65532: what distroless/cc provides), a Redis
-#    image (the host's redis-server and its libraries), and the Abacus image from the Dockerfile's
-#    `prebuilt` stage with target/release/abacus stripped of debug info (what the `dist` profile
-#    builds). The Abacus image is tagged a second time as the "new version" of a rolling update.
+#    image (the host's redis-server, redis-cli, sh, cat and grep with their libraries, and
+#    /data owned by uid 999, as in the official image the chart uses), and the Abacus image from
+#    the Dockerfile's `prebuilt` stage with target/release/abacus stripped of debug info (what
+#    the `dist` profile builds). The Abacus image is tagged a second time as the "new version"
+#    of a rolling update.
 # 3. Runs tests/image.rs (--ignored) against them: hardened container, three containers behind
-#    nginx with a rolling replacement under load, Redis replaced on its named volume.
-# 4. Checks that the tests left no container, network or volume of this run behind, then removes
-#    everything of the run (on failure or interrupt too): images are tagged per run, the rest
-#    carries the label abacus.test.run=RUN.
+#    nginx with a rolling replacement under load, Redis replaced on its named volume. Then
+#    tests/chart_pods.rs (--ignored): the chart rendered with these images (helm: HELM, else
+#    .tools/bin/helm, else helm on PATH, else hack/install-tools.sh chart), its Redis and Abacus
+#    pod templates played with `podman kube play`, and the chart's `helm test` Pod against them.
+# 4. Checks that the tests left no container, pod, network or volume of this run behind, then
+#    removes everything of the run (on failure or interrupt too): images are tagged per run,
+#    containers, pods and networks carry the label abacus.test.run=RUN, volumes carry it or (the
+#    ones `podman kube play` makes) are named RUN-*.
 #
 # Uses hack/containers.conf (CONTAINERS_CONF): ulimits this sandbox allows, and runc.
 set -euo pipefail
@@ -35,21 +41,42 @@ die() { printf '[image-test] ERROR: %s\n' "$*" >&2; exit 1; }
 bash "$ROOT/hack/install-tools.sh" apt image
 command -v podman >/dev/null || die "podman is not installed (hack/install-tools.sh image needs root and apt)"
 [[ -x "$BIN" ]] || die "$BIN is missing: run 'make release' first"
+HELM="${HELM:-$ROOT/.tools/bin/helm}"
+if ! command -v "$HELM" >/dev/null; then
+  if command -v helm >/dev/null; then
+    HELM="$(command -v helm)"
+  else
+    bash "$ROOT/hack/install-tools.sh" chart
+    HELM="$ROOT/.tools/bin/helm"
+  fi
+fi
+command -v "$HELM" >/dev/null || die "no helm (hack/install-tools.sh chart, or set HELM)"
+HELM="$(command -v "$HELM")"
 
 work="$(mktemp -d)"
-# leftovers: every container, network and volume of this run still there, one per line.
+# run_volumes: the volumes of this run, labelled or (made by podman kube play) named RUN-*.
+run_volumes() {
+  {
+    podman volume ls -q --filter "label=$LABEL" 2>/dev/null || true
+    podman volume ls -q 2>/dev/null | awk -v p="$RUN-" 'index($0, p) == 1' || true
+  } | sort -u
+}
+# leftovers: every container, pod, network and volume of this run still there, one per line.
 leftovers() {
   podman ps -a --filter "label=$LABEL" --format 'container {{.Names}}' 2>/dev/null || true
+  podman pod ls --filter "label=$LABEL" --format 'pod {{.Name}}' 2>/dev/null || true
   podman network ls --filter "label=$LABEL" --format 'network {{.Name}}' 2>/dev/null || true
-  podman volume ls --filter "label=$LABEL" --format 'volume {{.Name}}' 2>/dev/null || true
+  run_volumes | sed 's/^/volume /'
 }
 cleanup() {
   local ids
+  ids="$(podman pod ls -q --filter "label=$LABEL" 2>/dev/null || true)"
+  [[ -z "$ids" ]] || podman pod rm -f -t 0 $ids >/dev/null 2>&1 || true
   ids="$(podman ps -aq --filter "label=$LABEL" 2>/dev/null || true)"
   [[ -z "$ids" ]] || podman rm -f -t 0 $ids >/dev/null 2>&1 || true
   ids="$(podman network ls -q --filter "label=$LABEL" 2>/dev/null || true)"
   [[ -z "$ids" ]] || podman network rm -f $ids >/dev/null 2>&1 || true
-  ids="$(podman volume ls -q --filter "label=$LABEL" 2>/dev/null || true)"
+  ids="$(run_volumes)"
   [[ -z "$ids" ]] || podman volume rm -f $ids >/dev/null 2>&1 || true
   podman rmi -f "$NEXT" "$IMAGE" "$REDIS" "$BASE" >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -94,10 +121,24 @@ rootfs_users "$work/base"
 tar -C "$work/base" -c . | podman import -q - "$BASE" >/dev/null
 
 redis_server="$(command -v redis-server)" || die "redis-server is not installed (hack/install-tools.sh apt)"
+redis_cli="$(command -v redis-cli)" || die "redis-cli is not installed (hack/install-tools.sh apt)"
 rootfs_add "$work/redis" "$redis_server" /usr/bin/redis-server
+# What the chart's Redis container and probes run besides redis-server, as the official image
+# has them: `sh -c` with cat (printf is a builtin), and `redis-cli ... | grep -q PONG`.
+rootfs_add "$work/redis" "$redis_cli" /usr/bin/redis-cli
+rootfs_add "$work/redis" "$(readlink -f /bin/sh)" /bin/sh
+rootfs_add "$work/redis" "$(command -v cat)" /bin/cat
+rootfs_add "$work/redis" "$(command -v grep)" /bin/grep
 rootfs_users "$work/redis"
+# The official image's redis user (999, the chart's runAsUser) owns /data there. podman 4.3 does
+# not apply the chart's fsGroup to volumes; it gives a new volume the ownership of the image's
+# directory at the mount point, so the Redis pod's data volume is writable by 999 this way.
+printf 'redis:x:999:999:redis:/data:/sbin/nologin\n' >>"$work/redis/etc/passwd"
+printf 'redis:x:999:\n' >>"$work/redis/etc/group"
+chown 999:999 "$work/redis/data"
 tar -C "$work/redis" -c . |
-  podman import -q --change 'ENTRYPOINT ["/usr/bin/redis-server"]' --change 'WORKDIR /data' - "$REDIS" >/dev/null
+  podman import -q --change 'ENV PATH=/usr/local/bin:/usr/bin:/bin' \
+    --change 'ENTRYPOINT ["/usr/bin/redis-server"]' --change 'WORKDIR /data' - "$REDIS" >/dev/null
 
 version="$(awk -F'"' '/^version *=/ { print $2; exit }' "$ROOT/Cargo.toml")"
 podman build -q --format docker -f "$ROOT/Dockerfile" --target prebuilt \
@@ -116,7 +157,8 @@ fi
 
 status=0
 ABACUS_IMAGE_TEST_IMAGE="$IMAGE" ABACUS_IMAGE_TEST_NEXT="$NEXT" ABACUS_IMAGE_TEST_REDIS="$REDIS" \
-  ABACUS_IMAGE_TEST_RUN="$RUN" cargo test --release --test image -- --ignored --nocapture || status=1
+  ABACUS_IMAGE_TEST_RUN="$RUN" HELM="$HELM" \
+  cargo test --release --no-fail-fast --test image --test chart_pods -- --ignored --nocapture || status=1
 
 left="$(leftovers)"
 if [[ -n "$left" ]]; then
