@@ -28,17 +28,17 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use common::helm::find;
 use common::load::{calc, get, history_entry_ids, wait_ok};
+use common::podman::{podman, podman_ok};
 use common::*;
 use serde_json::{json, Value};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/abacus");
 /// The release name and namespace of the render.
-const RELEASE: &str = "abacus";
 const NAMESPACE: &str = "abacus";
 /// The node name the pods are told (`spec.nodeName`, which podman 4.3 cannot resolve).
 const NODE: &str = "podman";
@@ -72,50 +72,18 @@ fn images() -> Images {
     }
 }
 
-/// The helm binary: `HELM`, else `.tools/bin/helm`, else `helm` on PATH.
-fn helm() -> PathBuf {
-    if let Some(h) = std::env::var_os("HELM") {
-        return h.into();
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/helm");
-    if local.exists() {
-        local
-    } else {
-        "helm".into()
-    }
-}
-
 /// `helm template abacus CHART -n abacus` with the run's images: the rendered objects.
 fn render(images: &Images) -> Vec<Value> {
     let (repo, tag) = images.abacus.rsplit_once(':').expect("abacus image tag");
     let (redis_repo, redis_tag) = images.redis.rsplit_once(':').expect("redis image tag");
-    let out = Command::new(helm())
-        .args(["template", RELEASE, CHART, "-n", NAMESPACE])
-        .args(["--set", &format!("image.repository={repo}")])
-        .args(["--set", &format!("image.tag={tag}")])
-        .args(["--set", &format!("redis.image.repository={redis_repo}")])
-        .args(["--set", &format!("redis.image.tag={redis_tag}")])
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", helm().display()));
-    assert!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .filter_map(|doc| {
-            let v: Value = serde::Deserialize::deserialize(doc).expect("rendered YAML");
-            (!v.is_null()).then_some(v)
-        })
-        .collect()
-}
-
-fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+    let sets = [
+        format!("image.repository={repo}"),
+        format!("image.tag={tag}"),
+        format!("redis.image.repository={redis_repo}"),
+        format!("redis.image.tag={redis_tag}"),
+    ];
+    let args: Vec<&str> = sets.iter().flat_map(|s| ["--set", s.as_str()]).collect();
+    common::helm::render(&args)
 }
 
 fn one_of_kind<'a>(objects: &'a [Value], kind: &str) -> &'a Value {
@@ -329,25 +297,6 @@ fn replace_env(pod: &mut Value, name: &str, value: &str) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // podman
-
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run podman {args:?}: {e}"))
-}
-
-fn podman_ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(
-        out.status.success(),
-        "podman {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// Everything this test creates in podman, removed on drop (on a panic too): the pods (by the
 /// run label and the prefix), the volumes kube play made (by the prefix), the network, and the

@@ -8,14 +8,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::path::PathBuf;
-use std::process::Command;
 
 use common::cluster::Cluster;
+use common::helm::render;
 use common::*;
 use serde_json::{json, Value};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/charts/abacus");
 const DASHBOARD: &str = include_str!("../charts/abacus/dashboards/abacus.json");
 
 /// Labels Prometheus adds when it scrapes a pod (target labels of a ServiceMonitor or of the
@@ -671,44 +669,6 @@ fn a_label_the_metric_lacks_fails_the_check() {
 
 // ---------------------------------------------------------------------------------------------
 // The chart
-
-/// The helm binary: `HELM`, else `.tools/bin/helm`, else `helm` on PATH (as tests/chart.rs).
-fn helm() -> PathBuf {
-    if let Some(h) = std::env::var_os("HELM") {
-        return h.into();
-    }
-    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".tools/bin/helm");
-    if local.exists() {
-        return local;
-    }
-    let on_path = Command::new("helm").arg("version").output();
-    assert!(
-        on_path.is_ok_and(|o| o.status.success()),
-        "no helm binary: run `hack/install-tools.sh chart` (make test does) or set HELM"
-    );
-    "helm".into()
-}
-
-/// The objects `helm template` renders with `args`.
-fn render(args: &[&str]) -> Vec<Value> {
-    let out = Command::new(helm())
-        .args(["template", "abacus", CHART, "-n", "abacus"])
-        .args(args)
-        .output()
-        .expect("run helm");
-    assert!(
-        out.status.success(),
-        "helm template {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .filter_map(|doc| {
-            let v: Value = serde::Deserialize::deserialize(doc).expect("rendered YAML");
-            (!v.is_null()).then_some(v)
-        })
-        .collect()
-}
 
 fn dashboard_configmap(objects: &[Value]) -> Option<&Value> {
     objects

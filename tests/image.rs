@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{free_port, retried_503, upstream_attempts, Nginx};
 use common::load::*;
+use common::podman::{podman, podman_ok};
 use common::*;
 use serde_json::{json, Value};
 
@@ -51,26 +52,6 @@ fn images() -> Images {
 
 // ---------------------------------------------------------------------------------------------
 // podman
-
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("run podman {args:?}: {e}"))
-}
-
-/// Runs podman and returns its trimmed stdout; panics with its stderr unless it succeeds.
-fn podman_ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(
-        out.status.success(),
-        "podman {args:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 /// A podman network or named volume of one test, removed on drop.
 struct Labelled {

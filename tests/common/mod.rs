@@ -20,8 +20,10 @@ use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
 pub mod cluster;
+pub mod helm;
 pub mod kubeapi;
 pub mod load;
+pub mod podman;
 /// The modern protocol version.
 pub const MODERN: &str = "2026-07-28";
 /// The newest legacy protocol version.
