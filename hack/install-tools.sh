@@ -32,7 +32,7 @@ CONFORMANCE_VERSION=0.2.0-alpha.12   # keep in sync with hack/npm-tools/package.
 TS_SDK_VERSION=1.32.2                # keep in sync with hack/npm-tools/package.json
 INSPECTOR_VERSION=2.12.0             # keep in sync with hack/npm-tools/package.json
 PY_MCP_VERSION=2.3.0
-APT_PACKAGES=(redis-server nginx curl wrk openssl)
+APT_PACKAGES=(redis-server nginx libnginx-mod-stream curl wrk openssl)
 # With their recommends (aardvark-dns for container DNS by name, catatonit, ...), as tested; runc because
 # crun refuses hosts with hybrid cgroups.
 IMAGE_PACKAGES=(podman runc netavark aardvark-dns)

@@ -15,7 +15,6 @@ use abacus::app::App;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use abacus::config::startup::Startup;
-use axum::serve::ListenerExt;
 
 /// What the command line asks for.
 enum Command {
@@ -134,44 +133,53 @@ async fn main() -> ExitCode {
         .unwrap_or_default();
     tracing::info!(address = %local, storage = app.store.mode(), "abacus listening");
     println!("abacus listening on {local}");
-    let router =
-        abacus::http::router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let drain_app = app.clone();
-    let shutdown = async move {
-        shutdown_signal().await;
-        tracing::info!("shutdown: readiness failing, closing streams, finishing in-flight work");
-        drain_app.drain.begin();
-        let grace = Duration::from_millis(drain_app.live.current().shutdown_grace_ms);
-        if !drain_app.drain.wait(grace).await {
-            tracing::warn!("shutdown: grace period over with requests still running");
-        }
-        drain_app.store.shutdown().await;
-    };
-    // Nagle's algorithm would add ~40 ms to small responses on kept-alive connections.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let serve = axum::serve(listener, router).with_graceful_shutdown(shutdown);
-    let server = tokio::spawn(async move { serve.await });
-    // After the drain, idle keep-alive connections are closed by axum; never wait past grace+5s.
-    let result = tokio::select! {
-        r = server => r.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())),
-        _ = async {
-            app.drain.streams.cancelled().await;
-            let grace = Duration::from_millis(app.live.current().shutdown_grace_ms);
-            tokio::time::sleep(grace + Duration::from_secs(5)).await
-        } => Ok(()),
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!("shutdown complete");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!("server error: {e}");
-            ExitCode::from(1)
-        }
+    let router = abacus::http::router(app.clone());
+    let lifecycle = abacus::http::server::Lifecycle::default();
+    let server = tokio::spawn(abacus::http::server::serve(
+        listener,
+        router,
+        abacus::http::server::ConnectionLimits::from_settings(&app.settings),
+        lifecycle.clone(),
+        app.metrics.clone(),
+    ));
+    shutdown_signal().await;
+    drain(&app, &lifecycle, server).await;
+    tracing::info!("shutdown complete");
+    ExitCode::SUCCESS
+}
+
+/// The drain after SIGTERM/SIGINT, bounded by the grace period (plus 5 s to close connections):
+/// readiness fails and streams close with a `retry:` hint at once; no new connection is taken;
+/// the connections clients hold are still served, each answer with `Connection: close`, while
+/// in-flight work finishes (at least [`LINGER`], so a client sending right now is answered
+/// rather than cut); then idle connections are closed and the store is shut down.
+async fn drain(
+    app: &abacus::app::AppState,
+    lifecycle: &abacus::http::server::Lifecycle,
+    server: tokio::task::JoinHandle<()>,
+) {
+    /// How long kept-alive connections stay open after SIGTERM even with nothing in flight.
+    const LINGER: Duration = Duration::from_secs(1);
+    tracing::info!("shutdown: readiness failing, closing streams, finishing in-flight work");
+    let started = tokio::time::Instant::now();
+    app.drain.begin();
+    lifecycle.stop_accepting.cancel();
+    let grace = Duration::from_millis(app.live.current().shutdown_grace_ms);
+    let finished = app.drain.wait(grace).await;
+    tokio::time::sleep_until(started + LINGER.min(grace)).await;
+    lifecycle.close_connections.cancel();
+    if tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown: connections still open 5 s after the drain; closing them");
     }
+    // Work that arrived on a kept-alive connection during the linger, within what is left.
+    let left = grace.saturating_sub(started.elapsed());
+    if !finished || !app.drain.wait(left).await {
+        tracing::warn!("shutdown: grace period over with requests still running");
+    }
+    app.store.shutdown().await;
 }
 
 /// `abacus healthcheck`: the port comes from `PORT` (default 1453), like the server's.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{retried_503, Cluster, Redis};
+use common::cluster::{retried_failures, Cluster, Nginx, Redis};
 use common::load::*;
 use common::*;
 use serde_json::{json, Value};
@@ -211,9 +211,10 @@ async fn kill_9_of_a_node_loses_no_acknowledged_calculation() {
 }
 
 /// Rolling restart under load: 50 sessions calculate continuously through nginx while each of
-/// three nodes in turn is drained with SIGTERM (readiness 503, new work refused with 503, which
-/// nginx retries on another node), exits, and is started again. No request fails, no session is
-/// lost, and every session's total equals what its client was acknowledged.
+/// three nodes in turn is drained with SIGTERM (readiness 503, new connections refused, which
+/// nginx retries on another node; connections already open answered with `Connection: close`),
+/// exits, and is started again. No request fails, no session is lost, and every session's total
+/// equals what its client was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_under_load_fails_no_request() {
     const SESSIONS: usize = 50;
@@ -228,7 +229,6 @@ async fn rolling_restart_under_load_fails_no_request() {
         // Work in flight on the node when it is told to stop: a 1 s `demo_progress` stream,
         // which keeps the drain open (within SHUTDOWN_GRACE) while the load goes on.
         let node = cluster.node(i).mcp();
-        let ready_url = cluster.node_url(i, "/health/ready");
         let holder = node.initialize().await;
         let long = request(
             77,
@@ -251,16 +251,22 @@ async fn rolling_restart_under_load_fails_no_request() {
                 break;
             }
         }
-        // While the node drains: readiness 503, new work refused with 503 (nginx retries it
-        // elsewhere; here it is sent to the node directly to see the refusal).
+        // While the node drains: readiness 503 and new connections refused (nginx retries
+        // them elsewhere), but a connection opened before is still served, with
+        // `Connection: close` (here one sent to the node directly, as a Service would).
+        let addr = format!("127.0.0.1:{}", cluster.ports()[i]);
+        let mut held_conn = KeepAlive::connect(&addr).await.expect("connect");
+        let first = held_conn.send("GET", "/health/ready", &[], None).await;
+        assert_eq!(first.expect("ready before SIGTERM").status, 200);
         let probe = async {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let ready = get(&ready_url).await;
+            let refused = tokio::net::TcpStream::connect(&addr).await.is_err();
             let body = request(78, "tools/call", tool_params("calculate", calc(1)));
-            let (refused, took) = store_bound_post(&node, Some(&holder), &body).await;
-            (ready, refused, took)
+            let session = [("Mcp-Session-Id", holder.as_str())];
+            let served = held_conn.send("POST", "/mcp", &session, Some(&body)).await;
+            (refused, served)
         };
-        let (exited, (ready_while_draining, refused, refused_in)) =
+        let (exited, (refused, served)) =
             tokio::join!(cluster.sigterm_and_wait(i, Duration::from_secs(10)), probe);
         assert!(
             exited.status.success(),
@@ -268,17 +274,11 @@ async fn rolling_restart_under_load_fails_no_request() {
             exited.status,
             exited.stdout
         );
-        assert_eq!(
-            ready_while_draining.0, 503,
-            "node {i} readiness while draining: {}",
-            ready_while_draining.1
-        );
-        assert_unavailable(
-            &format!("node {i} draining: calculate"),
-            &refused,
-            refused_in,
-            Duration::from_secs(3),
-        );
+        assert!(refused, "node {i} accepted a new connection while draining");
+        let served = served.unwrap_or_else(|e| panic!("node {i} draining: calculate: {e}"));
+        assert_eq!(served.status, 200, "node {i} draining: {served:?}");
+        assert_eq!(served.json()["result"]["isError"], false, "{served:?}");
+        assert_eq!(served.header("connection"), Some("close"), "{served:?}");
         assert!(
             exited.elapsed >= Duration::from_millis(300),
             "node {i} exited after {:?}, without waiting for its in-flight call",
@@ -317,10 +317,10 @@ async fn rolling_restart_under_load_fails_no_request() {
     let sids = load.sids.clone();
     let logs = load.finish().await;
 
-    // nginx met every draining node's 503 and retried elsewhere.
+    // nginx met every draining node's refused connect and retried elsewhere.
     let access = cluster.lb.access_log();
-    let retried = retried_503(&access);
-    let retried_503: usize = retried.values().sum();
+    let retried = retried_failures(&access);
+    let retried_total: usize = retried.values().sum();
     for (i, port) in cluster.ports().iter().enumerate() {
         let n = retried
             .get(&format!("127.0.0.1:{port}"))
@@ -328,7 +328,7 @@ async fn rolling_restart_under_load_fails_no_request() {
             .unwrap_or(0);
         assert!(
             n > 0,
-            "no request was refused by draining node {i} and retried: {retried:?}"
+            "no request met draining node {i} refusing and was retried: {retried:?}"
         );
     }
     let failures: Vec<&Failure> = logs.iter().flat_map(|l| &l.failed).collect();
@@ -336,7 +336,7 @@ async fn rolling_restart_under_load_fails_no_request() {
     let resumed: usize = logs.iter().map(|l| l.resumed).sum();
     eprintln!(
         "[rolling] {rolling:?}: {acked_total} calls acknowledged, {} failed, {resumed} through a \
-         resumed stream, {retried_503} requests retried by nginx after a 503",
+         resumed stream, {retried_total} requests retried by nginx after a refused connect",
         failures.len()
     );
     assert!(failures.is_empty(), "failed requests:{}", list(&failures));
@@ -355,7 +355,8 @@ async fn rolling_restart_under_load_fails_no_request() {
         assert!(cluster.is_up(i), "node {i} is down at the end");
     }
     // The calls in flight at each SIGTERM finished: resumed on another node, they end with
-    // their result; and the calculation refused while draining left no trace.
+    // their result; and the calculation sent on the held connection while draining counted
+    // exactly once.
     for (holder, last_id) in &holders {
         let mut resumed = lb.get_stream(Some(holder), Some(last_id)).await;
         assert_eq!(resumed.status, 200, "resume {last_id}");
@@ -366,7 +367,84 @@ async fn rolling_restart_under_load_fails_no_request() {
             .find(|m| m["id"] == 77)
             .unwrap_or_else(|| panic!("no final message after {last_id}: {rest:?}"));
         assert!(done["result"].is_object(), "{done}");
-        assert_eq!(total_calculations(&lb, holder).await, 0);
+        assert_eq!(total_calculations(&lb, holder).await, 1);
+    }
+}
+
+/// A rolling restart behind a plain Kubernetes Service, which balances connections and retries
+/// nothing: nginx at layer 4 in front of 3 nodes, 50 sessions calculating continuously through
+/// it with kept-alive connections. Each node in turn leaves the Service (its endpoint removed,
+/// as when a pod starts terminating), then after a preStop pause gets SIGTERM while clients
+/// still hold connections to it and a 1 s call is in flight on it (which keeps its drain open),
+/// exits, restarts and rejoins. Not one request fails: the draining node answers the
+/// connections it holds (with `Connection: close`) instead of refusing the work, so each
+/// client's next request opens a connection to another node; the held call's result is there
+/// for its client to resume through the Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_behind_a_layer4_service_fails_no_request() {
+    const SESSIONS: usize = 50;
+    const PRE_STOP: Duration = Duration::from_millis(300);
+    let mut cluster = Cluster::start(3, &[("SHUTDOWN_GRACE", "2000")]);
+    let all: Vec<u16> = cluster.ports().to_vec();
+    let mut service = Nginx::start_service(&all);
+    let mcp = service.mcp();
+    let load = Load::start_separate_clients(&mcp, SESSIONS).await;
+    load.wait_running().await;
+    let started = Instant::now();
+    let mut held_at_sigterm = Vec::new();
+    let mut held_calls = Vec::new();
+    for i in 0..3 {
+        let before = load.acked();
+        let others: Vec<u16> = all.iter().copied().filter(|p| *p != all[i]).collect();
+        tokio::task::block_in_place(|| service.reload_with(&others));
+        tokio::time::sleep(PRE_STOP).await;
+        // Connections the clients still hold to the node (the balancer's old worker keeps
+        // them, as conntrack keeps a removed endpoint's connections), less the one asking.
+        let m = cluster.node(i).metrics().await;
+        held_at_sigterm.push(metric(&m, "abacus_http_connections", &[]) - 1.0);
+        let held = HeldCall::start(&cluster.node(i).mcp()).await;
+        let exited = cluster.sigterm_and_wait(i, Duration::from_secs(10)).await;
+        held_calls.push(held.finish().await);
+        assert!(
+            exited.status.success(),
+            "node {i} exited with {:?}: {}",
+            exited.status,
+            exited.stdout
+        );
+        cluster.restart(i);
+        wait_ok(
+            &cluster.node_url(i, "/health/ready"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_or_else(|| panic!("node {i} not ready within 10 s of its restart"));
+        tokio::task::block_in_place(|| service.reload_with(&all));
+        let during = load.acked() - before;
+        eprintln!(
+            "[service] node {i}: left the Service, drained with {} connections held, exited in \
+             {:?}; {during} calls acknowledged meanwhile",
+            held_at_sigterm[i], exited.elapsed
+        );
+        assert!(during > 0, "the load stalled while node {i} restarted");
+    }
+    let rolling = started.elapsed();
+    let sids = load.sids.clone();
+    let logs = load.finish().await;
+    let failures: Vec<&Failure> = logs.iter().flat_map(|l| &l.failed).collect();
+    let acked_total: usize = logs.iter().map(|l| l.acked.len()).sum();
+    eprintln!(
+        "[service] {rolling:?}: {acked_total} calls acknowledged, {} failed",
+        failures.len()
+    );
+    // The test means something only if clients did hold connections to each draining node.
+    assert!(
+        held_at_sigterm.iter().all(|n| *n >= 5.0),
+        "no connection was held to a node at SIGTERM: {held_at_sigterm:?}"
+    );
+    assert!(failures.is_empty(), "failed requests:{}", list(&failures));
+    assert_nothing_lost(&mcp, &sids, &logs).await;
+    for held in &held_calls {
+        held.assert_finished(&mcp).await;
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{free_port, retried_503, upstream_attempts, Nginx};
+use common::cluster::{free_port, retried_failures, upstream_attempts, Nginx};
 use common::load::*;
 use common::podman::{podman, podman_ok};
 use common::*;
@@ -390,78 +390,6 @@ async fn a_hardened_container_serves_as_uid_65532_and_stops_cleanly() {
 // ---------------------------------------------------------------------------------------------
 // 2 and 3. Three containers behind nginx; a rolling replacement under load.
 
-/// A 1 s `demo_progress` call on one container, started before the container is stopped.
-struct HeldCall {
-    sid: String,
-    stream: SseStream,
-    last_event: Option<String>,
-}
-
-/// What is left to check of a held call once its container has gone.
-struct HeldResult {
-    sid: String,
-    last_event: String,
-}
-
-impl HeldCall {
-    /// Starts the call and waits for its first progress notification.
-    async fn start(node: &Mcp) -> HeldCall {
-        let sid = node.initialize().await;
-        let body = request(
-            77,
-            "tools/call",
-            tool_params_with_progress("demo_progress", json!({ "steps": 5 }), json!("held")),
-        );
-        let stream = node.post_stream(Some(&sid), &[], &body).await;
-        assert_eq!(stream.status, 200, "demo_progress");
-        let mut held = HeldCall {
-            sid,
-            stream,
-            last_event: None,
-        };
-        loop {
-            let ev = held
-                .stream
-                .next_within(Duration::from_secs(5))
-                .await
-                .expect("demo_progress streams");
-            held.last_event = ev.id.clone().or(held.last_event);
-            if ev
-                .json()
-                .is_some_and(|m| m["method"] == "notifications/progress")
-            {
-                return held;
-            }
-        }
-    }
-
-    /// Reads what the stream still delivered before its container closed it.
-    async fn finish(mut self) -> HeldResult {
-        while let Some(ev) = self.stream.next_within(Duration::from_secs(5)).await {
-            self.last_event = ev.id.clone().or(self.last_event);
-        }
-        HeldResult {
-            sid: self.sid,
-            last_event: self.last_event.expect("event ids"),
-        }
-    }
-}
-
-impl HeldResult {
-    /// Resumes the stream through `lb` and finds the call's result at its end.
-    async fn assert_finished(&self, lb: &Mcp) {
-        let mut resumed = lb.get_stream(Some(&self.sid), Some(&self.last_event)).await;
-        assert_eq!(resumed.status, 200, "resume {}", self.last_event);
-        let rest = resumed.rest(Duration::from_secs(5)).await;
-        let done = rest
-            .iter()
-            .filter_map(|e| e.json())
-            .find(|m| m["id"] == 77)
-            .unwrap_or_else(|| panic!("no result after {}: {rest:?}", self.last_event));
-        assert!(done["result"].is_object(), "{done}");
-    }
-}
-
 /// The upstream each request in nginx's access log was finally served by.
 fn served_by(access_log: &str) -> Vec<String> {
     access_log
@@ -575,14 +503,15 @@ async fn a_rolling_replacement_under_load_loses_nothing() {
     let acked: usize = logs.iter().map(|l| l.acked.len()).sum();
     let resumed: usize = logs.iter().map(|l| l.resumed).sum();
     let access = lb.access_log();
-    let retried: usize = retried_503(&access).values().sum();
+    let retried: usize = retried_failures(&access).values().sum();
     let attempts: Vec<(String, String)> = access.lines().flat_map(upstream_attempts).collect();
     let count = |code: &str| attempts.iter().filter(|(_, s)| s == code).count();
     eprintln!(
         "[rolling] 3 containers replaced in {rolling:?}: {acked} calls acknowledged, {} failed, \
-         {resumed} through a resumed stream; nginx retried {retried} answers 503 (draining), {} \
-         refused connects (the free slot, a stopped container) and {} connect timeouts",
+         {resumed} through a resumed stream; nginx retried {retried} failed attempts: {} answers \
+         503, {} refused connects (a draining or stopped container) and {} connect timeouts",
         failures.len(),
+        count("503"),
         count("502"),
         count("504")
     );

@@ -11,15 +11,6 @@ use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(5);
 
-async fn ready_status(server: &Server) -> u16 {
-    http()
-        .get(server.url("/health/ready"))
-        .send()
-        .await
-        .map(|r| r.status().as_u16())
-        .unwrap_or(0)
-}
-
 /// Starts a modern demo_progress call with a token and waits for its first progress, so that
 /// it is in flight (it lasts `steps` x 200 ms).
 async fn in_flight_modern_call(mcp: &Mcp, steps: u64) -> SseStream {
@@ -35,37 +26,119 @@ async fn in_flight_modern_call(mcp: &Mcp, steps: u64) -> SseStream {
     s
 }
 
-// D3: while draining, readiness is 503 at once, /health says draining, and new sessions and
-// requests are refused with 503 (the in-flight call keeps the process up meanwhile).
+/// Opens `n` kept-alive connections, each proven open by one answered request.
+async fn held_connections(server: &Server, n: usize) -> Vec<KeepAlive> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let mut c = KeepAlive::connect(&server.addr).await.unwrap();
+        let a = c.send("GET", "/health/live", &[], None).await.unwrap();
+        assert_eq!(a.status, 200);
+        assert_ne!(a.header("connection"), Some("close"), "{a:?}");
+        out.push(c);
+    }
+    out
+}
+
+// D3: on SIGTERM readiness fails and no new connection is accepted, so a load balancer or a
+// Service stops sending work; but a connection a client already holds (a Service balances
+// connections, not requests) is still answered, every kind of request, each answer with
+// `Connection: close` so that the client's next request goes to another pod. No request that
+// reached the pod fails.
 #[tokio::test]
-async fn sigterm_fails_readiness_and_refuses_new_work() {
+async fn sigterm_stops_accepting_and_answers_held_connections_once_with_close() {
     let server = Server::start(&[("SHUTDOWN_GRACE", "5000")]);
     let mcp = server.mcp();
     let sid = mcp.initialize().await;
-    assert_eq!(ready_status(&server).await, 200);
+    let mut held = held_connections(&server, 6).await;
     // 20 steps (4 s) keep the process up during the checks; dropping the stream at the end
     // cancels the call so the process can exit early.
     let call = in_flight_modern_call(&mcp, 20).await;
     server.sigterm();
-    let draining = eventually(Duration::from_millis(500), || async {
-        ready_status(&server).await == 503
+    let refused = eventually(Duration::from_millis(1000), || async {
+        tokio::net::TcpStream::connect(server.addr.clone())
+            .await
+            .is_err()
     })
     .await;
-    assert!(draining, "/health/ready did not turn 503");
-    let h = server.health().await;
-    assert_eq!(h["status"], "draining", "{h}");
-    let live = http().get(server.url("/health/live")).send().await.unwrap();
-    assert_eq!(live.status(), 200, "liveness does not fail while draining");
-    let resp = mcp.post(None, &initialize_request(LEGACY)).await;
-    resp.expect_error(503);
-    assert!(resp.header("retry-after").is_some());
-    let resp = mcp
-        .post(Some(&sid), &request(1, "tools/list", json!({})))
-        .await;
-    resp.expect_error(503);
-    let resp = mcp.modern(2, "tools/list", json!({})).await;
-    resp.expect_error(503);
+    assert!(refused, "new connections are still accepted while draining");
+
+    let ready = held[0]
+        .send("GET", "/health/ready", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert_eq!(ready.json()["status"], "draining");
+    let health = held[1].send("GET", "/health", &[], None).await.unwrap();
+    assert_eq!(health.json()["status"], "draining", "{health:?}");
+    let live = held[2]
+        .send("GET", "/health/live", &[], None)
+        .await
+        .unwrap();
+    assert_eq!(live.status, 200, "liveness does not fail while draining");
+    let session = [("Mcp-Session-Id", sid.as_str())];
+    let call_body = request(
+        1,
+        "tools/call",
+        tool_params("calculate", json!({ "a": 2, "b": 3, "op": "add" })),
+    );
+    let legacy = held[3]
+        .send("POST", "/mcp", &session, Some(&call_body))
+        .await
+        .unwrap();
+    assert_eq!(legacy.status, 200, "{legacy:?}");
+    assert_eq!(legacy.json()["result"]["isError"], false, "{legacy:?}");
+    let fresh = held[4]
+        .send("POST", "/mcp", &[], Some(&initialize_request(LEGACY)))
+        .await
+        .unwrap();
+    assert_eq!(fresh.status, 200, "{fresh:?}");
+    assert!(fresh.header("mcp-session-id").is_some(), "{fresh:?}");
+    let body = modern_request(2, "tools/list", json!({}));
+    let headers = modern_headers(&body);
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let modern = held[5]
+        .send("POST", "/mcp", &headers, Some(&body))
+        .await
+        .unwrap();
+    assert_eq!(modern.status, 200, "{modern:?}");
+    assert!(modern.json()["result"]["tools"].is_array(), "{modern:?}");
+    for (conn, answer) in held
+        .iter_mut()
+        .zip([&ready, &health, &live, &legacy, &fresh, &modern])
+    {
+        assert_eq!(answer.header("connection"), Some("close"), "{answer:?}");
+        assert!(
+            conn.closed_within(T).await,
+            "the connection stays open after Connection: close"
+        );
+    }
     drop(call);
+}
+
+// D3: a kept-alive connection that sends nothing is closed once the in-flight work is done
+// (after a short linger), and the process exits 0.
+#[tokio::test]
+async fn idle_held_connections_are_closed_after_the_drain() {
+    let mut server = Server::start(&[("SHUTDOWN_GRACE", "5000")]);
+    let mut held = held_connections(&server, 2).await;
+    let signalled = Instant::now();
+    server.sigterm();
+    for conn in &mut held {
+        assert!(
+            conn.closed_within(T).await,
+            "an idle connection stayed open"
+        );
+    }
+    let closed_after = signalled.elapsed();
+    assert!(
+        closed_after >= Duration::from_millis(900),
+        "idle connections closed {closed_after:?} after SIGTERM, before the linger"
+    );
+    let status = server.wait_exit().await;
+    assert!(status.success(), "{status:?}");
 }
 
 // D3: an in-flight call finishes with its result after SIGTERM, and the process then exits 0

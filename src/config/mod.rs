@@ -112,6 +112,21 @@ pub struct Settings {
     /// Request body cap in bytes (`MAX_BODY_BYTES`); larger bodies get 413.
     #[schemars(extend("x-abacus-reload" = "restart"), range(min = 1024))]
     pub max_body_bytes: usize,
+    /// Longest wait in ms for a request's headers, and the idle limit of a kept-alive
+    /// connection (`HEADER_TIMEOUT`); keep it above a proxy's upstream idle timeout.
+    #[schemars(extend("x-abacus-reload" = "restart"), range(min = 100))]
+    pub header_timeout_ms: u64,
+    /// Longest wait in ms for a request body once its headers arrived (`BODY_TIMEOUT`); a
+    /// slower body gets 408.
+    #[schemars(extend("x-abacus-reload" = "live"), range(min = 100))]
+    pub body_timeout_ms: u64,
+    /// Open HTTP connections allowed on a node (`MAX_CONNECTIONS`); more are closed at accept.
+    #[schemars(extend("x-abacus-reload" = "restart"), range(min = 1))]
+    pub max_connections: usize,
+    /// Open HTTP connections allowed per client address (`MAX_CONNECTIONS_PER_CLIENT`; 0: no
+    /// cap). Trusted proxies (`trustProxy`, `trustedProxies`) are exempt.
+    #[schemars(extend("x-abacus-reload" = "restart"))]
+    pub max_connections_per_client: usize,
     /// SSE keep-alive comment interval in ms (`SSE_KEEPALIVE`).
     #[schemars(extend("x-abacus-reload" = "live"), range(min = 100))]
     pub sse_keepalive_ms: u64,
@@ -191,6 +206,10 @@ impl Default for Settings {
             session_max_lifetime_ms: 86_400_000,
             max_sessions: 10_000,
             max_body_bytes: 4 * 1024 * 1024,
+            header_timeout_ms: 30_000,
+            body_timeout_ms: 30_000,
+            max_connections: 10_000,
+            max_connections_per_client: 512,
             sse_keepalive_ms: 15_000,
             sse_retry_ms: 3_000,
             sse_after_ms: 25,
@@ -293,6 +312,22 @@ impl Settings {
         env.parse("MAX_SESSIONS", "maxSessions", &mut self.max_sessions)?;
         env.parse("MAX_BODY_BYTES", "maxBodyBytes", &mut self.max_body_bytes)?;
         env.parse(
+            "HEADER_TIMEOUT",
+            "headerTimeoutMs",
+            &mut self.header_timeout_ms,
+        )?;
+        env.parse("BODY_TIMEOUT", "bodyTimeoutMs", &mut self.body_timeout_ms)?;
+        env.parse(
+            "MAX_CONNECTIONS",
+            "maxConnections",
+            &mut self.max_connections,
+        )?;
+        env.parse(
+            "MAX_CONNECTIONS_PER_CLIENT",
+            "maxConnectionsPerClient",
+            &mut self.max_connections_per_client,
+        )?;
+        env.parse(
             "SSE_KEEPALIVE",
             "sseKeepaliveMs",
             &mut self.sse_keepalive_ms,
@@ -389,6 +424,27 @@ impl Settings {
             self.max_body_bytes as u64,
             1024,
             "bytes",
+        )?;
+        min(
+            "headerTimeoutMs",
+            "HEADER_TIMEOUT",
+            self.header_timeout_ms,
+            100,
+            "ms",
+        )?;
+        min(
+            "bodyTimeoutMs",
+            "BODY_TIMEOUT",
+            self.body_timeout_ms,
+            100,
+            "ms",
+        )?;
+        min(
+            "maxConnections",
+            "MAX_CONNECTIONS",
+            self.max_connections as u64,
+            1,
+            "connections",
         )?;
         min(
             "sseKeepaliveMs",

@@ -6,6 +6,7 @@ pub mod guard;
 pub mod health;
 pub mod probe;
 pub mod ratelimit;
+pub mod server;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -47,6 +48,10 @@ pub fn router(app: AppState) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, -32000, "Not Found").into_response()
         })
+        .layer(axum::middleware::map_response_with_state(
+            app.clone(),
+            server::close_while_draining,
+        ))
         .with_state(app)
 }
 

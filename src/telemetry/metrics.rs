@@ -78,6 +78,11 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConfigInfoLabels {
     hash: String,
     resource_version: String,
@@ -122,6 +127,8 @@ pub struct Metrics {
     store_command_errors: Counter,
     store_up: Gauge,
     open_streams: Gauge,
+    connections: Gauge,
+    connections_refused: Family<RefusalLabels, Counter>,
     config_reloads: Family<ReloadLabels, Counter>,
     config_info: Family<ConfigInfoLabels, Gauge>,
 }
@@ -187,6 +194,21 @@ impl Metrics {
             "SSE streams open on this node",
             open_streams.clone(),
         );
+        let connections = Gauge::default();
+        registry.register(
+            "abacus_http_connections",
+            "HTTP connections open on this node",
+            connections.clone(),
+        );
+        let connections_refused = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "abacus_http_connections_refused",
+            "Connections closed at accept by a cap (reason: total or per_client)",
+            connections_refused.clone(),
+        );
+        for reason in ["total", "per_client"] {
+            let _ = connections_refused.get_or_create(&RefusalLabels { reason });
+        }
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "abacus_config_reloads",
@@ -263,7 +285,30 @@ impl Metrics {
             sessions_expired,
             sessions_deleted,
             open_streams,
+            connections,
+            connections_refused,
         }
+    }
+
+    /// Counts an accepted connection (until [`Metrics::connection_closed`]).
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+    }
+
+    /// Counts a connection's end.
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    /// Counts a connection turned away at accept.
+    pub fn connection_refused(&self, why: crate::http::server::Refusal) {
+        let reason = match why {
+            crate::http::server::Refusal::Total => "total",
+            crate::http::server::Refusal::PerClient => "per_client",
+        };
+        self.connections_refused
+            .get_or_create(&RefusalLabels { reason })
+            .inc();
     }
 
     /// Counts a successful calculation.

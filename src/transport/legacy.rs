@@ -24,10 +24,6 @@ pub const STANDALONE: &str = "g";
 /// Log level used until the client calls `logging/setLevel`.
 const DEFAULT_LOG_LEVEL: LogLevel = LogLevel::Info;
 
-fn draining() -> ApiError {
-    ApiError::unavailable("Server is shutting down; retry on another instance")
-}
-
 /// Handles a legacy POST (one message or a 2025-03-26 batch); returns the metrics label too.
 pub async fn post(
     app: &AppState,
@@ -99,7 +95,7 @@ async fn settle(app: &AppState, sid: &str, resp: Response) -> Response {
     // An answer that already says the store is unreachable does not wait on it a second time
     // (which doubled a 503's latency while Redis hung): the request stays counted on this
     // node and is folded into its next write.
-    if resp.status() == StatusCode::SERVICE_UNAVAILABLE && !app.drain.is_draining() {
+    if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
         return resp;
     }
     match app.store.settle(sid).await {
@@ -233,9 +229,6 @@ async fn initialize(
     params: &Map<String, Value>,
     caller: Caller,
 ) -> Response {
-    if app.drain.is_draining() {
-        return draining().with_id(Some(id.clone())).into_response();
-    }
     let bad = |msg: &str| {
         let mut e = ApiError::from_protocol(
             &ProtocolError::InvalidParams {
@@ -320,9 +313,6 @@ async fn request(
     method: String,
     params: Map<String, Value>,
 ) -> Response {
-    if app.drain.is_draining() {
-        return draining().with_id(Some(id)).into_response();
-    }
     if !record.initialized && method != "ping" && method != "initialize" {
         let mut e = ApiError::from_protocol(&ProtocolError::NotInitialized, Era::Legacy, Some(id));
         e.status = StatusCode::BAD_REQUEST;
@@ -427,10 +417,6 @@ async fn batch(
                     answers.push(ApiError::from_protocol(&e, Era::Legacy, Some(id)).body());
                     continue;
                 }
-                if app.drain.is_draining() {
-                    answers.push(draining().with_id(Some(id)).body());
-                    continue;
-                }
                 let p = prepared(record.clone(), id, method, params);
                 if let Some(answer) = exec::run_to_value(app, p).await {
                     answers.push(answer);
@@ -464,9 +450,6 @@ pub async fn get(app: &AppState, headers: &HeaderMap, caller: Caller) -> Respons
 }
 
 async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Response {
-    if app.drain.is_draining() {
-        return draining().into_response();
-    }
     let last = match headers::text(headers, LAST_EVENT_ID) {
         Ok(v) => v.filter(|s| !s.is_empty()),
         Err(e) => return ApiError::bad_request(e).into_response(),

@@ -122,8 +122,9 @@ fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Respo
 }
 
 /// POST `/mcp`. The request is taken whole so that its headers are moved out rather than
-/// cloned (as the `HeaderMap` extractor does); the body is read exactly as the `Bytes`
-/// extractor reads it (same limit, same rejections).
+/// cloned (as the `HeaderMap` extractor does). The body is read only once the guard, the bearer
+/// token and the `Accept`/`Content-Type` checks have passed, within `bodyTimeoutMs`: a client
+/// that is refused, or that trickles its body, costs no 4 MiB buffer and no open-ended wait.
 pub async fn post(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -131,9 +132,9 @@ pub async fn post(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     let headers = std::mem::take(&mut parts.headers);
-    let body = Bytes::from_request(Request::from_parts(parts, body), &()).await;
+    let request = Request::from_parts(parts, body);
     guarded(&app, &headers, peer, |caller| {
-        post_inner(&app, &headers, body, caller)
+        post_inner(&app, &headers, request, caller)
     })
     .await
 }
@@ -141,7 +142,7 @@ pub async fn post(
 async fn post_inner(
     app: &AppState,
     headers: &HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
     caller: Caller,
 ) -> (&'static str, Response) {
     if !accepts_json_and_sse(headers) {
@@ -160,9 +161,9 @@ async fn post_inner(
         );
         return ("other", e.into_response());
     }
-    let bytes = match body {
+    let bytes = match read_body(app, request).await {
         Ok(b) => b,
-        Err(rejection) => return ("other", body_error(app, rejection).into_response()),
+        Err(e) => return ("other", e.into_response()),
     };
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
@@ -175,6 +176,24 @@ async fn post_inner(
         modern::post(app, headers, value, caller).await
     } else {
         legacy::post(app, headers, value, caller).await
+    }
+}
+
+/// Reads the body as the `Bytes` extractor does (same limit, same rejections), within
+/// `bodyTimeoutMs` (408 past it).
+async fn read_body(app: &AppState, request: Request) -> Result<Bytes, ApiError> {
+    let limit = std::time::Duration::from_millis(app.live.current().body_timeout_ms);
+    match tokio::time::timeout(limit, Bytes::from_request(request, &())).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        Ok(Err(rejection)) => Err(body_error(app, rejection)),
+        Err(_) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            -32000,
+            format!(
+                "Request Timeout: the body did not arrive within {} ms",
+                limit.as_millis()
+            ),
+        )),
     }
 }
 

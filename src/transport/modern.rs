@@ -85,11 +85,6 @@ pub async fn post(
     };
     let resp = match validate(app, headers, &method, &params) {
         Err(e) => reject(e, Some(id)),
-        Ok(_) if app.drain.is_draining() => {
-            ApiError::unavailable("Server is shutting down; retry on another instance")
-                .with_id(Some(id))
-                .into_response()
-        }
         Ok(meta) if method == "subscriptions/listen" => listen(app, id, &params, meta).await,
         Ok(meta) => {
             exec::run(

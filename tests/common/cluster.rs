@@ -22,6 +22,8 @@ use super::{http, metric, temp_path, Exited, Mcp, Server};
 
 /// The nginx config template shared with `hack/cluster.sh`.
 pub const NGINX_TEMPLATE: &str = include_str!("../../hack/nginx-cluster.conf.in");
+/// The layer-4 template: nginx balancing connections like a Kubernetes Service.
+pub const NGINX_SERVICE_TEMPLATE: &str = include_str!("../../hack/nginx-service.conf.in");
 
 /// A loopback port that was free a moment ago (bound to 127.0.0.1:0, then released).
 pub fn free_port() -> u16 {
@@ -371,13 +373,17 @@ impl Drop for Redis {
 /// The nginx config for a load balancer on 127.0.0.1:`listen` over the nodes on 127.0.0.1 at
 /// `upstreams`, with every path under `prefix`.
 pub fn nginx_config(prefix: &Path, listen: u16, upstreams: &[u16]) -> String {
+    fill_nginx_template(NGINX_TEMPLATE, prefix, listen, upstreams)
+}
+
+fn fill_nginx_template(template: &str, prefix: &Path, listen: u16, upstreams: &[u16]) -> String {
     assert!(!upstreams.is_empty(), "nginx needs at least one upstream");
     let servers: Vec<String> = upstreams
         .iter()
         .map(|p| format!("        server 127.0.0.1:{p} max_fails=0;"))
         .collect();
     let user = if running_as_root() { "user root;" } else { "" };
-    NGINX_TEMPLATE
+    template
         .replace("@USER@", user)
         .replace("@PREFIX@", prefix.to_str().expect("UTF-8 temp dir"))
         .replace("@LISTEN@", &format!("127.0.0.1:{listen}"))
@@ -404,16 +410,14 @@ pub fn upstream_attempts(line: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Per upstream address, the attempts nginx's access log shows answered 503 and then retried
-/// on another upstream (`upstream=A, B ustatus=503, 200`).
-pub fn retried_503(access_log: &str) -> HashMap<String, usize> {
+/// Per upstream address, the attempts nginx's access log shows failed and then retried on
+/// another upstream, whatever the failure (a refused or reset connection, a 502/503/504).
+pub fn retried_failures(access_log: &str) -> HashMap<String, usize> {
     let mut out = HashMap::new();
     for line in access_log.lines() {
         let attempts = upstream_attempts(line);
-        for (addr, status) in attempts.iter().take(attempts.len().saturating_sub(1)) {
-            if status == "503" {
-                *out.entry(addr.clone()).or_default() += 1;
-            }
+        for (addr, _) in attempts.iter().take(attempts.len().saturating_sub(1)) {
+            *out.entry(addr.clone()).or_default() += 1;
         }
     }
     out
@@ -426,16 +430,28 @@ pub struct Nginx {
     port: u16,
     dir: PathBuf,
     upstreams: Vec<u16>,
+    template: &'static str,
 }
 
 impl Nginx {
     /// Starts nginx in front of the nodes listening on 127.0.0.1 at `upstreams`.
     pub fn start(upstreams: &[u16]) -> Nginx {
+        Nginx::start_from(NGINX_TEMPLATE, upstreams)
+    }
+
+    /// Starts nginx as a layer-4 balancer, the way a Kubernetes Service balances: connections
+    /// round-robin, no retries, no access log ([`Nginx::reload_with`] is an endpoint change).
+    pub fn start_service(upstreams: &[u16]) -> Nginx {
+        Nginx::start_from(NGINX_SERVICE_TEMPLATE, upstreams)
+    }
+
+    fn start_from(template: &'static str, upstreams: &[u16]) -> Nginx {
         let mut nginx = Nginx {
             child: None,
             port: 0,
             dir: private_dir("nginx"),
             upstreams: upstreams.to_vec(),
+            template,
         };
         let mut last_error = String::new();
         // The port is picked then released, so another process may take it first: retry.
@@ -454,7 +470,7 @@ impl Nginx {
     }
 
     fn write_config(&self) {
-        let conf = nginx_config(&self.dir, self.port, &self.upstreams);
+        let conf = fill_nginx_template(self.template, &self.dir, self.port, &self.upstreams);
         fs::write(self.conf_path(), conf).expect("write nginx.conf");
     }
 

@@ -234,8 +234,19 @@ pub struct Load {
 }
 
 impl Load {
-    /// Initializes `sessions` sessions through `mcp` and starts their calculations.
+    /// Initializes `sessions` sessions through `mcp` and starts their calculations, all on
+    /// `mcp`'s HTTP client (its connection pool: a few connections carry every session).
     pub async fn start(mcp: &Mcp, sessions: usize) -> Load {
+        Load::start_clients(mcp, sessions, false).await
+    }
+
+    /// Like [`Load::start`], but each session calculates through its own HTTP client, hence on
+    /// its own kept-alive connection, as separate MCP client processes do.
+    pub async fn start_separate_clients(mcp: &Mcp, sessions: usize) -> Load {
+        Load::start_clients(mcp, sessions, true).await
+    }
+
+    async fn start_clients(mcp: &Mcp, sessions: usize, separate: bool) -> Load {
         let mut sids = Vec::new();
         for _ in 0..sessions {
             sids.push(mcp.initialize().await);
@@ -246,7 +257,12 @@ impl Load {
             .iter()
             .enumerate()
             .map(|(s, sid)| {
-                let (mcp, sid) = (mcp.clone(), sid.clone());
+                let mcp = if separate {
+                    Mcp::new(&mcp.url)
+                } else {
+                    mcp.clone()
+                };
+                let sid = sid.clone();
                 let (stop, acked) = (stop.clone(), acked.clone());
                 tokio::spawn(async move {
                     let mut log = SessionLog::default();
@@ -338,4 +354,77 @@ pub fn history_entry_ids(lines: &str) -> Vec<String> {
             entry["id"].as_str().expect("entry id").to_owned()
         })
         .collect()
+}
+
+/// A 1 s `demo_progress` call on one node, started before the node is stopped: work in flight
+/// that keeps its drain open.
+pub struct HeldCall {
+    sid: String,
+    stream: SseStream,
+    last_event: Option<String>,
+}
+
+/// What is left to check of a held call once its node has gone.
+pub struct HeldResult {
+    sid: String,
+    last_event: String,
+}
+
+impl HeldCall {
+    /// Starts the call and waits for its first progress notification.
+    pub async fn start(node: &Mcp) -> HeldCall {
+        let sid = node.initialize().await;
+        let body = request(
+            77,
+            "tools/call",
+            tool_params_with_progress("demo_progress", json!({ "steps": 5 }), json!("held")),
+        );
+        let stream = node.post_stream(Some(&sid), &[], &body).await;
+        assert_eq!(stream.status, 200, "demo_progress");
+        let mut held = HeldCall {
+            sid,
+            stream,
+            last_event: None,
+        };
+        loop {
+            let ev = held
+                .stream
+                .next_within(Duration::from_secs(5))
+                .await
+                .expect("demo_progress streams");
+            held.last_event = ev.id.clone().or(held.last_event);
+            if ev
+                .json()
+                .is_some_and(|m| m["method"] == "notifications/progress")
+            {
+                return held;
+            }
+        }
+    }
+
+    /// Reads what the stream still delivered before its node closed it.
+    pub async fn finish(mut self) -> HeldResult {
+        while let Some(ev) = self.stream.next_within(Duration::from_secs(5)).await {
+            self.last_event = ev.id.clone().or(self.last_event);
+        }
+        HeldResult {
+            sid: self.sid,
+            last_event: self.last_event.expect("event ids"),
+        }
+    }
+}
+
+impl HeldResult {
+    /// Resumes the stream through `lb` and finds the call's result at its end.
+    pub async fn assert_finished(&self, lb: &Mcp) {
+        let mut resumed = lb.get_stream(Some(&self.sid), Some(&self.last_event)).await;
+        assert_eq!(resumed.status, 200, "resume {}", self.last_event);
+        let rest = resumed.rest(Duration::from_secs(5)).await;
+        let done = rest
+            .iter()
+            .filter_map(|e| e.json())
+            .find(|m| m["id"] == 77)
+            .unwrap_or_else(|| panic!("no result after {}: {rest:?}", self.last_event));
+        assert!(done["result"].is_object(), "{done}");
+    }
 }

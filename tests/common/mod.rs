@@ -936,3 +936,131 @@ pub async fn cancelled_call_recorded(server: &Server, tool: &str, limit: Duratio
     })
     .await
 }
+
+/// One HTTP/1.1 connection kept alive across requests, for tests that must know which
+/// connection a request travels on (a drain answers held connections, refuses new ones).
+pub struct KeepAlive {
+    stream: tokio::net::TcpStream,
+    host: String,
+    buf: Vec<u8>,
+}
+
+/// One answer read off a [`KeepAlive`] connection.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    /// Header names lower-cased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl RawAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {:?}", self.body))
+    }
+}
+
+impl KeepAlive {
+    /// Opens a connection to `addr` (`127.0.0.1:PORT`).
+    pub async fn connect(addr: &str) -> std::io::Result<KeepAlive> {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        Ok(KeepAlive {
+            stream,
+            host: addr.to_owned(),
+            buf: Vec::new(),
+        })
+    }
+
+    /// Sends one request (a JSON body when `body` is given) and reads its answer, which must
+    /// have a `Content-Length` (JSON answers do).
+    pub async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> std::io::Result<RawAnswer> {
+        use tokio::io::AsyncWriteExt;
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\n", self.host);
+        for (n, v) in headers {
+            head.push_str(&format!("{n}: {v}\r\n"));
+        }
+        if !body.is_empty() {
+            head.push_str(&format!(
+                "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: {}\r\n",
+                body.len()
+            ));
+        }
+        head.push_str("\r\n");
+        head.push_str(&body);
+        self.stream.write_all(head.as_bytes()).await?;
+        tokio::time::timeout(Duration::from_secs(10), self.read_answer())
+            .await
+            .map_err(|_| std::io::Error::other("no answer within 10 s"))?
+    }
+
+    async fn fill(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 8192];
+        let n = self.stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(())
+    }
+
+    async fn read_answer(&mut self) -> std::io::Result<RawAnswer> {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i;
+            }
+            self.fill().await?;
+        };
+        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end + 4);
+        let mut lines = head.split("\r\n");
+        let status = lines
+            .next()
+            .and_then(|l| l.split(' ').nth(1))
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let len: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no Content-Length in {head:?}")))?;
+        while self.buf.len() < len {
+            self.fill().await?;
+        }
+        let body = String::from_utf8_lossy(&self.buf[..len]).into_owned();
+        self.buf.drain(..len);
+        Ok(RawAnswer {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// True if the server closes the connection (EOF or reset) within `limit`.
+    pub async fn closed_within(&mut self, limit: Duration) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut chunk = [0u8; 1024];
+        matches!(
+            tokio::time::timeout(limit, self.stream.read(&mut chunk)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+}
