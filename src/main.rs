@@ -138,9 +138,9 @@ async fn main() -> ExitCode {
     let server = tokio::spawn(abacus::http::server::serve(
         listener,
         router,
+        app.clone(),
         abacus::http::server::ConnectionLimits::from_settings(&app.settings),
         lifecycle.clone(),
-        app.metrics.clone(),
     ));
     shutdown_signal().await;
     drain(&app, &lifecycle, server).await;

@@ -82,19 +82,25 @@ fn now() -> u64 {
 /// A server with auth on (one trusted key, scope `mcp:tools` required) and the issuer's key,
 /// plus a key the server does not trust.
 fn setup() -> (Server, Issuer, Issuer) {
+    setup_with(&[("RATE_LIMIT_MAX", "0")])
+}
+
+/// [`setup`] with other settings than the rate limit's `0`.
+fn setup_with(env: &[(&str, &str)]) -> (Server, Issuer, Issuer) {
     let dir = temp_path("auth");
     std::fs::create_dir_all(&dir).unwrap();
     let (pem, jwk) = key(&dir, "trusted", "k1");
     let (other_pem, _) = key(&dir, "other", "k1");
     let jwks = dir.join("jwks.json");
     std::fs::write(&jwks, json!({ "keys": [jwk] }).to_string()).unwrap();
-    let server = Server::start(&[
+    let mut vars = vec![
         ("AUTH_ISSUER", ISSUER),
         ("AUTH_AUDIENCE", AUDIENCE),
         ("AUTH_JWKS_FILE", jwks.to_str().unwrap()),
         ("AUTH_REQUIRED_SCOPES", "mcp:tools"),
-        ("RATE_LIMIT_MAX", "0"),
-    ]);
+    ];
+    vars.extend_from_slice(env);
+    let server = Server::start(&vars);
     let kid = "k1".to_owned();
     (
         server,
@@ -359,4 +365,34 @@ async fn history_handles_belong_to_their_principal() {
         theirs["error"].is_object(),
         "bob read alice's history: {theirs}"
     );
+}
+
+/// Issue 13, item 2: with auth on, the rate limit is charged to the principal: two users behind
+/// one address each get the whole budget, one user is one budget. Requests without a valid
+/// token are charged to the address, so guessing tokens is limited too.
+#[tokio::test]
+async fn the_rate_limit_is_per_principal_and_bad_tokens_per_address() {
+    let (server, issuer, stranger) =
+        setup_with(&[("RATE_LIMIT_MAX", "3"), ("RATE_LIMIT_WINDOW", "60000")]);
+    let mcp = server.mcp();
+    let list = request(1, "tools/list", json!({}));
+    let alice = issuer.for_subject("alice", "mcp:tools");
+    let bob = issuer.for_subject("bob", "mcp:tools");
+    for _ in 0..3 {
+        // No session: 400, but admitted and counted.
+        assert_eq!(post_as(&mcp, Some(&alice), None, &list).await.status, 400);
+    }
+    assert_eq!(post_as(&mcp, Some(&alice), None, &list).await.status, 429);
+    // Bob, from the same address, has his own budget.
+    assert_eq!(post_as(&mcp, Some(&bob), None, &list).await.status, 400);
+    // Tokens that do not verify are charged to the address: 3, then 429.
+    let forged = stranger.for_subject("alice", "mcp:tools");
+    for _ in 0..3 {
+        assert_eq!(post_as(&mcp, Some(&forged), None, &list).await.status, 401);
+    }
+    let resp = post_as(&mcp, Some(&forged), None, &list).await;
+    assert_eq!(resp.status, 429, "{}", resp.text);
+    assert_eq!(post_as(&mcp, None, None, &list).await.status, 429);
+    // Which does not touch the users' budgets.
+    assert_eq!(post_as(&mcp, Some(&bob), None, &list).await.status, 400);
 }

@@ -761,6 +761,64 @@ async fn rate_limit_keys_are_the_rightmost_untrusted_hop() {
     assert_eq!(post_from(&mcp, "198.51.100.2, 10.1.2.3".into()).await, 400);
 }
 
+/// Issue 13, item 2: IPv6 clients are keyed by their /64, the block one subscriber gets, so
+/// rotating addresses inside it does not escape the limit; another /64 is another client.
+#[tokio::test]
+async fn ipv6_clients_are_limited_per_64_block() {
+    let server = Server::start(&[
+        ("RATE_LIMIT_MAX", "3"),
+        ("RATE_LIMIT_WINDOW", "60000"),
+        ("TRUST_PROXY", "true"),
+    ]);
+    let mcp = server.mcp();
+    let post_from = |xff: String| {
+        let mcp = mcp.clone();
+        async move {
+            mcp.post_with(None, &[("X-Forwarded-For", xff.as_str())], &tools_list(1))
+                .await
+                .status
+        }
+    };
+    for i in 1..=3 {
+        assert_eq!(post_from(format!("2001:db8:1:2::{i:x}")).await, 400);
+    }
+    assert_eq!(
+        post_from("2001:db8:1:2:ffff:1:2:3".into()).await,
+        429,
+        "a new address in the same /64 escaped the limit"
+    );
+    assert_eq!(post_from("2001:db8:1:3::1".into()).await, 400);
+    // An IPv4-mapped address is its IPv4 client.
+    for _ in 0..3 {
+        assert_eq!(post_from("198.51.100.9".into()).await, 400);
+    }
+    assert_eq!(post_from("::ffff:198.51.100.9".into()).await, 429);
+}
+
+/// Issue 13, item 3: every item of a batch counts against the rate limit (all or nothing), so
+/// one POST cannot carry thousands of requests past a limit of a few.
+#[tokio::test]
+async fn batch_items_count_against_the_rate_limit() {
+    let server = Server::start(&[("RATE_LIMIT_MAX", "8"), ("RATE_LIMIT_WINDOW", "60000")]);
+    let mcp = server.mcp();
+    // initialize + initialized: 2 requests.
+    let sid = mcp.initialize_version("2025-03-26").await;
+    let batch = |n: i64| Value::Array((0..n).map(tools_list).collect());
+    let resp = mcp.post(Some(&sid), &batch(4)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(resp.json().as_array().map(Vec::len), Some(4));
+    // 6 used: a batch of 3 does not fit, and none of its items runs (the POST that carried
+    // it counts once, as any request).
+    let resp = mcp.post(Some(&sid), &batch(3)).await;
+    assert_eq!(resp.status, 429, "{}", resp.text);
+    assert!(resp.header("retry-after").is_some());
+    // 7 used: one more request fits, then the budget is spent.
+    let resp = mcp.post(Some(&sid), &tools_list(8)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    assert_eq!(mcp.post(Some(&sid), &batch(2)).await.status, 429);
+    assert_eq!(mcp.post(Some(&sid), &tools_list(9)).await.status, 429);
+}
+
 // D6: sessions are bounded in total. MAX_SESSIONS: a node that is full answers `initialize` with 503 and Retry-After.
 #[tokio::test]
 async fn initialize_beyond_max_sessions_is_503() {

@@ -652,3 +652,54 @@ async fn a_frozen_then_killed_redis_is_a_bounded_outage() {
     }
     assert_eq!(history_ids(&cluster, &sid).len(), 6);
 }
+
+/// Issue 13, item 9: once a node's store has shut down (the end of its drain), its heartbeat
+/// never writes its liveness key again, so the other nodes see it gone at once and end its
+/// orphaned streams without waiting for the lease to run out.
+#[tokio::test]
+async fn a_shut_down_store_never_recreates_its_liveness_key() {
+    use abacus::session::redis::{RedisConfig, RedisStore};
+    use abacus::session::{SessionPolicy, SessionStore};
+    let redis = Redis::start();
+    let node_id = "test-node-liveness".to_owned();
+    let store = RedisStore::connect(RedisConfig {
+        url: redis.url(),
+        password: None,
+        tls_ca: None,
+        command_timeout: Duration::from_secs(2),
+        policy: SessionPolicy::new(Duration::from_secs(60), Duration::from_secs(600), 100, 50),
+        events_per_stream: 100,
+        cache_capacity: 100,
+        node_id: node_id.clone(),
+    })
+    .await
+    .expect("connect");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("abacus:node:{node_id}");
+    let exists = |conn: &redis::aio::MultiplexedConnection| {
+        let mut conn = conn.clone();
+        let key = key.clone();
+        async move {
+            redis::cmd("EXISTS")
+                .arg(&key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .unwrap()
+        }
+    };
+    let alive = eventually(Duration::from_secs(3), || async {
+        exists(&conn).await == 1
+    })
+    .await;
+    assert!(alive, "the heartbeat never wrote the liveness key");
+    store.shutdown().await;
+    assert_eq!(exists(&conn).await, 0, "shutdown left the liveness key");
+    // Three heartbeat periods later (the store object is still alive), still gone.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert_eq!(
+        exists(&conn).await,
+        0,
+        "the heartbeat re-created the liveness key after shutdown"
+    );
+}

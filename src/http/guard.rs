@@ -139,7 +139,7 @@ fn client_key(
     let peer_ip = peer.ip();
     let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
     if !trust_proxy && !is_trusted(peer_ip) {
-        return peer_ip.to_string();
+        return address_key(peer_ip);
     }
     let mut client = peer_ip;
     let forwarded = headers
@@ -158,17 +158,35 @@ fn client_key(
             break;
         }
     }
-    client.to_string()
+    address_key(client)
 }
 
-/// What the guard lets through: the validated `Origin` (for CORS headers on the answer).
+/// The rate-limit identity of an address: IPv4 as is; IPv6 by its /64 prefix, the block one
+/// subscriber gets, so that rotating addresses inside it is one client.
+fn address_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                let prefix = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{prefix}/64")
+            }
+        },
+    }
+}
+
+/// What the guard lets through: the validated `Origin` (for CORS headers on the answer) and
+/// the client's address identity for rate limiting (`None` while rate limiting is off).
 pub struct Admitted {
     origin: Option<String>,
+    address: Option<String>,
 }
 
-/// Checks a `/mcp` request before any work: Host and Origin (403), then the client's rate
-/// limit (429). Called at the top of each `/mcp` handler (a plain call: no middleware layer on
-/// the hot path).
+/// Checks a `/mcp` request before any work: Host and Origin (403). Called at the top of each
+/// `/mcp` handler (a plain call: no middleware layer on the hot path); the rate limit follows
+/// once the caller is known ([`Admitted::charge`]).
 pub fn admit(
     app: &AppState,
     headers: &HeaderMap,
@@ -192,31 +210,56 @@ pub fn admit(
             ))))
         }
     };
-    if rt.rate_limit_max > 0 {
+    let address = (rt.rate_limit_max > 0).then(|| {
         let trusted: Vec<Cidr> = rt
             .trusted_proxies
             .iter()
             .filter_map(|c| Cidr::parse(c).ok())
             .collect();
-        let key = client_key(headers, peer, rt.trust_proxy, &trusted);
-        if let Verdict::Limited { retry_after_s } =
-            app.limiter
-                .check(&key, rt.rate_limit_max, rt.rate_limit_window_ms)
+        client_key(headers, peer, rt.trust_proxy, &trusted)
+    });
+    Ok(Admitted { origin, address })
+}
+
+/// Who a request's rate limit is charged to: the authenticated principal when there is one
+/// (so that one user is one budget whatever addresses they come from, and users behind one
+/// NAT or proxy do not share one), otherwise the client address.
+pub struct RateKey(Option<String>);
+
+impl RateKey {
+    /// Charges `cost` more requests (a batch's items after the first); 429 when over the limit.
+    pub fn charge(&self, app: &AppState, cost: u64) -> Result<(), Box<Response>> {
+        let Some(key) = &self.0 else {
+            return Ok(());
+        };
+        let rt = app.live.current();
+        match app
+            .limiter
+            .check(key, cost, rt.rate_limit_max, rt.rate_limit_window_ms)
         {
-            let resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                -32000,
-                "Too many requests, please retry later",
-            )
-            .with_header(header::RETRY_AFTER, &retry_after_s.to_string())
-            .into_response();
-            return Err(Box::new(with_cors(resp, origin.as_deref(), &rt)));
+            Verdict::Allowed => Ok(()),
+            Verdict::Limited { retry_after_s } => Err(Box::new(
+                ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    -32000,
+                    "Too many requests, please retry later",
+                )
+                .with_header(header::RETRY_AFTER, &retry_after_s.to_string())
+                .into_response(),
+            )),
         }
     }
-    Ok(Admitted { origin })
 }
 
 impl Admitted {
+    /// The rate-limit identity of a request by `principal` (`None`: unauthenticated).
+    pub fn rate_key(&self, principal: Option<&str>) -> RateKey {
+        RateKey(self.address.as_ref().map(|address| match principal {
+            Some(p) => format!("principal:{p}"),
+            None => address.clone(),
+        }))
+    }
+
     /// Adds the CORS headers the request's origin is entitled to.
     pub fn finish(&self, resp: Response, app: &AppState) -> Response {
         match &self.origin {
@@ -226,16 +269,20 @@ impl Admitted {
     }
 }
 
-/// `OPTIONS /mcp`: the CORS preflight (after the same Host/Origin checks).
+/// `OPTIONS /mcp`: the CORS preflight (after the same Host/Origin checks and rate limit).
 pub async fn options(
     State(app): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    match admit(&app, &headers, peer) {
-        Err(resp) => *resp,
-        Ok(a) => preflight(a.origin.as_deref(), &app.live.current(), &headers),
+    let admitted = match admit(&app, &headers, peer) {
+        Err(resp) => return *resp,
+        Ok(a) => a,
+    };
+    if let Err(limited) = admitted.rate_key(None).charge(&app, 1) {
+        return admitted.finish(*limited, &app);
     }
+    preflight(admitted.origin.as_deref(), &app.live.current(), &headers)
 }
 
 fn forbidden(message: &str) -> Response {

@@ -48,10 +48,6 @@ pub fn router(app: AppState) -> Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, -32000, "Not Found").into_response()
         })
-        .layer(axum::middleware::map_response_with_state(
-            app.clone(),
-            server::close_while_draining,
-        ))
         .with_state(app)
 }
 

@@ -9,16 +9,19 @@
 //! most what the other nodes admitted since the last sync.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::num::NonZeroUsize;
 
+use lru::LruCache;
 use parking_lot::Mutex;
 
 use crate::session::now_ms;
 
 const SHARDS: usize = 16;
-/// Clients tracked per shard before idle entries are pruned.
-const PRUNE_AT: usize = 4096;
+/// Clients tracked per shard; past it the least recently seen client is forgotten (its counts
+/// start again from zero), so a flood of new identities costs O(1) each and bounded memory
+/// (16 x 4,096 clients, about 8 MB at most).
+const SHARD_CAPACITY: usize = 4096;
 
 /// How often a node shares its counts in Redis mode.
 pub const SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
@@ -34,6 +37,15 @@ struct Window {
     synced: u64,
     /// Other nodes' requests in the current window, as of the last sync.
     others: u64,
+    /// Seen since the last share (listed in its shard's `touched`).
+    touched: bool,
+}
+
+/// One shard: the clients' windows, and the clients seen since the last share, so that a sync
+/// costs what changed, not every client known.
+struct Shard {
+    windows: LruCache<String, Window>,
+    touched: Vec<String>,
 }
 
 /// One client's counts to share: its key, the window, the new requests since the last sync,
@@ -58,7 +70,7 @@ pub enum Verdict {
 
 /// Sliding-window counters keyed by client identity.
 pub struct RateLimiter {
-    shards: Vec<Mutex<HashMap<String, Window>>>,
+    shards: Vec<Mutex<Shard>>,
     hasher: RandomState,
 }
 
@@ -71,51 +83,70 @@ impl Default for RateLimiter {
 impl RateLimiter {
     /// An empty limiter.
     pub fn new() -> Self {
+        let capacity = NonZeroUsize::new(SHARD_CAPACITY).expect("non-zero");
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        windows: LruCache::new(capacity),
+                        touched: Vec::new(),
+                    })
+                })
+                .collect(),
             hasher: RandomState::new(),
         }
     }
 
-    /// Counts a request of `client` against `max` per `window_ms` (0 = unlimited).
-    pub fn check(&self, client: &str, max: u64, window_ms: u64) -> Verdict {
-        self.check_at(client, max, window_ms, now_ms())
+    fn shard(&self, client: &str) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(client) as usize) % SHARDS]
     }
 
-    fn check_at(&self, client: &str, max: u64, window_ms: u64, now: u64) -> Verdict {
+    /// Counts `cost` requests of `client` (a batch counts each item) against `max` per
+    /// `window_ms` (0 = unlimited); all or nothing.
+    pub fn check(&self, client: &str, cost: u64, max: u64, window_ms: u64) -> Verdict {
+        self.check_at(client, cost, max, window_ms, now_ms())
+    }
+
+    fn check_at(&self, client: &str, cost: u64, max: u64, window_ms: u64, now: u64) -> Verdict {
         if max == 0 || window_ms == 0 {
             return Verdict::Allowed;
         }
-        let shard = &self.shards[(self.hasher.hash_one(client) as usize) % SHARDS];
-        let mut map = shard.lock();
-        if map.len() >= PRUNE_AT && !map.contains_key(client) {
-            map.retain(|_, w| now.saturating_sub(w.start_ms) < 2 * window_ms);
+        let mut shard = self.shard(client).lock();
+        let shard = &mut *shard;
+        if shard.windows.get_mut(client).is_none() {
+            // Pushing evicts the least recently seen client when the shard is full.
+            shard.windows.push(client.to_owned(), Window::default());
         }
-        let w = map.entry(client.to_owned()).or_default();
+        let w = shard.windows.get_mut(client).expect("just inserted");
+        if !w.touched {
+            w.touched = true;
+            shard.touched.push(client.to_owned());
+        }
         let aligned = now - now % window_ms;
         if aligned != w.start_ms {
             let consecutive = aligned - w.start_ms == window_ms;
             *w = Window {
                 start_ms: aligned,
                 previous: if consecutive { w.current + w.others } else { 0 },
+                touched: true,
                 ..Window::default()
             };
         }
         let elapsed = now - aligned;
         let weight = (window_ms - elapsed) as f64 / window_ms as f64;
         let estimate = w.previous as f64 * weight + (w.current + w.others) as f64;
-        if estimate + 1.0 > max as f64 {
+        if estimate + cost as f64 > max as f64 {
             let retry_ms = window_ms - elapsed;
             return Verdict::Limited {
                 retry_after_s: retry_ms.div_ceil(1000).max(1),
             };
         }
-        w.current += 1;
+        w.current += cost;
         Verdict::Allowed
     }
 
-    /// The counts to share: every client seen in the current window (a zero delta still reads
-    /// back the other nodes' counts).
+    /// The counts to share: the clients seen on this node since the last share (a zero delta
+    /// still reads back the other nodes' counts for a client this node is refusing).
     pub fn shares(&self, window_ms: u64) -> Vec<Share> {
         self.shares_at(window_ms, now_ms())
     }
@@ -127,13 +158,19 @@ impl RateLimiter {
         let aligned = now - now % window_ms;
         let mut out = Vec::new();
         for shard in &self.shards {
-            for (client, w) in shard.lock().iter() {
+            let mut shard = shard.lock();
+            let shard = &mut *shard;
+            for client in std::mem::take(&mut shard.touched) {
+                let Some(w) = shard.windows.peek_mut(&client) else {
+                    continue;
+                };
+                w.touched = false;
                 if w.start_ms == aligned {
                     out.push(Share {
-                        client: client.clone(),
-                        window_start_ms: aligned,
                         delta: w.current - w.synced,
                         sent_current: w.current,
+                        window_start_ms: aligned,
+                        client,
                     });
                 }
             }
@@ -143,13 +180,18 @@ impl RateLimiter {
 
     /// Takes in the shared total of a client's window after its share was added.
     pub fn learn(&self, share: &Share, total: u64) {
-        let shard = &self.shards[(self.hasher.hash_one(&share.client) as usize) % SHARDS];
-        if let Some(w) = shard.lock().get_mut(&share.client) {
+        let mut shard = self.shard(&share.client).lock();
+        if let Some(w) = shard.windows.peek_mut(&share.client) {
             if w.start_ms == share.window_start_ms {
                 w.synced = w.synced.max(share.sent_current);
                 w.others = total.saturating_sub(share.sent_current);
             }
         }
+    }
+
+    /// Clients tracked (at most 65,536).
+    pub fn tracked(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().windows.len()).sum()
     }
 
     /// Shares this node's counts through `store` and learns the cluster totals, forever (one
@@ -201,8 +243,8 @@ mod tests {
         let (a, b) = (RateLimiter::new(), RateLimiter::new());
         let t0 = 10_000_000;
         for _ in 0..3 {
-            assert_eq!(a.check_at("c", 5, 1000, t0), Verdict::Allowed);
-            assert_eq!(b.check_at("c", 5, 1000, t0), Verdict::Allowed);
+            assert_eq!(a.check_at("c", 1, 5, 1000, t0), Verdict::Allowed);
+            assert_eq!(b.check_at("c", 1, 5, 1000, t0), Verdict::Allowed);
         }
         // A shared counter in miniature: each node adds its delta and reads the total.
         let mut shared = 0;
@@ -214,24 +256,27 @@ mod tests {
         }
         // Node b learned both nodes' counts (6 > 5): it refuses.
         assert!(matches!(
-            b.check_at("c", 5, 1000, t0),
+            b.check_at("c", 1, 5, 1000, t0),
             Verdict::Limited { .. }
         ));
-        // A second sync gives node a the total as well.
+        // Node a learns the total at its next share, which its next request triggers: the
+        // overshoot is bounded by what one node admits between two syncs.
+        assert_eq!(a.check_at("c", 1, 5, 1000, t0), Verdict::Allowed);
         for share in a.shares_at(1000, t0) {
-            assert_eq!(share.delta, 0, "nothing new since the last sync");
+            assert_eq!(share.delta, 1, "only the new request");
+            shared += share.delta;
             a.learn(&share, shared);
         }
         assert!(matches!(
-            a.check_at("c", 5, 1000, t0),
+            a.check_at("c", 1, 5, 1000, t0),
             Verdict::Limited { .. }
         ));
         // The next window starts from the cluster's count of this one, weighted.
         assert!(matches!(
-            a.check_at("c", 5, 1000, t0 + 1100),
+            a.check_at("c", 1, 5, 1000, t0 + 1100),
             Verdict::Limited { .. }
         ));
-        assert_eq!(a.check_at("c", 5, 1000, t0 + 1900), Verdict::Allowed);
+        assert_eq!(a.check_at("c", 1, 5, 1000, t0 + 1900), Verdict::Allowed);
     }
 
     #[test]
@@ -239,16 +284,49 @@ mod tests {
         let rl = RateLimiter::new();
         let t0 = 10_000_000;
         for _ in 0..3 {
-            assert_eq!(rl.check_at("a", 3, 1000, t0), Verdict::Allowed);
+            assert_eq!(rl.check_at("a", 1, 3, 1000, t0), Verdict::Allowed);
         }
         assert!(matches!(
-            rl.check_at("a", 3, 1000, t0),
+            rl.check_at("a", 1, 3, 1000, t0),
             Verdict::Limited { .. }
         ));
-        assert_eq!(rl.check_at("b", 3, 1000, t0), Verdict::Allowed);
+        assert_eq!(rl.check_at("b", 1, 3, 1000, t0), Verdict::Allowed);
         // Two windows later the old counts no longer weigh.
-        assert_eq!(rl.check_at("a", 3, 1000, t0 + 2000), Verdict::Allowed);
-        assert_eq!(rl.check_at("x", 0, 1000, t0), Verdict::Allowed);
+        assert_eq!(rl.check_at("a", 1, 3, 1000, t0 + 2000), Verdict::Allowed);
+        assert_eq!(rl.check_at("x", 1, 0, 1000, t0), Verdict::Allowed);
+    }
+
+    #[test]
+    fn a_batch_costs_its_items_all_or_nothing() {
+        let rl = RateLimiter::new();
+        let t0 = 10_000_000;
+        assert_eq!(rl.check_at("a", 4, 5, 1000, t0), Verdict::Allowed);
+        assert!(matches!(
+            rl.check_at("a", 2, 5, 1000, t0),
+            Verdict::Limited { .. }
+        ));
+        assert_eq!(rl.check_at("a", 1, 5, 1000, t0), Verdict::Allowed);
+    }
+
+    #[test]
+    fn a_flood_of_new_clients_is_bounded_and_shares_only_what_changed() {
+        let rl = RateLimiter::new();
+        let t0 = 10_000_000;
+        for i in 0..200_000 {
+            rl.check_at(&format!("c{i}"), 1, 5, 1000, t0);
+        }
+        assert!(rl.tracked() <= SHARDS * SHARD_CAPACITY, "{}", rl.tracked());
+        let shares = rl.shares_at(1000, t0);
+        assert_eq!(shares.len(), rl.tracked());
+        for share in &shares {
+            rl.learn(share, share.sent_current);
+        }
+        // Nothing seen since: nothing to share. One client seen: one share, of what is new.
+        assert!(rl.shares_at(1000, t0).is_empty());
+        rl.check_at("c199999", 1, 5, 1000, t0);
+        let shares = rl.shares_at(1000, t0);
+        assert_eq!(shares.len(), 1);
+        assert_eq!(shares[0].delta, 1);
     }
 
     #[test]
@@ -256,10 +334,10 @@ mod tests {
         let rl = RateLimiter::new();
         let t0 = 10_000_000;
         for _ in 0..4 {
-            rl.check_at("a", 4, 1000, t0 + 900);
+            rl.check_at("a", 1, 4, 1000, t0 + 900);
         }
         assert!(matches!(
-            rl.check_at("a", 4, 1000, t0 + 1100),
+            rl.check_at("a", 1, 4, 1000, t0 + 1100),
             Verdict::Limited { .. }
         ));
     }

@@ -5,8 +5,8 @@
 //! - **A drain that fails no request.** A Service balances connections, not requests, so a
 //!   client's kept-alive connection reaches a pod after its endpoint is gone. On SIGTERM the
 //!   loop stops accepting (new connections go to other pods) but the connections clients hold
-//!   stay open and are served: every answer carries `Connection: close` (see
-//!   [`close_while_draining`]), so each client moves to another pod after one more request
+//!   stay open and are served: every answer carries `Connection: close` (see [`service`]),
+//!   so each client moves to another pod after one more request
 //!   instead of meeting a 503. Idle connections are closed only once the in-flight work is done
 //!   ([`Lifecycle::close_connections`]).
 //! - **Slow and greedy clients bounded.** A header timeout (hyper's timer), a cap on open
@@ -17,7 +17,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use axum::Router;
@@ -155,10 +155,11 @@ impl Drop for Slot {
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    app: AppState,
     limits: ConnectionLimits,
     lifecycle: Lifecycle,
-    metrics: Arc<Metrics>,
 ) {
+    let metrics = app.metrics.clone();
     let graceful = GracefulShutdown::new();
     let counts = Arc::new(Counts::default());
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -190,7 +191,8 @@ pub async fn serve(
         };
         // Nagle's algorithm would add ~40 ms to small answers on kept-alive connections.
         let _ = tcp.set_nodelay(true);
-        let conn = builder.serve_connection(TokioIo::new(tcp), service(router.clone(), peer));
+        let svc = service(router.clone(), app.clone(), peer);
+        let conn = builder.serve_connection(TokioIo::new(tcp), svc);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -205,8 +207,12 @@ pub async fn serve(
 }
 
 /// The router as a hyper service for one connection, with the peer address as `ConnectInfo`.
+/// While draining, every answer says `Connection: close`: the client's next request opens a
+/// new connection, which the Service (or balancer) sends to a pod that is not going away. (A
+/// check here rather than an axum middleware layer: one atomic load per request.)
 fn service(
     router: Router,
+    app: AppState,
     peer: SocketAddr,
 ) -> impl hyper::service::Service<
     axum::http::Request<Incoming>,
@@ -216,18 +222,17 @@ fn service(
 > + Clone {
     hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(peer));
-        router.clone().call(req)
+        let answer = router.clone().call(req);
+        let app = app.clone();
+        async move {
+            let mut resp = answer.await?;
+            if app.drain.is_draining() {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok(resp)
+        }
     })
-}
-
-/// While draining, every answer says `Connection: close`: the client's next request opens a
-/// new connection, which the Service (or balancer) sends to a pod that is not going away.
-pub async fn close_while_draining(State(app): State<AppState>, mut resp: Response) -> Response {
-    if app.drain.is_draining() {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
 }
 
 #[cfg(test)]

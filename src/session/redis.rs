@@ -204,6 +204,9 @@ struct Inner {
     last_ping: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
     /// What this node reports to the others (JSON), refreshed by the heartbeat.
     report: RwLock<Value>,
+    /// Held by the heartbeat while it writes; set `stopping` and take it to be sure no
+    /// heartbeat re-creates the liveness key after [`SessionStore::shutdown`] deleted it.
+    heartbeat_gate: tokio::sync::Mutex<bool>,
 }
 
 /// The Redis-backed [`SessionStore`].
@@ -311,6 +314,7 @@ impl RedisStore {
                 live_count: tokio::sync::Mutex::new(None),
                 last_ping: tokio::sync::Mutex::new(None),
                 report: RwLock::new(Value::Null),
+                heartbeat_gate: tokio::sync::Mutex::new(false),
                 cfg,
             }),
         };
@@ -1030,6 +1034,10 @@ async fn heartbeat(weak: Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = weak.upgrade() else { return };
+        let stopping = inner.heartbeat_gate.lock().await;
+        if *stopping {
+            return;
+        }
         let mut conn = ConnectionManager::clone(&inner.conn.load());
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
@@ -1611,6 +1619,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn shutdown(&self) {
+        // No heartbeat after this point (one in flight finishes first), so the key stays
+        // deleted and other nodes end this node's orphaned streams at once.
+        *self.inner.heartbeat_gate.lock().await = true;
         let _: Result<i64, _> = self
             .bounded(self.conn().del(node_key(&self.inner.cfg.node_id)))
             .await;

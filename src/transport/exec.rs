@@ -440,11 +440,12 @@ pub async fn tail_log(
                     return;
                 };
                 if batch.events.is_empty() && !batch.closed && !batch.gone {
-                    if !writer.send(sse::keepalive()).await { return; }
+                    if !send_unless_draining(&app, &writer, sse::keepalive()).await { return; }
                     continue;
                 }
                 for (seq, msg) in &batch.events {
-                    if !writer.send(sse::event(Some(&format!("{stream}:{seq}")), msg)).await {
+                    let frame = sse::event(Some(&format!("{stream}:{seq}")), msg);
+                    if !send_unless_draining(&app, &writer, frame).await {
                         return;
                     }
                     cursor = *seq;
@@ -467,6 +468,15 @@ pub async fn tail_log(
                 return;
             }
         }
+    }
+}
+
+/// Sends a frame unless the server starts draining first: a stream stuck behind a reader that
+/// does not read must not hold the drain (the events stay in the log for a resumption).
+async fn send_unless_draining(app: &AppState, writer: &SseWriter, frame: bytes::Bytes) -> bool {
+    tokio::select! {
+        sent = writer.send(frame) => sent,
+        _ = app.drain.streams.cancelled() => false,
     }
 }
 

@@ -71,9 +71,10 @@ fn is_json(headers: &HeaderMap) -> bool {
 /// The authenticated caller of a request: `None` when auth is off.
 pub type Caller = Option<Principal>;
 
-/// Runs a `/mcp` handler behind the guard: Host/Origin/rate-limit checks first, then the
-/// bearer token (when auth is on), then the handler with the caller, then metrics (rejections
-/// included) and CORS headers.
+/// Runs a `/mcp` handler behind the guard: Host/Origin checks first, then the bearer token
+/// (when auth is on), then the rate limit charged to the caller (the principal, or the address
+/// for a request without a valid token, so token guessing is limited too), then the handler
+/// with the caller and its rate key, then metrics (rejections included) and CORS headers.
 async fn guarded<F, Fut>(
     app: &AppState,
     headers: &HeaderMap,
@@ -81,7 +82,7 @@ async fn guarded<F, Fut>(
     handler: F,
 ) -> Response
 where
-    F: FnOnce(Caller) -> Fut,
+    F: FnOnce(Caller, guard::RateKey) -> Fut,
     Fut: std::future::Future<Output = (&'static str, Response)>,
 {
     let admitted = match guard::admit(app, headers, peer) {
@@ -91,16 +92,24 @@ where
         }
         Ok(a) => a,
     };
-    let caller = match authenticate(app, headers) {
-        Ok(c) => c,
-        Err(resp) => {
-            app.metrics.request("other", resp.status().as_u16());
-            return admitted.finish(*resp, app);
+    let caller = authenticate(app, headers);
+    let key = admitted.rate_key(
+        caller
+            .as_ref()
+            .ok()
+            .and_then(|c| c.as_ref().map(|p| p.0.as_str())),
+    );
+    let refused = match (key.charge(app, 1), caller) {
+        (Err(limited), _) => *limited,
+        (Ok(()), Err(unauthorized)) => *unauthorized,
+        (Ok(()), Ok(caller)) => {
+            let (label, resp) = handler(caller, key).await;
+            app.metrics.request(label, resp.status().as_u16());
+            return admitted.finish(resp, app);
         }
     };
-    let (label, resp) = handler(caller).await;
-    app.metrics.request(label, resp.status().as_u16());
-    admitted.finish(resp, app)
+    app.metrics.request("other", refused.status().as_u16());
+    admitted.finish(refused, app)
 }
 
 /// Verifies the bearer token when auth is on.
@@ -133,8 +142,8 @@ pub async fn post(
     let (mut parts, body) = request.into_parts();
     let headers = std::mem::take(&mut parts.headers);
     let request = Request::from_parts(parts, body);
-    guarded(&app, &headers, peer, |caller| {
-        post_inner(&app, &headers, request, caller)
+    guarded(&app, &headers, peer, |caller, key| {
+        post_inner(&app, &headers, request, caller, key)
     })
     .await
 }
@@ -144,6 +153,7 @@ async fn post_inner(
     headers: &HeaderMap,
     request: Request,
     caller: Caller,
+    key: guard::RateKey,
 ) -> (&'static str, Response) {
     if !accepts_json_and_sse(headers) {
         let e = ApiError::new(
@@ -172,6 +182,12 @@ async fn post_inner(
             return ("other", e.into_response());
         }
     };
+    // A batch's items count against the rate limit one by one (the first was charged).
+    if let Value::Array(items) = &value {
+        if let Err(limited) = key.charge(app, items.len().saturating_sub(1) as u64) {
+            return ("batch", *limited);
+        }
+    }
     if modern::is_modern(&value, headers) {
         modern::post(app, headers, value, caller).await
     } else {
@@ -182,8 +198,14 @@ async fn post_inner(
 /// Reads the body as the `Bytes` extractor does (same limit, same rejections), within
 /// `bodyTimeoutMs` (408 past it).
 async fn read_body(app: &AppState, request: Request) -> Result<Bytes, ApiError> {
+    let read = Bytes::from_request(request, &());
+    tokio::pin!(read);
+    // A small body usually arrived with the headers: read it without arming a timer.
+    if let std::task::Poll::Ready(result) = futures::poll!(&mut read) {
+        return result.map_err(|rejection| body_error(app, rejection));
+    }
     let limit = std::time::Duration::from_millis(app.live.current().body_timeout_ms);
-    match tokio::time::timeout(limit, Bytes::from_request(request, &())).await {
+    match tokio::time::timeout(limit, read).await {
         Ok(Ok(bytes)) => Ok(bytes),
         Ok(Err(rejection)) => Err(body_error(app, rejection)),
         Err(_) => Err(ApiError::new(
@@ -218,7 +240,7 @@ pub async fn get(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let handler = |caller| async {
+    let handler = |caller, _| async {
         if !accepts(&headers, "text/event-stream") {
             let e = ApiError::new(
                 StatusCode::NOT_ACCEPTABLE,
@@ -238,6 +260,6 @@ pub async fn delete(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    let handler = |caller| async { ("DELETE", legacy::delete(&app, &headers, caller).await) };
+    let handler = |caller, _| async { ("DELETE", legacy::delete(&app, &headers, caller).await) };
     guarded(&app, &headers, peer, handler).await
 }
