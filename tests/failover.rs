@@ -703,3 +703,63 @@ async fn a_shut_down_store_never_recreates_its_liveness_key() {
         "the heartbeat re-created the liveness key after shutdown"
     );
 }
+
+/// Issue 13, item 10: a calculation whose Redis write ran but timed out on the node's side
+/// (the client gets a 503, which a balancer or the client retries) is recorded once when the
+/// same request comes again, and the retry's answer names the entry that was stored.
+#[tokio::test]
+async fn a_retried_write_that_already_ran_is_recorded_once() {
+    let redis = Redis::start_with_args(false, &["--enable-debug-command", "yes"]);
+    let url = redis.url();
+    let node = Server::start(&[
+        ("USE_REDIS", "true"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_COMMAND_TIMEOUT", "200"),
+    ]);
+    let mcp = node.mcp();
+    let sid = mcp.initialize().await;
+    let warm = mcp.call_tool(&sid, "calculate", calc(1)).await;
+    assert_eq!(warm["result"]["isError"], false, "{warm}");
+    // Redis stalls for 1 s: the node's next write waits in its queue, times out after 200 ms,
+    // and runs when Redis wakes up.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut sleeper = client.get_connection().unwrap();
+    let stall = tokio::task::spawn_blocking(move || {
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(1)
+            .query::<()>(&mut sleeper)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let body = request(7, "tools/call", tool_params("calculate", calc(5)));
+    let first = mcp.post(Some(&sid), &body).await;
+    assert_ne!(
+        first.status, 200,
+        "the write did not time out: {}",
+        first.text
+    );
+    stall.await.unwrap().expect("DEBUG SLEEP");
+    let retry = mcp.post(Some(&sid), &body).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    let answer = retry.answer(&json!(7));
+    assert_eq!(answer["result"]["isError"], false, "{answer}");
+    let id = answer["result"]["structuredContent"]["id"]
+        .as_str()
+        .expect("calculation id")
+        .to_owned();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let entries: Vec<String> = redis::cmd("LRANGE")
+        .arg(format!("abacus:{{{sid}}}:hist"))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 2, "recorded twice: {entries:?}");
+    assert!(
+        entries[1].contains(&id),
+        "the retry's answer names {id}, not the stored entry {}",
+        entries[1]
+    );
+    assert_eq!(total_calculations(&mcp, &sid).await, 2);
+}

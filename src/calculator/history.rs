@@ -85,7 +85,14 @@ impl HistoryTarget {
             .zip(&ids)
             .map(|(c, id)| (c.operation.to_owned(), entry(id, timestamp, c)))
             .collect();
-        scope.append(entries).await?;
+        if let Some(recorded) = scope.append(entries, &ids).await? {
+            // A retry of a request whose calculations are already stored (and counted, and
+            // announced): answer with what was recorded.
+            return Ok(Recorded {
+                ids: recorded,
+                handle,
+            });
+        }
         for c in calcs {
             ctx.count_calculation(c.operation);
         }

@@ -60,7 +60,11 @@ impl HistoryScope for MemoryScope {
     fn id(&self) -> &str {
         &self.id
     }
-    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError> {
+    async fn append(
+        &self,
+        entries: Vec<(String, String)>,
+        _ids: &[String],
+    ) -> Result<Option<Vec<String>>, DomainError> {
         let mut g = self.inner.lock();
         for (op, v) in entries {
             g.0.push(serde_json::from_str(&v).unwrap_or(Value::Null));
@@ -70,7 +74,7 @@ impl HistoryScope for MemoryScope {
         let excess = g.0.len().saturating_sub(self.cap);
         g.0.drain(..excess);
         g.1.history_len = g.0.len() as u64;
-        Ok(())
+        Ok(None)
     }
     async fn history(&self) -> Result<Vec<Value>, DomainError> {
         Ok(self.inner.lock().0.clone())

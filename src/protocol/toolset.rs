@@ -269,8 +269,15 @@ pub trait HistoryScope: Send + Sync {
     fn id(&self) -> &str;
     /// Appends entries (each with its operation name, counted per operation) and trims the
     /// history to its configured cap, atomically. Entries are serialized JSON objects: stores
-    /// keep them as text (one allocation in memory, one list element in Redis).
-    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError>;
+    /// keep them as text (one allocation in memory, one list element in Redis). `ids` are the
+    /// entries' calculation ids. Returns `Some(ids)` when this scope's request already recorded
+    /// its entries (a retried request, see [`crate::session::SessionStore::history`]): nothing
+    /// is appended and the ids are those stored the first time.
+    async fn append(
+        &self,
+        entries: Vec<(String, String)>,
+        ids: &[String],
+    ) -> Result<Option<Vec<String>>, DomainError>;
     /// The current history, oldest first.
     async fn history(&self) -> Result<Vec<Value>, DomainError>;
     /// Counters and timestamps of this scope.

@@ -76,6 +76,9 @@ impl<T> Sharded<T> {
 struct Scope {
     history: VecDeque<Box<str>>,
     stats: ScopeStats,
+    /// The latest requests that recorded calculations, with their ids (see
+    /// [`super::RECENT_REQUESTS`]).
+    recent: VecDeque<(String, Vec<String>)>,
 }
 
 /// A session: its record plus its history scope, behind one lock.
@@ -234,6 +237,7 @@ impl MemoryStore {
 struct MemoryScope {
     store: MemoryStore,
     id: String,
+    request: Option<String>,
 }
 
 #[async_trait]
@@ -242,10 +246,23 @@ impl HistoryScope for MemoryScope {
         &self.id
     }
 
-    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError> {
+    async fn append(
+        &self,
+        entries: Vec<(String, String)>,
+        ids: &[String],
+    ) -> Result<Option<Vec<String>>, DomainError> {
         let cap = self.store.inner.limits.policy.history_cap();
         self.store
             .with_scope(&self.id, |scope| {
+                if let Some(request) = &self.request {
+                    if let Some((_, done)) = scope.recent.iter().find(|(r, _)| r == request) {
+                        return Some(done.clone());
+                    }
+                    if scope.recent.len() >= super::RECENT_REQUESTS {
+                        scope.recent.pop_front();
+                    }
+                    scope.recent.push_back((request.clone(), ids.to_vec()));
+                }
                 for (op, entry) in entries {
                     scope.history.push_back(entry.into_boxed_str());
                     scope.stats.calculation_total += 1;
@@ -255,6 +272,7 @@ impl HistoryScope for MemoryScope {
                     scope.history.pop_front();
                 }
                 scope.stats.history_len = scope.history.len() as u64;
+                None
             })
             .ok_or(DomainError::SessionGone)
     }
@@ -388,10 +406,11 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
-    fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope> {
+    fn history(&self, scope_id: &str, request: Option<&str>) -> Arc<dyn HistoryScope> {
         Arc::new(MemoryScope {
             store: self.clone(),
             id: scope_id.to_owned(),
+            request: request.map(str::to_owned),
         })
     }
 
@@ -650,17 +669,17 @@ mod tests {
         s.create(record("a")).await.unwrap();
         let mut tasks = Vec::new();
         for i in 0..20 {
-            let scope = s.history("a");
+            let scope = s.history("a", None);
             tasks.push(tokio::spawn(async move {
                 scope
-                    .append(vec![("add".into(), format!("{{\"i\":{i}}}"))])
+                    .append(vec![("add".into(), format!("{{\"i\":{i}}}"))], &[])
                     .await
             }));
         }
         for t in tasks {
             t.await.unwrap().unwrap();
         }
-        let stats = s.history("a").stats().await.unwrap();
+        let stats = s.history("a", None).stats().await.unwrap();
         assert_eq!(stats.calculation_total, 20);
         assert_eq!(stats.history_len, 20);
     }

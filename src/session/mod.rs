@@ -44,6 +44,10 @@ pub enum StoreError {
     Limit(String),
 }
 
+/// Requests per scope remembered for deduplication: retries come within seconds, and a
+/// session rarely has more calls in flight at once.
+pub const RECENT_REQUESTS: usize = 16;
+
 /// The error for a subscription past [`crate::protocol::limits::MAX_SUBSCRIPTIONS`].
 pub fn too_many_subscriptions() -> StoreError {
     StoreError::Limit(format!(
@@ -271,8 +275,12 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Whether the backend answers right now (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 
-    /// The history scope of a session or state handle (no existence check: callers touch first).
-    fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope>;
+    /// The history scope of a session or state handle (no existence check: callers touch
+    /// first). `request` identifies the request that will append (a legacy session's JSON-RPC
+    /// id, which a client never reuses within a session): a retry of a request whose write
+    /// already ran (it timed out on the way back, and a balancer sent it again) records
+    /// nothing twice ([`HistoryScope::append`]).
+    fn history(&self, scope_id: &str, request: Option<&str>) -> Arc<dyn HistoryScope>;
     /// Mints a new modern-era state handle (SEP-2567) with the session idle TTL, owned by
     /// `owner` (the caller's principal when auth is on). Handles count against
     /// `maxSessions` with the sessions: each one holds a history.

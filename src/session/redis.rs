@@ -221,6 +221,32 @@ fn rec_key(id: &str) -> String {
 fn hist_key(id: &str) -> String {
     format!("abacus:{{{id}}}:hist")
 }
+/// A Redis error as a store error: one that retrying cannot cure (a script that fails on
+/// its data, a wrong key type, a reply of the wrong shape, a command the ACL forbids) is
+/// [`StoreError::Corrupt`], so that nothing retries it forever; the rest (connection lost,
+/// loading, read-only replica during a failover, out of memory) is `Unavailable`, a 503.
+fn classify(e: redis::RedisError) -> StoreError {
+    use redis::{ErrorKind, ServerErrorKind};
+    let permanent = match e.kind() {
+        ErrorKind::UnexpectedReturnType | ErrorKind::Parse => true,
+        ErrorKind::Server(ServerErrorKind::NoPerm) => true,
+        ErrorKind::Server(ServerErrorKind::ResponseError) => {
+            let text = e.to_string();
+            text.contains("script") || text.contains("WRONGTYPE")
+        }
+        _ => e.code() == Some("WRONGTYPE"),
+    };
+    if permanent {
+        StoreError::Corrupt(format!("Redis refused the command: {e}"))
+    } else {
+        unavailable(e)
+    }
+}
+
+/// Recent requests of a scope that recorded calculations (`request key\nids`), newest first.
+fn recent_key(id: &str) -> String {
+    format!("abacus:{{{id}}}:rq")
+}
 fn prefix(id: &str) -> String {
     format!("abacus:{{{id}}}:")
 }
@@ -334,7 +360,7 @@ impl RedisStore {
         ConnectionManager::clone(&self.inner.conn.load())
     }
 
-    /// Runs a Redis future under the command timeout.
+    /// Runs a Redis future under the command timeout; see [`classify`] for its errors.
     async fn bounded<T>(
         &self,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
@@ -342,7 +368,7 @@ impl RedisStore {
         let start = Instant::now();
         let outcome = match tokio::time::timeout(self.inner.cfg.command_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(unavailable(e)),
+            Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(unavailable("Redis command timed out")),
         };
         let c = &self.inner.counters;
@@ -1103,6 +1129,7 @@ async fn live_loop(weak: Weak<Inner>) {
 struct RedisScope {
     store: RedisStore,
     id: String,
+    request: Option<String>,
 }
 
 impl RedisScope {
@@ -1132,23 +1159,34 @@ impl HistoryScope for RedisScope {
         &self.id
     }
 
-    async fn append(&self, entries: Vec<(String, String)>) -> Result<(), DomainError> {
+    async fn append(
+        &self,
+        entries: Vec<(String, String)>,
+        ids: &[String],
+    ) -> Result<Option<Vec<String>>, DomainError> {
         let s = &self.store;
         let pending = s.take_pending(&self.id);
         let mut inv = s.inner.scripts.append.key(rec_key(&self.id));
         inv.key(hist_key(&self.id))
+            .key(recent_key(&self.id))
             .arg(ms(s.inner.cfg.policy.idle()))
             .arg(s.inner.cfg.policy.history_cap())
-            .arg(pending);
+            .arg(pending)
+            .arg(self.request.as_deref().unwrap_or(""))
+            .arg(ids.join(","))
+            .arg(super::RECENT_REQUESTS);
         for (op, entry) in &entries {
             inv.arg(op).arg(entry);
         }
-        let reply: Result<Option<(i64, String)>, StoreError> =
+        let reply: Result<Option<(i64, String, String)>, StoreError> =
             s.bounded(inv.invoke_async(&mut s.conn())).await;
         match reply {
-            Ok(Some((ttl, ver))) => {
+            Ok(Some((ttl, ver, recorded))) => {
                 s.refreshed(&self.id, ttl, &ver);
-                Ok(())
+                Ok(
+                    (!recorded.is_empty())
+                        .then(|| recorded.split(',').map(str::to_owned).collect()),
+                )
             }
             Ok(None) => {
                 s.evict(&self.id);
@@ -1381,10 +1419,11 @@ impl SessionStore for RedisStore {
         outcome.map_err(StoreError::Unavailable)
     }
 
-    fn history(&self, scope_id: &str) -> Arc<dyn HistoryScope> {
+    fn history(&self, scope_id: &str, request: Option<&str>) -> Arc<dyn HistoryScope> {
         Arc::new(RedisScope {
             store: self.clone(),
             id: scope_id.to_owned(),
+            request: request.map(str::to_owned),
         })
     }
 

@@ -76,16 +76,30 @@ return out
     )
 }
 
-/// KEYS: rec, hist. ARGV: idle, cap, requests to count, then `op, entry` pairs.
-/// Returns nil if gone, else `{ttl, ver}`.
+/// KEYS: rec, hist, recent requests. ARGV: idle, cap, requests to count, request key (empty:
+/// none), the entries' ids (comma list), most requests remembered, then `op, entry` pairs.
+/// Returns nil if gone, `{ttl, ver, ''}` once appended, or `{ttl, ver, ids}` without appending
+/// when the request key is among the recent ones (a retried request: its first try ran).
 pub fn append() -> String {
     with_prelude(
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
 local ttl = slide(KEYS[1], KEYS[2], tonumber(ARGV[1]), now)
 if ttl < 0 then return false end
+local request = ARGV[4]
+if request ~= '' then
+  local tag = request .. '\n'
+  for _, seen in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do
+    if string.sub(seen, 1, #tag) == tag then
+      return {ttl, redis.call('HGET', KEYS[1], 'ver'), string.sub(seen, #tag + 1)}
+    end
+  end
+  redis.call('LPUSH', KEYS[3], tag .. ARGV[5])
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[6]) - 1)
+  redis.call('PEXPIRE', KEYS[3], ttl)
+end
 local n = 0
-for i = 4, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   redis.call('RPUSH', KEYS[2], ARGV[i + 1])
   redis.call('HINCRBY', KEYS[1], 'o:' .. ARGV[i], 1)
   n = n + 1
@@ -95,7 +109,7 @@ redis.call('HINCRBY', KEYS[1], 'ct', n)
 local pending = tonumber(ARGV[3])
 if pending > 0 then redis.call('HINCRBY', KEYS[1], 'rc', pending) end
 redis.call('PEXPIRE', KEYS[2], ttl)
-return {ttl, redis.call('HGET', KEYS[1], 'ver')}
+return {ttl, redis.call('HGET', KEYS[1], 'ver'), ''}
 "#,
     )
 }
@@ -161,7 +175,7 @@ if redis.call('HGET', KEYS[1], 'k') ~= 's' then return 0 end
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   redis.call('DEL', ARGV[1] .. 'e:' .. s, ARGV[1] .. 'm:' .. s)
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1] .. 'rq')
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 "#

@@ -148,6 +148,7 @@ fn context(
         },
         subscriptions: req.subscriptions.clone(),
         principal: req.principal.clone(),
+        request_key: (req.era == Era::Legacy).then(|| request_key(&req.id)),
         outbox: outbox.clone(),
     });
     let mut ctx = RequestContext::new(
@@ -166,6 +167,17 @@ fn context(
     );
     (ctx.input_responses, ctx.request_state) = req.mrtr();
     ctx
+}
+
+/// A JSON-RPC id as a bounded key: its JSON text, or a SHA-256 of it past 64 bytes (a client
+/// chooses ids, and one of megabytes must not be stored).
+fn request_key(id: &Value) -> String {
+    let text = id.to_string();
+    if text.len() <= 64 {
+        return text;
+    }
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(text.as_bytes()))
 }
 
 /// Runs a request and answers it as JSON or SSE.
@@ -385,6 +397,11 @@ where
             Ok(_) => return,
             Err(e) if attempt == attempts => {
                 tracing::warn!("stream event not stored after {attempts} attempts: {e}");
+            }
+            Err(e @ crate::session::StoreError::Corrupt(_)) => {
+                // Retrying cannot cure it: resuming clients get the node's orphan answer.
+                tracing::error!("stream event not stored: {e}");
+                return;
             }
             Err(_) => {
                 tokio::time::sleep(delay).await;

@@ -43,6 +43,9 @@ pub struct CallServices {
     pub subscriptions: std::collections::BTreeSet<String>,
     /// Who is calling (auth on): the owner of the history handles it mints and may use.
     pub principal: Option<String>,
+    /// The legacy request's JSON-RPC id as a short key, so that a retried request records its
+    /// calculations once ([`crate::session::SessionStore::history`]).
+    pub request_key: Option<String>,
     pub outbox: mpsc::Sender<Out>,
 }
 
@@ -163,7 +166,7 @@ impl ContextServices for CallServices {
                     .await
                     .map_err(unavailable)?
                 {
-                    Ok(store.history(h))
+                    Ok(store.history(h, None))
                 } else {
                     Err(DomainError::InvalidParams {
                         message: format!("Unknown or expired history handle: {h}"),
@@ -171,13 +174,13 @@ impl ContextServices for CallServices {
                     })
                 }
             }
-            (None, Era::Legacy, Some(sid)) => Ok(store.history(sid)),
+            (None, Era::Legacy, Some(sid)) => Ok(store.history(sid, self.request_key.as_deref())),
             (None, _, _) => {
                 let h = store
                     .create_handle(self.principal.as_deref())
                     .await
                     .map_err(unavailable)?;
-                Ok(store.history(&h))
+                Ok(store.history(&h, None))
             }
         }
     }
