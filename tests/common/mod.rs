@@ -671,6 +671,22 @@ impl Mcp {
         Resp::read(req.send().await.expect("POST /mcp")).await
     }
 
+    /// POSTs a JSON body like [`Mcp::post`], but `None` instead of a panic when the transport
+    /// fails: a server that refuses a large body closes the connection while it is sent.
+    pub async fn try_post(&self, session: Option<&str>, body: &Value) -> Option<Resp> {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .timeout(Duration::from_secs(20))
+            .header("Accept", ACCEPT_BOTH)
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+        if let Some(sid) = session {
+            req = req.header("Mcp-Session-Id", sid);
+        }
+        Some(Resp::read(req.send().await.ok()?).await)
+    }
+
     /// POSTs a JSON body, with the session header if given.
     pub async fn post(&self, session: Option<&str>, body: &Value) -> Resp {
         self.post_with(session, &[], body).await
