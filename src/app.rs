@@ -137,6 +137,9 @@ impl App {
             codec.set(c);
         }
         let auth = crate::auth::Authenticator::from_settings(&settings.auth)?.map(Arc::new);
+        if let Some(auth) = &auth {
+            auth.start();
+        }
         let app = Arc::new(App {
             auth: ArcSwapOption::new(auth),
             calculator,
@@ -418,7 +421,12 @@ pub fn apply_live_settings(app: AppState, logs: crate::telemetry::LogControl) {
             }
             if next.auth != prev.auth {
                 match crate::auth::Authenticator::from_settings(&next.auth) {
-                    Ok(auth) => app.auth.store(auth.map(Arc::new)),
+                    Ok(auth) => {
+                        if let Some(auth) = &auth {
+                            auth.start();
+                        }
+                        app.auth.store(auth.map(Arc::new))
+                    }
                     Err(e) => tracing::warn!("auth settings not applied: {e}"),
                 }
             }

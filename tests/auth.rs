@@ -7,6 +7,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use base64::Engine;
 use common::*;
@@ -395,4 +396,234 @@ async fn the_rate_limit_is_per_principal_and_bad_tokens_per_address() {
     assert_eq!(post_as(&mcp, None, None, &list).await.status, 429);
     // Which does not touch the users' budgets.
     assert_eq!(post_as(&mcp, Some(&bob), None, &list).await.status, 400);
+}
+
+impl Issuer {
+    /// A token for `sub` with the JOSE header `typ` set as given (`None`: no `typ`).
+    fn typed(&self, typ: Option<&str>, sub: &str) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        header.typ = typ.map(str::to_owned);
+        let claims = json!({
+            "iss": ISSUER, "aud": AUDIENCE, "sub": sub, "scope": "mcp:tools",
+            "exp": now() + 600, "iat": now()
+        });
+        encode(
+            &header,
+            &claims,
+            &EncodingKey::from_rsa_pem(&self.pem).expect("RSA PEM"),
+        )
+        .expect("sign")
+    }
+}
+
+/// Issue 13, item 7: an explicitly typed JWT that is not an access token (a logout token, a
+/// DPoP proof) is refused; `at+jwt` and plain `JWT` pass; with `AUTH_REQUIRE_AT_JWT` only
+/// `at+jwt` does.
+#[tokio::test]
+async fn tokens_that_are_not_access_tokens_are_refused_by_type() {
+    let (server, issuer, _) = setup();
+    let mcp = server.mcp();
+    let init = initialize_request(LEGACY);
+    for typ in [
+        None,
+        Some("JWT"),
+        Some("at+jwt"),
+        Some("application/at+jwt"),
+    ] {
+        let resp = post_as(&mcp, Some(&issuer.typed(typ, "alice")), None, &init).await;
+        assert_eq!(resp.status, 200, "typ {typ:?}: {}", resp.text);
+    }
+    for typ in ["logout+jwt", "dpop+jwt", "secevent+jwt"] {
+        let resp = post_as(&mcp, Some(&issuer.typed(Some(typ), "alice")), None, &init).await;
+        assert_eq!(resp.status, 401, "typ {typ}: {}", resp.text);
+        assert!(
+            challenge(&resp).contains("invalid_token"),
+            "{}",
+            challenge(&resp)
+        );
+    }
+    drop(server);
+    let (server, issuer, _) =
+        setup_with(&[("RATE_LIMIT_MAX", "0"), ("AUTH_REQUIRE_AT_JWT", "true")]);
+    let mcp = server.mcp();
+    let resp = post_as(&mcp, Some(&issuer.typed(Some("at+jwt"), "a")), None, &init).await;
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    for typ in [None, Some("JWT")] {
+        let resp = post_as(&mcp, Some(&issuer.typed(typ, "a")), None, &init).await;
+        assert_eq!(resp.status, 401, "typ {typ:?} with AUTH_REQUIRE_AT_JWT");
+    }
+}
+
+/// Issue 13, item 7: the JWKS file is re-read when it changes (as when kubelet updates a
+/// mounted Secret by swapping a symlink): a token signed with a key added to the file is
+/// accepted without a restart, and a key removed from it stops verifying.
+#[tokio::test]
+async fn a_changed_jwks_file_is_applied_without_a_restart() {
+    let dir = temp_path("auth-rotate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pem1, jwk1) = key(&dir, "one", "k1");
+    let (pem2, jwk2) = key(&dir, "two", "k2");
+    let jwks = dir.join("jwks.json");
+    let write = |keys: Vec<&Value>| {
+        let tmp = dir.join("jwks.json.tmp");
+        std::fs::write(&tmp, json!({ "keys": keys }).to_string()).unwrap();
+        std::fs::rename(&tmp, &jwks).unwrap();
+    };
+    write(vec![&jwk1]);
+    let server = Server::start(&[
+        ("AUTH_ISSUER", ISSUER),
+        ("AUTH_AUDIENCE", AUDIENCE),
+        ("AUTH_JWKS_FILE", jwks.to_str().unwrap()),
+        ("RATE_LIMIT_MAX", "0"),
+    ]);
+    let mcp = server.mcp();
+    let one = Issuer {
+        pem: pem1,
+        kid: "k1".into(),
+    };
+    let two = Issuer {
+        pem: pem2,
+        kid: "k2".into(),
+    };
+    let init = initialize_request(LEGACY);
+    let status = |issuer: &Issuer| {
+        let (mcp, token, init) = (mcp.clone(), issuer.for_subject("s", ""), init.clone());
+        async move { post_as(&mcp, Some(&token), None, &init).await.status }
+    };
+    assert_eq!(status(&one).await, 200);
+    assert_eq!(status(&two).await, 401, "a key not in the file verified");
+    write(vec![&jwk1, &jwk2]);
+    let added = eventually(Duration::from_secs(15), || async {
+        status(&two).await == 200
+    })
+    .await;
+    assert!(added, "the key added to the file was not picked up");
+    write(vec![&jwk2]);
+    let removed = eventually(Duration::from_secs(15), || async {
+        status(&one).await == 401
+    })
+    .await;
+    assert!(removed, "the key removed from the file still verifies");
+    assert_eq!(status(&two).await, 200);
+    // A file that becomes unusable changes nothing: the keys in use stay.
+    std::fs::write(&jwks, "not json").unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(status(&two).await, 200);
+}
+
+/// A minimal issuer JWKS endpoint on a loopback port: serves `body` with a long
+/// `Cache-Control`, counting the fetches.
+struct JwksEndpoint {
+    url: String,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksEndpoint {
+    async fn start(body: String) -> JwksEndpoint {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, f) = (body.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let (b, f) = (b.clone(), f.clone());
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    f.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let body = b.lock().unwrap().clone();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Cache-Control: max-age=3600\r\nContent-Length: {}\r\n\
+                         Connection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        JwksEndpoint { url, body, fetches }
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Issue 13, item 7: with `AUTH_JWKS_URI` the keys are fetched from the issuer, cached as its
+/// `Cache-Control` says, and fetched again when a token names a key id not seen yet (the
+/// issuer rotated its keys), at most once per 10 s however many unknown key ids arrive.
+#[tokio::test]
+async fn keys_from_a_jwks_uri_follow_a_rotation_with_bounded_fetches() {
+    let dir = temp_path("auth-uri");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (pem1, jwk1) = key(&dir, "one", "k1");
+    let (pem2, jwk2) = key(&dir, "two", "k2");
+    let endpoint = JwksEndpoint::start(json!({ "keys": [jwk1] }).to_string()).await;
+    let server = Server::start(&[
+        ("AUTH_ISSUER", ISSUER),
+        ("AUTH_AUDIENCE", AUDIENCE),
+        ("AUTH_JWKS_URI", endpoint.url.as_str()),
+        ("RATE_LIMIT_MAX", "0"),
+    ]);
+    let mcp = server.mcp();
+    let one = Issuer {
+        pem: pem1,
+        kid: "k1".into(),
+    };
+    let two = Issuer {
+        pem: pem2,
+        kid: "k2".into(),
+    };
+    let init = initialize_request(LEGACY);
+    let status = |issuer: &Issuer| {
+        let (mcp, token, init) = (mcp.clone(), issuer.for_subject("s", ""), init.clone());
+        async move { post_as(&mcp, Some(&token), None, &init).await.status }
+    };
+    let fetched = eventually(Duration::from_secs(5), || async {
+        status(&one).await == 200
+    })
+    .await;
+    assert!(fetched, "the keys were never fetched");
+    let after_start = endpoint.fetches();
+    // Unknown key ids, many at once: a bounded number of fetches.
+    for i in 0..30 {
+        let forged = Issuer {
+            pem: two.pem.clone(),
+            kid: format!("made-up-{i}"),
+        };
+        assert_eq!(status(&forged).await, 401);
+    }
+    assert!(
+        endpoint.fetches() <= after_start + 1,
+        "{} fetches for 30 unknown key ids",
+        endpoint.fetches() - after_start
+    );
+    // The issuer rotates: k2 verifies once the refresh interval allows a fetch.
+    *endpoint.body.lock().unwrap() = json!({ "keys": [jwk1, jwk2] }).to_string();
+    let rotated = eventually(Duration::from_secs(15), || async {
+        status(&two).await == 200
+    })
+    .await;
+    assert!(rotated, "the rotated key was never fetched");
+    assert_eq!(status(&one).await, 200);
+    // A JWKS URI in clear text to another host is refused at start-up.
+    let exited = run_to_exit(
+        &[],
+        &[
+            ("AUTH_ISSUER", ISSUER),
+            ("AUTH_AUDIENCE", AUDIENCE),
+            ("AUTH_JWKS_URI", "http://issuer.example.test/jwks.json"),
+        ],
+        Duration::from_secs(10),
+    );
+    assert_eq!(exited.status.code(), Some(2), "{}", exited.stderr);
+    assert!(exited.stderr.contains("https://"), "{}", exited.stderr);
 }

@@ -1,19 +1,24 @@
 //! OAuth 2.1 resource server (MCP `basic/authorization`): with an issuer configured, every
 //! `/mcp` request carries `Authorization: Bearer <JWT access token>` issued for this server.
 //!
-//! - Tokens are verified against the issuer's signing keys (a JWKS file, e.g. mounted from a
-//!   Secret or ConfigMap): signature, `exp`/`nbf`, `iss`, and `aud` equal to this resource
-//!   (RFC 8707 audience binding, so a token minted for another service is refused).
+//! - Tokens are verified against the issuer's signing keys ([`keys`]: a JWKS file, e.g. mounted
+//!   from a Secret, re-read when it changes, or the issuer's `jwks_uri`, cached and fetched
+//!   again for a key id not seen yet): signature, `exp`/`nbf`, `iss`, `aud` equal to this
+//!   resource (RFC 8707 audience binding, so a token minted for another service is refused),
+//!   and `typ` (an explicitly typed JWT that is not an access token, such as a logout or DPoP
+//!   proof token, is refused; with `requireAtJwt`, only RFC 9068 `at+jwt` is accepted).
 //! - Missing or invalid tokens get `401` with `WWW-Authenticate: Bearer resource_metadata=…`
 //!   pointing at the RFC 9728 metadata this server publishes; a token without the required scopes
 //!   gets `403` with `error="insufficient_scope"`.
 //! - The principal (`iss` + `sub`) owns the sessions it creates: a session id presented by another
 //!   principal is unknown (`404`). A session id is never a credential.
 
+pub mod keys;
+
 use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -33,9 +38,19 @@ pub struct AuthSettings {
     #[schemars(extend("x-abacus-reload" = "live"))]
     pub audience: String,
     /// JWKS file with the issuer's signing keys (`AUTH_JWKS_FILE`), e.g. a mounted Secret;
-    /// re-read whenever the configuration changes.
+    /// re-read when it changes. Either this or `jwksUri`.
     #[schemars(extend("x-abacus-reload" = "live"))]
     pub jwks_file: Option<PathBuf>,
+    /// The issuer's `jwks_uri` (`AUTH_JWKS_URI`): `https://`, or `http://` to a loopback
+    /// address. Cached as its `Cache-Control` says (1 min to 1 h, 5 min without), fetched again
+    /// when a token names an unknown key id (at most every 10 s). Either this or `jwksFile`.
+    #[schemars(extend("x-abacus-reload" = "live"))]
+    pub jwks_uri: Option<String>,
+    /// Accept only RFC 9068 access tokens (`typ: at+jwt`) (`AUTH_REQUIRE_AT_JWT`). Off by
+    /// default, since many issuers type access tokens `JWT`; other explicit `+jwt` types are
+    /// refused either way.
+    #[schemars(extend("x-abacus-reload" = "live"))]
+    pub require_at_jwt: bool,
     /// Scopes every request needs (`AUTH_REQUIRED_SCOPES`, comma list).
     #[schemars(extend("x-abacus-reload" = "live"))]
     pub required_scopes: Vec<String>,
@@ -60,9 +75,11 @@ pub enum AuthError {
 pub enum AuthConfigError {
     #[error("AUTH_AUDIENCE is required when AUTH_ISSUER is set")]
     NoAudience,
-    #[error("AUTH_JWKS_FILE is required when AUTH_ISSUER is set")]
+    #[error("AUTH_JWKS_FILE or AUTH_JWKS_URI is required when AUTH_ISSUER is set")]
     NoKeys,
-    #[error("AUTH_JWKS_FILE {0}: {1}")]
+    #[error("set one of AUTH_JWKS_FILE and AUTH_JWKS_URI, not both")]
+    TwoKeySources,
+    #[error("signing keys {0}: {1}")]
     Keys(String, String),
 }
 
@@ -97,7 +114,7 @@ impl Claims {
 /// Verifies access tokens; `None` in the app when auth is off.
 pub struct Authenticator {
     settings: AuthSettings,
-    keys: JwkSet,
+    keys: Arc<keys::KeyStore>,
 }
 
 /// Signature algorithms accepted (asymmetric only: the server holds no secret).
@@ -119,23 +136,31 @@ impl Authenticator {
         if settings.audience.is_empty() {
             return Err(AuthConfigError::NoAudience);
         }
-        let path = settings.jwks_file.as_ref().ok_or(AuthConfigError::NoKeys)?;
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| AuthConfigError::Keys(shown.clone(), e.to_string()))?;
-        let keys: JwkSet = serde_json::from_str(&text)
-            .map_err(|e| AuthConfigError::Keys(shown.clone(), e.to_string()))?;
-        if keys.keys.is_empty() {
-            return Err(AuthConfigError::Keys(shown, "no keys".into()));
-        }
+        let source = match (&settings.jwks_file, &settings.jwks_uri) {
+            (Some(_), Some(_)) => return Err(AuthConfigError::TwoKeySources),
+            (Some(path), None) => keys::Source::File(path.clone()),
+            (None, Some(uri)) => keys::Source::Uri(uri.clone()),
+            (None, None) => return Err(AuthConfigError::NoKeys),
+        };
+        let shown = match &source {
+            keys::Source::File(p) => format!("file {}", p.display()),
+            keys::Source::Uri(u) => format!("URI {u}"),
+        };
+        let keys = keys::KeyStore::open(source).map_err(|e| AuthConfigError::Keys(shown, e))?;
         Ok(Some(Self {
             settings: settings.clone(),
-            keys,
+            keys: Arc::new(keys),
         }))
     }
 
+    /// Starts keeping the signing keys current (file checks or fetches) for as long as this
+    /// verifier is in use.
+    pub fn start(&self) {
+        self.keys.start();
+    }
+
     /// Verifies the request's `Authorization` header value.
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    pub async fn verify(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
         let token = authorization
             .and_then(|h| {
                 let (scheme, token) = h.trim().split_once(' ')?;
@@ -148,12 +173,17 @@ impl Authenticator {
         if !ALGORITHMS.contains(&header.alg) {
             return Err(invalid("unsupported algorithm"));
         }
-        let jwk = match &header.kid {
-            Some(kid) => self.keys.find(kid),
-            None if self.keys.keys.len() == 1 => self.keys.keys.first(),
-            None => None,
+        if !self.type_allowed(header.typ.as_deref()) {
+            return Err(invalid("not an access token"));
         }
-        .ok_or_else(|| invalid("unknown signing key"))?;
+        let mut keys = self.keys.current();
+        if find_key(&keys, header.kid.as_deref()).is_none() {
+            // A key id not seen yet: the issuer may have rotated its keys.
+            self.keys.refresh(keys::MIN_REFRESH_GAP).await;
+            keys = self.keys.current();
+        }
+        let jwk =
+            find_key(&keys, header.kid.as_deref()).ok_or_else(|| invalid("unknown signing key"))?;
         if !usable_for(jwk, header.alg) {
             return Err(invalid("signing key not for this algorithm"));
         }
@@ -180,6 +210,22 @@ impl Authenticator {
         Ok(Principal(format!("{}#{}", claims.iss, claims.sub)))
     }
 
+    /// The JOSE `typ` rule (RFC 8725 §3.11, RFC 9068 §2.1): `at+jwt` (or
+    /// `application/at+jwt`) always passes; an untyped or `JWT` token passes unless
+    /// `requireAtJwt`; any other explicit type is another kind of token.
+    fn type_allowed(&self, typ: Option<&str>) -> bool {
+        let Some(typ) = typ else {
+            return !self.settings.require_at_jwt;
+        };
+        let typ = typ.to_ascii_lowercase();
+        let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+        match typ {
+            "at+jwt" => true,
+            "jwt" => !self.settings.require_at_jwt,
+            _ => false,
+        }
+    }
+
     /// The RFC 9728 protected-resource metadata document.
     pub fn metadata(&self) -> Value {
         let mut doc = json!({
@@ -203,6 +249,18 @@ impl Authenticator {
     /// The scopes to name in an `insufficient_scope` challenge.
     pub fn required_scopes(&self) -> String {
         self.settings.required_scopes.join(" ")
+    }
+}
+
+/// The key a token names by `kid`; without one, the only key there is.
+fn find_key<'a>(
+    keys: &'a jsonwebtoken::jwk::JwkSet,
+    kid: Option<&str>,
+) -> Option<&'a jsonwebtoken::jwk::Jwk> {
+    match kid {
+        Some(kid) => keys.find(kid),
+        None if keys.keys.len() == 1 => keys.keys.first(),
+        None => None,
     }
 }
 
@@ -303,22 +361,54 @@ mod tests {
         assert!(!usable_for(&jwk(json!({"use": "enc"})), Algorithm::RS256));
     }
 
-    #[test]
-    fn bearer_headers_are_parsed_strictly() {
-        let a = Authenticator {
+    fn authenticator(require_at_jwt: bool) -> Authenticator {
+        Authenticator {
             settings: AuthSettings {
                 issuer: "i".into(),
                 audience: "a".into(),
+                require_at_jwt,
                 ..Default::default()
             },
-            keys: JwkSet { keys: vec![] },
-        };
-        assert_eq!(a.verify(None), Err(AuthError::Missing));
-        assert_eq!(a.verify(Some("Basic abc")), Err(AuthError::Missing));
-        assert_eq!(a.verify(Some("Bearer ")), Err(AuthError::Missing));
+            keys: Arc::new(
+                keys::KeyStore::open(keys::Source::Uri("http://127.0.0.1:9/jwks".into())).unwrap(),
+            ),
+        }
+    }
+
+    #[tokio::test]
+    async fn bearer_headers_are_parsed_strictly() {
+        let a = authenticator(false);
+        assert_eq!(a.verify(None).await, Err(AuthError::Missing));
+        assert_eq!(a.verify(Some("Basic abc")).await, Err(AuthError::Missing));
+        assert_eq!(a.verify(Some("Bearer ")).await, Err(AuthError::Missing));
         assert!(matches!(
-            a.verify(Some("Bearer not.a.jwt")),
+            a.verify(Some("Bearer not.a.jwt")).await,
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn only_access_token_types_pass() {
+        let lax = authenticator(false);
+        for ok in [
+            None,
+            Some("JWT"),
+            Some("at+jwt"),
+            Some("application/AT+JWT"),
+        ] {
+            assert!(lax.type_allowed(ok), "{ok:?}");
+        }
+        for refused in [
+            Some("logout+jwt"),
+            Some("dpop+jwt"),
+            Some("secevent+jwt"),
+            Some("x"),
+        ] {
+            assert!(!lax.type_allowed(refused), "{refused:?}");
+        }
+        let strict = authenticator(true);
+        assert!(strict.type_allowed(Some("at+jwt")));
+        assert!(!strict.type_allowed(Some("JWT")));
+        assert!(!strict.type_allowed(None));
     }
 }

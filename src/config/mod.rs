@@ -274,6 +274,14 @@ impl Settings {
         env.string("AUTH_ISSUER", "auth.issuer", &mut self.auth.issuer);
         env.string("AUTH_AUDIENCE", "auth.audience", &mut self.auth.audience);
         env.path("AUTH_JWKS_FILE", "auth.jwksFile", &mut self.auth.jwks_file);
+        if let Some(v) = env.get("AUTH_JWKS_URI", "auth.jwksUri") {
+            self.auth.jwks_uri = Some(v.trim().to_owned());
+        }
+        env.bool(
+            "AUTH_REQUIRE_AT_JWT",
+            "auth.requireAtJwt",
+            &mut self.auth.require_at_jwt,
+        )?;
         env.list(
             "AUTH_REQUIRED_SCOPES",
             "auth.requiredScopes",

@@ -92,7 +92,7 @@ where
         }
         Ok(a) => a,
     };
-    let caller = authenticate(app, headers);
+    let caller = authenticate(app, headers).await;
     let key = admitted.rate_key(
         caller
             .as_ref()
@@ -113,19 +113,18 @@ where
 }
 
 /// Verifies the bearer token when auth is on.
-fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
-    let auth = app.auth.load();
-    let Some(auth) = auth.as_deref() else {
+async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
+    let Some(auth) = app.auth.load_full() else {
         return Ok(None);
     };
     let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match auth.verify(value) {
+    match auth.verify(value).await {
         Ok(p) => Ok(Some(p)),
         Err(e) => {
             tracing::debug!("request refused: {e}");
-            Err(Box::new(ApiError::unauthorized(&e, auth).into_response()))
+            Err(Box::new(ApiError::unauthorized(&e, &auth).into_response()))
         }
     }
 }
