@@ -15,6 +15,12 @@ pub const MAX_SUBSCRIPTIONS: usize = 64;
 pub const MAX_CLIENT_DESCRIPTION_BYTES: usize = 16 * 1024;
 /// Deepest nesting of `capabilities` or `clientInfo`.
 pub const MAX_CLIENT_DESCRIPTION_DEPTH: usize = 16;
+/// Largest message kept in a stream's event log for resumption (a final answer past it is
+/// stored as an error naming the bound; a notification past it is not stored).
+pub const MAX_STORED_EVENT_BYTES: usize = 256 * 1024;
+/// Bytes of notifications one request's stream keeps; past it further notifications are not
+/// stored (the final answer always is, within [`MAX_STORED_EVENT_BYTES`]).
+pub const MAX_STREAM_NOTIFICATION_BYTES: usize = 1024 * 1024;
 
 /// `Err` with the reason when `params._meta.progressToken` is longer than allowed.
 pub fn check_progress_token(params: &Map<String, Value>) -> Result<(), String> {

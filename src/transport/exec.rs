@@ -17,8 +17,8 @@ use super::services::{CallServices, Out};
 use super::sse::{self, SseWriter};
 use crate::app::AppState;
 use crate::http::error::ApiError;
-use crate::protocol::jsonrpc;
 use crate::protocol::toolset::{Era, JsonObject, LogLevel, RequestContext};
+use crate::protocol::{jsonrpc, limits};
 use crate::session::random_id;
 
 /// Everything needed to run one request, as extracted and validated by the transport.
@@ -334,8 +334,11 @@ async fn legacy_stream(
     // Tracked like the request itself: a drain waits until the final message is in the log,
     // so a client whose stream was closed by the drain resumes to the result, not to the
     // "instance stopped" error (and does not send the request again).
+    let request_id = id.clone();
     app.drain.tasks.spawn(async move {
         let mut next = first;
+        // Bytes of notifications stored so far: the log is bounded whatever the tool sends.
+        let mut stored = 0usize;
         loop {
             let out = match next.take() {
                 Some(out) => out,
@@ -347,13 +350,25 @@ async fn legacy_stream(
             match out {
                 Out::Message(m) => {
                     let m = serialize(&m);
+                    if !notification_fits(stored, m.len()) {
+                        tracing::debug!(
+                            bytes = m.len(),
+                            "notification past the stream's bound, not stored"
+                        );
+                        continue;
+                    }
+                    stored += m.len();
                     persist(|| store.append_event(&s2, &st2, m.clone(), false), 3).await;
                 }
                 Out::Final(m, _) => {
                     // The answer must reach the log, or resuming clients would wait for it
                     // forever: retried until the store takes it (or the process exits, after
                     // which other nodes end the stream as an orphan).
-                    let m: Arc<str> = Arc::from(m);
+                    let m: Arc<str> = if !answer_fits(m.len()) {
+                        too_large_answer(&request_id, m.len())
+                    } else {
+                        Arc::from(m)
+                    };
                     persist(
                         || store.append_event(&s2, &st2, m.clone(), true),
                         usize::MAX,
@@ -383,6 +398,25 @@ async fn legacy_stream(
         },
     ));
     sse::response(body, Some(&sid))
+}
+
+/// Whether a notification of `len` bytes is stored after `stored` bytes of them.
+fn notification_fits(stored: usize, len: usize) -> bool {
+    len <= limits::MAX_STORED_EVENT_BYTES && stored + len <= limits::MAX_STREAM_NOTIFICATION_BYTES
+}
+
+/// Whether a final answer of `len` bytes is stored as it is.
+fn answer_fits(len: usize) -> bool {
+    len <= limits::MAX_STORED_EVENT_BYTES
+}
+
+/// What a stream stores instead of an answer larger than the event log keeps.
+fn too_large_answer(id: &Value, bytes: usize) -> Arc<str> {
+    let message = format!(
+        "The answer is {bytes} bytes; answers sent on a stream are limited to {} bytes",
+        limits::MAX_STORED_EVENT_BYTES
+    );
+    serialize(&jsonrpc::error_response(Some(id), -32603, &message, None))
 }
 
 /// Runs a store write until it succeeds, at most `attempts` times, backing off up to 2 s.
@@ -552,4 +586,25 @@ pub async fn run_to_value(app: &AppState, req: Prepared) -> Option<Value> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_log_is_bounded_in_bytes() {
+        use limits::{MAX_STORED_EVENT_BYTES as EVENT, MAX_STREAM_NOTIFICATION_BYTES as STREAM};
+        assert!(notification_fits(0, EVENT));
+        assert!(!notification_fits(0, EVENT + 1));
+        assert!(notification_fits(STREAM - 100, 100));
+        assert!(!notification_fits(STREAM - 100, 101));
+        assert!(answer_fits(EVENT));
+        assert!(!answer_fits(EVENT + 1));
+        let stored = too_large_answer(&serde_json::json!(7), EVENT + 1);
+        let v: Value = serde_json::from_str(&stored).unwrap();
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["error"]["code"], -32603);
+        assert!(stored.len() < 512);
+    }
 }
