@@ -455,29 +455,11 @@ async fn tokens_that_are_not_access_tokens_are_refused_by_type() {
     }
 }
 
-/// Issue 13, item 7: the JWKS file is re-read when it changes (as when kubelet updates a
-/// mounted Secret by swapping a symlink): a token signed with a key added to the file is
-/// accepted without a restart, and a key removed from it stops verifying.
-#[tokio::test]
-async fn a_changed_jwks_file_is_applied_without_a_restart() {
-    let dir = temp_path("auth-rotate");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (pem1, jwk1) = key(&dir, "one", "k1");
-    let (pem2, jwk2) = key(&dir, "two", "k2");
-    let jwks = dir.join("jwks.json");
-    let write = |keys: Vec<&Value>| {
-        let tmp = dir.join("jwks.json.tmp");
-        std::fs::write(&tmp, json!({ "keys": keys }).to_string()).unwrap();
-        std::fs::rename(&tmp, &jwks).unwrap();
-    };
-    write(vec![&jwk1]);
-    let server = Server::start(&[
-        ("AUTH_ISSUER", ISSUER),
-        ("AUTH_AUDIENCE", AUDIENCE),
-        ("AUTH_JWKS_FILE", jwks.to_str().unwrap()),
-        ("RATE_LIMIT_MAX", "0"),
-    ]);
-    let mcp = server.mcp();
+/// Two signing keys of the issuer, `k1` and `k2`, each with its public JWK.
+fn two_keys(dir: &Path) -> ((Issuer, Value), (Issuer, Value)) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (pem1, jwk1) = key(dir, "one", "k1");
+    let (pem2, jwk2) = key(dir, "two", "k2");
     let one = Issuer {
         pem: pem1,
         kid: "k1".into(),
@@ -486,30 +468,66 @@ async fn a_changed_jwks_file_is_applied_without_a_restart() {
         pem: pem2,
         kid: "k2".into(),
     };
-    let init = initialize_request(LEGACY);
-    let status = |issuer: &Issuer| {
-        let (mcp, token, init) = (mcp.clone(), issuer.for_subject("s", ""), init.clone());
-        async move { post_as(&mcp, Some(&token), None, &init).await.status }
+    ((one, jwk1), (two, jwk2))
+}
+
+/// A server with auth on, its keys from `source` (`AUTH_JWKS_FILE` or `AUTH_JWKS_URI`).
+fn server_with_keys(source: (&str, &str)) -> Server {
+    Server::start(&[
+        ("AUTH_ISSUER", ISSUER),
+        ("AUTH_AUDIENCE", AUDIENCE),
+        source,
+        ("RATE_LIMIT_MAX", "0"),
+    ])
+}
+
+/// The HTTP status of an `initialize` carrying a token of `issuer`.
+async fn init_status(mcp: &Mcp, issuer: &Issuer) -> u16 {
+    let token = issuer.for_subject("s", "");
+    post_as(mcp, Some(&token), None, &initialize_request(LEGACY))
+        .await
+        .status
+}
+
+/// Issue 13, item 7: the JWKS file is re-read when it changes (as when kubelet updates a
+/// mounted Secret by swapping a symlink): a token signed with a key added to the file is
+/// accepted without a restart, and a key removed from it stops verifying.
+#[tokio::test]
+async fn a_changed_jwks_file_is_applied_without_a_restart() {
+    let dir = temp_path("auth-rotate");
+    let ((one, jwk1), (two, jwk2)) = two_keys(&dir);
+    let jwks = dir.join("jwks.json");
+    let write = |keys: Vec<&Value>| {
+        let tmp = dir.join("jwks.json.tmp");
+        std::fs::write(&tmp, json!({ "keys": keys }).to_string()).unwrap();
+        std::fs::rename(&tmp, &jwks).unwrap();
     };
-    assert_eq!(status(&one).await, 200);
-    assert_eq!(status(&two).await, 401, "a key not in the file verified");
+    write(vec![&jwk1]);
+    let server = server_with_keys(("AUTH_JWKS_FILE", jwks.to_str().unwrap()));
+    let mcp = server.mcp();
+    assert_eq!(init_status(&mcp, &one).await, 200);
+    assert_eq!(
+        init_status(&mcp, &two).await,
+        401,
+        "a key not in the file verified"
+    );
     write(vec![&jwk1, &jwk2]);
     let added = eventually(Duration::from_secs(15), || async {
-        status(&two).await == 200
+        init_status(&mcp, &two).await == 200
     })
     .await;
     assert!(added, "the key added to the file was not picked up");
     write(vec![&jwk2]);
     let removed = eventually(Duration::from_secs(15), || async {
-        status(&one).await == 401
+        init_status(&mcp, &one).await == 401
     })
     .await;
     assert!(removed, "the key removed from the file still verifies");
-    assert_eq!(status(&two).await, 200);
+    assert_eq!(init_status(&mcp, &two).await, 200);
     // A file that becomes unusable changes nothing: the keys in use stay.
     std::fs::write(&jwks, "not json").unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
-    assert_eq!(status(&two).await, 200);
+    assert_eq!(init_status(&mcp, &two).await, 200);
 }
 
 /// A minimal issuer JWKS endpoint on a loopback port: serves `body` with a long
@@ -563,32 +581,12 @@ impl JwksEndpoint {
 #[tokio::test]
 async fn keys_from_a_jwks_uri_follow_a_rotation_with_bounded_fetches() {
     let dir = temp_path("auth-uri");
-    std::fs::create_dir_all(&dir).unwrap();
-    let (pem1, jwk1) = key(&dir, "one", "k1");
-    let (pem2, jwk2) = key(&dir, "two", "k2");
+    let ((one, jwk1), (two, jwk2)) = two_keys(&dir);
     let endpoint = JwksEndpoint::start(json!({ "keys": [jwk1] }).to_string()).await;
-    let server = Server::start(&[
-        ("AUTH_ISSUER", ISSUER),
-        ("AUTH_AUDIENCE", AUDIENCE),
-        ("AUTH_JWKS_URI", endpoint.url.as_str()),
-        ("RATE_LIMIT_MAX", "0"),
-    ]);
+    let server = server_with_keys(("AUTH_JWKS_URI", endpoint.url.as_str()));
     let mcp = server.mcp();
-    let one = Issuer {
-        pem: pem1,
-        kid: "k1".into(),
-    };
-    let two = Issuer {
-        pem: pem2,
-        kid: "k2".into(),
-    };
-    let init = initialize_request(LEGACY);
-    let status = |issuer: &Issuer| {
-        let (mcp, token, init) = (mcp.clone(), issuer.for_subject("s", ""), init.clone());
-        async move { post_as(&mcp, Some(&token), None, &init).await.status }
-    };
     let fetched = eventually(Duration::from_secs(5), || async {
-        status(&one).await == 200
+        init_status(&mcp, &one).await == 200
     })
     .await;
     assert!(fetched, "the keys were never fetched");
@@ -599,7 +597,7 @@ async fn keys_from_a_jwks_uri_follow_a_rotation_with_bounded_fetches() {
             pem: two.pem.clone(),
             kid: format!("made-up-{i}"),
         };
-        assert_eq!(status(&forged).await, 401);
+        assert_eq!(init_status(&mcp, &forged).await, 401);
     }
     assert!(
         endpoint.fetches() <= after_start + 1,
@@ -609,11 +607,11 @@ async fn keys_from_a_jwks_uri_follow_a_rotation_with_bounded_fetches() {
     // The issuer rotates: k2 verifies once the refresh interval allows a fetch.
     *endpoint.body.lock().unwrap() = json!({ "keys": [jwk1, jwk2] }).to_string();
     let rotated = eventually(Duration::from_secs(15), || async {
-        status(&two).await == 200
+        init_status(&mcp, &two).await == 200
     })
     .await;
     assert!(rotated, "the rotated key was never fetched");
-    assert_eq!(status(&one).await, 200);
+    assert_eq!(init_status(&mcp, &one).await, 200);
     // A JWKS URI in clear text to another host is refused at start-up.
     let exited = run_to_exit(
         &[],

@@ -27,6 +27,16 @@ async fn connect_from(server: &Server, from: &str) -> TcpStream {
     socket.connect(target).await.expect("connect")
 }
 
+/// Connections the server closed at accept for the per-client cap.
+async fn refused_per_client(server: &Server) -> f64 {
+    let m = server.metrics().await;
+    metric(
+        &m,
+        "abacus_http_connections_refused_total",
+        &[("reason", "per_client")],
+    )
+}
+
 /// Reads until EOF, an error or `limit`; returns what came and whether the server closed.
 async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (String, bool) {
     let mut out = Vec::new();
@@ -140,15 +150,7 @@ async fn one_address_cannot_hold_more_than_its_connections() {
         .call_tool(&sid, "calculate", json!({"a": 1, "b": 2, "op": "add"}))
         .await;
     assert_eq!(answer["result"]["isError"], false, "{answer}");
-    let m = server.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "abacus_http_connections_refused_total",
-            &[("reason", "per_client")]
-        ),
-        5.0
-    );
+    assert_eq!(refused_per_client(&server).await, 5.0);
     // Closing held connections frees their places.
     held.truncate(10);
     assert!(
@@ -240,13 +242,5 @@ async fn trickling_connections_leave_other_clients_unaffected() {
         cut, SLOW,
         "trickling connections still open after the timeouts"
     );
-    let m = server.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "abacus_http_connections_refused_total",
-            &[("reason", "per_client")]
-        ),
-        (SLOW - 300) as f64
-    );
+    assert_eq!(refused_per_client(&server).await, (SLOW - 300) as f64);
 }
