@@ -639,7 +639,9 @@ async fn a_rolling_upgrades_under_load_lose_nothing() {
 
     let first = k.settled_servers(replicas, Duration::from_secs(120));
     let mcp = k.mcp();
-    let load = Load::start(&mcp, LOAD_SESSIONS).await;
+    // One HTTP client per session, as separate MCP clients: each holds its own kept-alive
+    // connection through the Service, so every draining pod has connections to answer.
+    let load = Load::start_separate_clients(&mcp, LOAD_SESSIONS).await;
     load.wait_running().await;
     let started = Instant::now();
 
