@@ -130,6 +130,37 @@ async fn metrics_expose_sessions_requests_durations_and_calculations() {
     );
 }
 
+// A tool call answered with `isError: true` counts as failed in the operation histogram, with
+// `error_type="tool_error"` (OTel MCP semantic conventions), not as a success.
+#[tokio::test]
+async fn tool_errors_are_counted_as_tool_error() {
+    let server = Server::start(&[]);
+    let mcp = server.mcp();
+    let sid = mcp.initialize().await;
+    let answer = mcp
+        .call_tool(&sid, "calculate", json!({"a": 1, "b": 0, "op": "divide"}))
+        .await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    let ok = mcp
+        .call_tool(&sid, "calculate", json!({"a": 1, "b": 2, "op": "add"}))
+        .await;
+    assert_eq!(ok["result"]["isError"], false, "{ok}");
+    let m = server.metrics().await;
+    let count = |error_type: &str| {
+        metric(
+            &m,
+            "mcp_server_operation_duration_seconds_count",
+            &[
+                ("mcp_method_name", "tools/call"),
+                ("gen_ai_tool_name", "calculate"),
+                ("error_type", error_type),
+            ],
+        )
+    };
+    assert_eq!(count("tool_error"), 1.0, "{m}");
+    assert_eq!(count(""), 1.0, "{m}");
+}
+
 // D6: a rejected initialize (406, 403, 415) leaves no session behind.
 #[tokio::test]
 async fn rejected_initialize_creates_no_session() {

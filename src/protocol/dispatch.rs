@@ -87,12 +87,18 @@ impl Dispatcher {
         let start = Instant::now();
         super::limits::check_progress_token(params).map_err(invalid_params)?;
         let mut tool = None;
+        let mut tool_error = false;
         let result = if method == "tools/call" {
-            self.call_tool(params, ctx, &mut tool).await
+            self.call_tool(params, ctx, &mut tool, &mut tool_error)
+                .await
         } else {
             self.call_other(method, params, ctx).await
         };
-        let error = result.as_ref().err().map(ProtocolError::kind);
+        // A tool that answered `isError: true` failed, as the OTel MCP conventions count it.
+        let error = match &result {
+            Err(e) => Some(e.kind()),
+            Ok(_) => tool_error.then_some("tool_error"),
+        };
         self.metrics
             .operation(method, tool, error, start.elapsed().as_secs_f64());
         result
@@ -226,6 +232,7 @@ impl Dispatcher {
         params: &mut Map<String, Value>,
         ctx: &RequestContext,
         tool: &mut Option<&'static str>,
+        tool_error: &mut bool,
     ) -> Result<String, ProtocolError> {
         // `name` is checked before `arguments`, as the errors have always been ordered.
         required_str(params, "name")?;
@@ -251,6 +258,7 @@ impl Dispatcher {
             }
             Err(e) => return Err(e.into()),
         };
+        *tool_error = result.result.is_error == Some(true);
         self.shape_tool_result(result, ctx.era)
             .to_json()
             .map_err(|e| ProtocolError::Internal(e.to_string()))
