@@ -763,3 +763,46 @@ async fn a_retried_write_that_already_ran_is_recorded_once() {
     );
     assert_eq!(total_calculations(&mcp, &sid).await, 2);
 }
+
+/// Issue 13, item 10: a Redis error that retrying cannot cure (here a script meeting a key of
+/// the wrong type) is an internal error answered at once, not a 503 with `Retry-After` that
+/// clients and balancers would retry forever.
+#[tokio::test]
+async fn a_permanent_redis_error_is_not_answered_as_retryable() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let node = Server::start(&[("USE_REDIS", "true"), ("REDIS_URL", url.as_str())]);
+    let mcp = node.mcp();
+    let sid = mcp.initialize().await;
+    let warm = mcp.call_tool(&sid, "calculate", calc(1)).await;
+    assert_eq!(warm["result"]["isError"], false, "{warm}");
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let hist = format!("abacus:{{{sid}}}:hist");
+    let _: () = redis::cmd("DEL")
+        .arg(&hist)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&hist)
+        .arg("not a list")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let resp = mcp
+        .post(
+            Some(&sid),
+            &request(9, "tools/call", tool_params("calculate", calc(2))),
+        )
+        .await;
+    assert_ne!(resp.status, 503, "{}", resp.text);
+    assert!(resp.header("retry-after").is_none(), "{:?}", resp.headers);
+    let answer = resp.answer(&json!(9));
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    // Everything else about the session still works.
+    assert_eq!(
+        mcp.rpc(&sid, 10, "ping", json!({})).await["result"],
+        json!({})
+    );
+}
