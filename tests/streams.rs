@@ -394,3 +394,67 @@ async fn disconnect_is_not_a_cancel_in_the_legacy_era() {
     assert_eq!(progress_values(&messages), vec![1.0, 2.0]);
     assert_eq!(messages.last().unwrap()["id"], 8);
 }
+
+/// Issue 13, item 1: a session keeps a bounded number of streams for resumption (Redis mode):
+/// 40 finished calls later, the oldest streams are deleted from Redis, the newest kept, and the
+/// session's stream set stays at the bound.
+#[tokio::test]
+async fn a_session_keeps_a_bounded_number_of_streams_in_redis() {
+    let redis = common::cluster::Redis::start();
+    let url = redis.url();
+    let server = Server::start(&[
+        ("USE_REDIS", "true"),
+        ("REDIS_URL", url.as_str()),
+        ("RATE_LIMIT_MAX", "0"),
+    ]);
+    let mcp = server.mcp();
+    let sid = mcp.initialize().await;
+    let redis_cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .arg("-u")
+            .arg(&url)
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let mut streams = Vec::new();
+    for i in 0..40 {
+        let body = request(
+            i,
+            "tools/call",
+            tool_params_with_progress("demo_progress", json!({ "steps": 1 }), json!("t")),
+        );
+        let mut s = mcp.post_stream(Some(&sid), &[], &body).await;
+        assert_eq!(s.status, 200);
+        let events = s.rest(Duration::from_secs(10)).await;
+        let id = events
+            .iter()
+            .find_map(|e| e.id.clone())
+            .expect("an event id");
+        assert!(
+            events.iter().filter_map(|e| e.json()).any(|m| m["id"] == i),
+            "call {i} got no answer"
+        );
+        streams.push(id.split(':').next().unwrap().to_owned());
+    }
+    let set = format!("abacus:{{{sid}}}:st");
+    let count: usize = redis_cli(&["SCARD", &set]).parse().unwrap();
+    assert!(count <= 32, "the session keeps {count} streams");
+    let meta = |s: &str| format!("abacus:{{{sid}}}:m:{s}");
+    assert_eq!(
+        redis_cli(&["EXISTS", &meta(&streams[0])]),
+        "0",
+        "the oldest stream is kept"
+    );
+    assert_eq!(
+        redis_cli(&["EXISTS", &meta(&streams[39])]),
+        "1",
+        "the newest stream is gone"
+    );
+    // The session itself is untouched.
+    assert_eq!(
+        mcp.rpc(&sid, 100, "ping", json!({})).await["result"],
+        json!({})
+    );
+}

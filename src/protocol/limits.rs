@@ -18,6 +18,12 @@ pub const MAX_CLIENT_DESCRIPTION_DEPTH: usize = 16;
 /// Largest message kept in a stream's event log for resumption (a final answer past it is
 /// stored as an error naming the bound; a notification past it is not stored).
 pub const MAX_STORED_EVENT_BYTES: usize = 256 * 1024;
+/// Streams one session keeps for resumption; past it (or past
+/// [`MAX_RETAINED_STREAM_BYTES`]) the oldest finished ones are forgotten when a new one opens.
+/// Streams still running are always kept.
+pub const MAX_RETAINED_STREAMS: usize = 32;
+/// Bytes of finished streams one session keeps for resumption.
+pub const MAX_RETAINED_STREAM_BYTES: usize = 4 * 1024 * 1024;
 /// Bytes of notifications one request's stream keeps; past it further notifications are not
 /// stored (the final answer always is, within [`MAX_STORED_EVENT_BYTES`]).
 pub const MAX_STREAM_NOTIFICATION_BYTES: usize = 1024 * 1024;

@@ -106,6 +106,8 @@ struct StreamState {
     closed: bool,
     gone: bool,
     closed_at_ms: u64,
+    /// Bytes of the events held.
+    bytes: usize,
 }
 
 struct Inner {
@@ -118,6 +120,9 @@ struct Inner {
     claims: Mutex<std::collections::HashSet<String>>,
     /// Single-use tokens and when they may be forgotten (ms since the epoch).
     used_once: Mutex<HashMap<String, u64>>,
+    /// Each session's streams, oldest first, to bound what a session keeps
+    /// ([`crate::protocol::limits::MAX_RETAINED_STREAMS`]).
+    session_streams: Mutex<HashMap<String, VecDeque<String>>>,
 }
 
 /// The in-memory [`SessionStore`].
@@ -144,6 +149,7 @@ impl MemoryStore {
                 signals,
                 claims: Mutex::default(),
                 used_once: Mutex::default(),
+                session_streams: Mutex::default(),
             }),
         };
         let weak = Arc::downgrade(&store.inner);
@@ -193,7 +199,55 @@ impl MemoryStore {
         expired
     }
 
+    /// Bounds what a session keeps: names of swept streams are dropped, then the oldest
+    /// finished streams are forgotten while the session holds more than
+    /// `MAX_RETAINED_STREAMS` streams or `MAX_RETAINED_STREAM_BYTES` of finished ones (their
+    /// readers see them gone). Streams still being written are kept.
+    fn forget_finished_streams(&self, session: &str, mine: &mut VecDeque<String>) {
+        use crate::protocol::limits::{MAX_RETAINED_STREAMS, MAX_RETAINED_STREAM_BYTES};
+        let newest = mine.back().cloned();
+        let mut finished_bytes = 0;
+        mine.retain(|s| match self.inner.streams.get(&stream_key(session, s)) {
+            None => false,
+            Some(log) => {
+                let st = log.state.lock();
+                if st.closed && Some(s) != newest.as_ref() {
+                    finished_bytes += st.bytes;
+                }
+                true
+            }
+        });
+        let mut i = 0;
+        while i < mine.len()
+            && (mine.len() > MAX_RETAINED_STREAMS || finished_bytes > MAX_RETAINED_STREAM_BYTES)
+        {
+            let key = stream_key(session, &mine[i]);
+            let finished = match self.inner.streams.get(&key) {
+                Some(log) if Some(&mine[i]) != newest.as_ref() => {
+                    let mut st = log.state.lock();
+                    let bytes = st.closed.then(|| {
+                        st.gone = true;
+                        st.bytes
+                    });
+                    drop(st);
+                    log.wake.notify_waiters();
+                    bytes
+                }
+                _ => None,
+            };
+            match finished {
+                Some(bytes) => {
+                    self.inner.streams.remove(&key);
+                    finished_bytes -= bytes;
+                    mine.remove(i);
+                }
+                None => i += 1,
+            }
+        }
+    }
+
     fn end_session_streams(&self, session: &str) {
+        self.inner.session_streams.lock().remove(session);
         let prefix = format!("{session}\u{0}");
         for shard in &self.inner.streams.shards {
             let g = shard.read();
@@ -468,6 +522,12 @@ impl SessionStore for MemoryStore {
         _orphan: Option<Arc<str>>,
     ) -> Result<(), StoreError> {
         self.stream_log(session, stream);
+        let mut all = self.inner.session_streams.lock();
+        let mine = all.entry(session.to_owned()).or_default();
+        if !mine.iter().any(|s| s == stream) {
+            mine.push_back(stream.to_owned());
+        }
+        self.forget_finished_streams(session, mine);
         Ok(())
     }
 
@@ -490,9 +550,12 @@ impl SessionStore for MemoryStore {
             }
             st.head += 1;
             let seq = st.head;
+            st.bytes += message.len();
             st.events.push_back((seq, message));
             while st.events.len() > self.inner.limits.events_per_stream {
-                st.events.pop_front();
+                if let Some((_, old)) = st.events.pop_front() {
+                    st.bytes -= old.len();
+                }
             }
             seq
         };
@@ -723,5 +786,65 @@ mod tests {
         let b = reader.await.unwrap().unwrap();
         assert_eq!(b.events.len(), 1);
         assert_eq!(&*b.events[0].1, "y");
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_a_bounded_number_of_finished_streams() {
+        use crate::protocol::limits::MAX_RETAINED_STREAMS;
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        s.create(record("a")).await.unwrap();
+        // Streams still running are never forgotten.
+        for i in 0..MAX_RETAINED_STREAMS + 5 {
+            s.open_stream("a", &format!("run{i}"), None).await.unwrap();
+        }
+        for i in 0..MAX_RETAINED_STREAMS + 5 {
+            assert!(s
+                .inner
+                .streams
+                .get(&stream_key("a", &format!("run{i}")))
+                .is_some());
+        }
+        // Finished ones past the bound are, oldest first.
+        for i in 0..10 {
+            let name = format!("done{i}");
+            s.open_stream("a", &name, None).await.unwrap();
+            s.append_event("a", &name, Arc::from("x"), true)
+                .await
+                .unwrap();
+        }
+        s.open_stream("a", "last", None).await.unwrap();
+        for i in 0..10 {
+            let kept = s
+                .inner
+                .streams
+                .get(&stream_key("a", &format!("done{i}")))
+                .is_some();
+            assert!(!kept, "finished stream done{i} kept past the bound");
+        }
+        assert!(s.inner.streams.get(&stream_key("a", "last")).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_session_keeps_a_bounded_number_of_bytes_of_finished_streams() {
+        use crate::protocol::limits::MAX_RETAINED_STREAM_BYTES;
+        let s = MemoryStore::new(limits(), Duration::from_secs(3600));
+        s.create(record("a")).await.unwrap();
+        let big: Arc<str> = Arc::from("b".repeat(MAX_RETAINED_STREAM_BYTES / 3));
+        for i in 0..5 {
+            let name = format!("big{i}");
+            s.open_stream("a", &name, None).await.unwrap();
+            s.append_event("a", &name, big.clone(), true).await.unwrap();
+        }
+        s.open_stream("a", "next", None).await.unwrap();
+        let kept: Vec<usize> = (0..5)
+            .filter(|i| {
+                s.inner
+                    .streams
+                    .get(&stream_key("a", &format!("big{i}")))
+                    .is_some()
+            })
+            .collect();
+        // At most 4 MiB of finished streams: the two oldest of five 1.33 MiB ones went.
+        assert_eq!(kept, vec![2, 3, 4]);
     }
 }

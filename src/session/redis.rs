@@ -35,6 +35,7 @@ use super::{
     now_ms, random_id, Envelope, EventBatch, NodeReport, SessionChange, SessionCounters,
     SessionRecord, SessionStore, Signal, StoreError,
 };
+use crate::protocol::limits;
 use crate::protocol::toolset::{DomainError, HistoryScope, LogLevel, ScopeStats};
 
 /// Channel carrying [`Envelope`]s between nodes.
@@ -1484,6 +1485,9 @@ impl SessionStore for RedisStore {
                     .arg(owner)
                     .arg(orphan.as_deref().unwrap_or(""))
                     .arg(ms(self.inner.cfg.policy.idle()))
+                    .arg(prefix(session))
+                    .arg(limits::MAX_RETAINED_STREAMS)
+                    .arg(limits::MAX_RETAINED_STREAM_BYTES)
                     .invoke_async(&mut self.conn()),
             )
             .await?;

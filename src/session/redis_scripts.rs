@@ -184,17 +184,49 @@ return 1
 
 /// KEYS: meta, streams set. ARGV: stream name, owner node, orphan message, TTL ms.
 /// Creates the stream's metadata if absent.
+///
+/// Then bounds what the session keeps (ARGV: key prefix `abacus:{S}:`, most streams, most bytes
+/// of finished streams): names of expired streams are forgotten, and the oldest finished
+/// streams are deleted while the session holds more streams, or more bytes of finished ones,
+/// than allowed. Streams still being written are never deleted. Returns how many were.
 pub fn open_stream() -> String {
-    r#"
+    format!(
+        "{NOW}{}",
+        r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 'head', 0, 'closed', 0, 'owner', ARGV[2], 'orphan', ARGV[3])
+  redis.call('HSET', KEYS[1], 'head', 0, 'closed', 0, 'owner', ARGV[2], 'orphan', ARGV[3], 'at', now)
 end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
-return 1
+local most, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
+local names = redis.call('SMEMBERS', KEYS[2])
+local finished, count, bytes = {}, 0, 0
+for _, s in ipairs(names) do
+  local f = redis.call('HMGET', ARGV[5] .. 'm:' .. s, 'closed', 'at', 'bytes')
+  if not f[1] then
+    redis.call('SREM', KEYS[2], s)
+  else
+    count = count + 1
+    if f[1] == '1' and s ~= ARGV[1] then
+      local b = tonumber(f[3] or '0') or 0
+      finished[#finished + 1] = {tonumber(f[2] or '0') or 0, s, b}
+      bytes = bytes + b
+    end
+  end
+end
+if count <= most and bytes <= budget then return 0 end
+table.sort(finished, function(x, y) return x[1] < y[1] end)
+local deleted = 0
+for _, f in ipairs(finished) do
+  if count <= most and bytes <= budget then break end
+  redis.call('DEL', ARGV[5] .. 'm:' .. f[2], ARGV[5] .. 'e:' .. f[2])
+  redis.call('SREM', KEYS[2], f[2])
+  count, bytes, deleted = count - 1, bytes - f[3], deleted + 1
+end
+return deleted
 "#
-    .to_owned()
+    )
 }
 
 /// KEYS: meta, events. ARGV: message, MAXLEN, TTL ms, notify channel, notify payload,
@@ -204,6 +236,7 @@ pub fn append_event() -> String {
     r#"
 if redis.call('HGET', KEYS[1], 'closed') == '1' then return 0 end
 local seq = redis.call('HINCRBY', KEYS[1], 'head', 1)
+redis.call('HINCRBY', KEYS[1], 'bytes', #ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-0', 'm', ARGV[1])
 if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'closed', 1) end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
