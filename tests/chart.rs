@@ -471,3 +471,42 @@ fn the_sentinel_variant_runs_three_redis_pods_with_a_sentinel_each() {
         1
     );
 }
+
+/// Behind an ingress (or a gateway) every connection comes from the proxy: the chart then
+/// trusts the cluster's private ranges as proxies (rate limits key on the real client, the
+/// proxy is exempt from the per-client connection cap) and keeps idle connections longer than
+/// ingress-nginx's upstream keep-alive; values that set these themselves win; without a proxy
+/// in front nothing is trusted.
+#[test]
+fn behind_an_ingress_the_proxy_is_trusted_and_outlasted() {
+    let spec = |args: &[&str]| {
+        let objects = render(args);
+        let cm = find(&objects, "ConfigMap", "abacus-config");
+        let text = cm["data"]["abacus.yaml"].as_str().expect("abacus.yaml");
+        abacus::config::document::parse(text)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"))
+            .spec
+    };
+    let plain = spec(&[]);
+    assert!(!plain.trust_proxy && plain.trusted_proxies.is_empty());
+    assert_eq!(plain.header_timeout_ms, 30_000);
+    for front in ["ingress.enabled=true", "httpRoute.enabled=true"] {
+        let s = spec(&["--set", front]);
+        s.validate().expect("valid settings");
+        assert!(
+            s.trusted_proxies.iter().any(|c| c == "10.0.0.0/8"),
+            "{front}"
+        );
+        assert_eq!(s.header_timeout_ms, 75_000, "{front}");
+    }
+    let own = spec(&[
+        "--set",
+        "ingress.enabled=true",
+        "--set",
+        "config.trustProxy=true",
+        "--set",
+        "config.headerTimeoutMs=90000",
+    ]);
+    assert!(own.trust_proxy && own.trusted_proxies.is_empty());
+    assert_eq!(own.header_timeout_ms, 90_000);
+}
