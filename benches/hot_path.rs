@@ -70,7 +70,7 @@ async fn main() {
         ..Default::default()
     };
     if std::env::var("WITH_LOGS").is_ok() {
-        abacus::telemetry::init_logging("warn", abacus::config::LogFormat::Text);
+        abacus::telemetry::init_logging("warn", abacus::config::LogFormat::Text, None);
     }
     let app = App::build(settings).await.expect("app");
     let router = abacus::http::router(app);

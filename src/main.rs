@@ -99,7 +99,15 @@ async fn main() -> ExitCode {
         }
     };
     let settings = startup.loaded.settings.clone();
-    let logs = abacus::telemetry::init_logging(&settings.log_level, settings.log_format);
+    let (traces, trace_error) = match abacus::telemetry::otel::Tracing::start() {
+        Ok(t) => (t, None),
+        Err(e) => (None, Some(e)),
+    };
+    let logs =
+        abacus::telemetry::init_logging(&settings.log_level, settings.log_format, traces.as_ref());
+    if let Some(e) = trace_error {
+        tracing::warn!("traces are off: the OTLP exporter could not be built: {e}");
+    }
     for warning in &startup.warnings {
         tracing::warn!("{warning}");
     }
@@ -144,6 +152,10 @@ async fn main() -> ExitCode {
     ));
     shutdown_signal().await;
     drain(&app, &lifecycle, server).await;
+    if let Some(traces) = traces {
+        // The spans of the last requests, exported before the process exits.
+        traces.shutdown(Duration::from_secs(5)).await;
+    }
     tracing::info!("shutdown complete");
     ExitCode::SUCCESS
 }

@@ -28,6 +28,7 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::config::Settings;
@@ -206,6 +207,27 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
+/// The HTTP server span of one request (OTel HTTP semantic conventions), the parent of its MCP
+/// operation span; `Span::none()` (no cost) while traces are off.
+fn request_span(req: &axum::http::Request<Incoming>, peer: SocketAddr) -> tracing::Span {
+    if !crate::telemetry::otel::enabled() {
+        return tracing::Span::none();
+    }
+    let method = req.method().as_str();
+    tracing::info_span!(
+        "http.request",
+        otel.name = %format!("{method} {}", req.uri().path()),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %method,
+        url.path = %req.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        network.protocol.version = "1.1",
+        client.address = %peer.ip(),
+        error.type = tracing::field::Empty,
+    )
+}
+
 /// The router as a hyper service for one connection, with the peer address as `ConnectInfo`.
 /// While draining, every answer says `Connection: close`: the client's next request opens a
 /// new connection, which the Service (or balancer) sends to a pod that is not going away. (A
@@ -221,11 +243,20 @@ fn service(
     Future = impl Send,
 > + Clone {
     hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
+        let span = request_span(&req, peer);
         req.extensions_mut().insert(ConnectInfo(peer));
-        let answer = router.clone().call(req);
+        let answer = {
+            let _entered = span.enter();
+            router.clone().call(req)
+        };
         let app = app.clone();
         async move {
-            let mut resp = answer.await?;
+            let mut resp = answer.instrument(span.clone()).await?;
+            span.record("http.response.status_code", resp.status().as_u16());
+            if resp.status().is_server_error() {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.type", resp.status().as_str());
+            }
             if app.drain.is_draining() {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

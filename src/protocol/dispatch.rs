@@ -16,6 +16,7 @@ use super::version::{self, ALL_VERSIONS, META_SERVER_INFO};
 use crate::session::{SessionChange, SessionStore};
 use crate::telemetry::metrics::{intern_tool, Metrics};
 use std::time::Instant;
+use tracing::Instrument;
 
 /// How long clients may cache list, read and discover results in the modern era.
 const CACHE_TTL_MS: u64 = 60_000;
@@ -86,19 +87,27 @@ impl Dispatcher {
     ) -> Result<String, ProtocolError> {
         let start = Instant::now();
         super::limits::check_progress_token(params).map_err(invalid_params)?;
+        let span = operation_span(method, params, ctx);
         let mut tool = None;
         let mut tool_error = false;
         let result = if method == "tools/call" {
             self.call_tool(params, ctx, &mut tool, &mut tool_error)
+                .instrument(span.clone())
                 .await
         } else {
-            self.call_other(method, params, ctx).await
+            self.call_other(method, params, ctx)
+                .instrument(span.clone())
+                .await
         };
         // A tool that answered `isError: true` failed, as the OTel MCP conventions count it.
         let error = match &result {
             Err(e) => Some(e.kind()),
             Ok(_) => tool_error.then_some("tool_error"),
         };
+        if let Some(kind) = error {
+            span.record("error.type", kind);
+            span.record("otel.status_code", "ERROR");
+        }
         self.metrics
             .operation(method, tool, error, start.elapsed().as_secs_f64());
         result
@@ -479,4 +488,43 @@ fn optional_object(
         Some(Value::Object(m)) => Ok(m.clone()),
         Some(_) => Err(invalid_params(format!("{key} must be an object"))),
     }
+}
+
+/// The span of one MCP operation, named `{mcp.method.name} {target}` with the attributes of
+/// the OTel MCP semantic conventions; `Span::none()` (no cost) while traces are off.
+fn operation_span(
+    method: &str,
+    params: &Map<String, Value>,
+    ctx: &RequestContext,
+) -> tracing::Span {
+    if !crate::telemetry::otel::enabled() {
+        return tracing::Span::none();
+    }
+    let text = |key: &str| params.get(key).and_then(Value::as_str);
+    let (target, tool, uri, prompt) = match method {
+        "tools/call" => (text("name"), text("name"), None, None),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            (text("uri"), None, text("uri"), None)
+        }
+        "prompts/get" => (text("name"), None, None, text("name")),
+        _ => (None, None, None, None),
+    };
+    let name = match target {
+        Some(t) => format!("{method} {t}"),
+        None => method.to_owned(),
+    };
+    tracing::info_span!(
+        "mcp.operation",
+        otel.name = %name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        mcp.method.name = %method,
+        mcp.protocol.version = %ctx.protocol_version,
+        mcp.session.id = ctx.session_id.as_deref(),
+        gen_ai.operation.name = tool.map(|_| "execute_tool"),
+        gen_ai.tool.name = tool,
+        gen_ai.prompt.name = prompt,
+        mcp.resource.uri = uri,
+        error.type = tracing::field::Empty,
+    )
 }

@@ -1,12 +1,15 @@
-//! Logs and metrics. Logs are structured `tracing` events in text or JSON; the filter can be
-//! changed live (it follows `LOG_LEVEL` through the live-settings channel). Metrics are in
+//! Logs, metrics and traces. Logs are structured `tracing` events in text or JSON; their filter
+//! can be changed live (it follows `LOG_LEVEL` through the live-settings channel) and applies to
+//! the log output only, never to the spans exported as traces ([`otel`]). Metrics are in
 //! [`metrics`].
 
 pub mod metrics;
+pub mod otel;
 
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{reload, EnvFilter, Registry};
+use tracing_subscriber::{reload, EnvFilter, Layer, Registry};
 
 use crate::config::LogFormat;
 
@@ -24,28 +27,47 @@ impl LogControl {
     }
 }
 
-/// Installs the global subscriber. Call once, before anything logs.
-pub fn init_logging(directive: &str, format: LogFormat) -> LogControl {
+/// Installs the global subscriber: the log output behind the live filter, and, when `traces`
+/// runs, the layer that exports spans (its own filter: Abacus's spans at info and above, none
+/// from the HTTP and gRPC crates the exporter itself uses). Call once, before anything logs.
+pub fn init_logging(
+    directive: &str,
+    format: LogFormat,
+    traces: Option<&otel::Tracing>,
+) -> LogControl {
     let filter = EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match format {
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false),
-            )
-            .try_init(),
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_target(false)
-                    .with_ansi(colour_wanted()),
-            )
-            .try_init(),
+    let output: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(colour_wanted())
+            .boxed(),
     };
+    let exported = traces.map(|t| {
+        let spans = Targets::new()
+            .with_default(LevelFilter::INFO)
+            .with_target("h2", LevelFilter::OFF)
+            .with_target("hyper", LevelFilter::OFF)
+            .with_target("tonic", LevelFilter::OFF)
+            .with_target("tower", LevelFilter::OFF)
+            .with_target("reqwest", LevelFilter::OFF)
+            .with_target("opentelemetry", LevelFilter::OFF);
+        tracing_opentelemetry::layer()
+            .with_tracer(t.tracer())
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(spans)
+    });
+    let result = tracing_subscriber::registry()
+        .with(output.with_filter(filter))
+        .with(exported)
+        .try_init();
     if let Err(e) = result {
         eprintln!("logging already initialised: {e}");
     }

@@ -1,0 +1,282 @@
+//! OTLP traces, opt-in: with no endpoint configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), or with `OTEL_SDK_DISABLED=true`, there is no
+//! exporter, no background thread, and the request path creates no span ([`enabled`]).
+//!
+//! The exporter, sampler and batch queue follow the standard `OTEL_*` variables (the SDK reads
+//! them; `OTEL_EXPORTER_OTLP_PROTOCOL` picks `grpc` or `http/protobuf`). The resource names this
+//! pod (`service.instance.id` = `POD_NAME`, `k8s.*` from the downward API), with
+//! `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` winning. A full export queue drops spans,
+//! counted in [`SpanCounters`], and never slows a request. The design notes are in
+//! `docs/design/tracing.md`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::{ExporterBuildError, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanProcessor,
+};
+use opentelemetry_sdk::Resource;
+
+/// Whether spans are exported: the request path creates spans only then.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// True once an exporter is running; checked before creating any request span, so that tracing
+/// off costs one atomic load per request.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Whether the environment asks for traces: an OTLP endpoint is set and the SDK is not
+/// disabled (`OTEL_SDK_DISABLED`, which the SDK itself does not read).
+pub fn wanted() -> bool {
+    let disabled =
+        env_nonempty("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    !disabled
+        && (env_nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || env_nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").is_some())
+}
+
+/// The transport `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` name
+/// (`grpc` or `http/protobuf`, the default).
+fn protocol_from_env() -> Protocol {
+    for var in [
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+    ] {
+        match env_nonempty(var)
+            .map(|v| v.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            Some("grpc") => return Protocol::Grpc,
+            Some("http/protobuf") => return Protocol::HttpBinary,
+            _ => {}
+        }
+    }
+    Protocol::HttpBinary
+}
+
+/// The OTLP exporter the environment describes (endpoint, headers, timeout are read by the
+/// exporter itself). The gRPC one must be built inside the Tokio runtime.
+fn build_exporter() -> Result<SpanExporter, ExporterBuildError> {
+    match protocol_from_env() {
+        Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
+        _ => SpanExporter::builder()
+            .with_http()
+            .with_protocol(Protocol::HttpBinary)
+            .build(),
+    }
+}
+
+/// An RFC 4122 version 4 UUID, for `service.instance.id` outside Kubernetes.
+fn uuid_v4() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// The resource, weakest first (a later merge wins): SDK attributes, then ours, then
+/// `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME` for the service name.
+fn build_resource() -> Resource {
+    let mut ours = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new(
+            "service.instance.id",
+            env_nonempty("POD_NAME").unwrap_or_else(uuid_v4),
+        ),
+    ];
+    for (var, key) in [
+        ("POD_NAME", "k8s.pod.name"),
+        ("POD_NAMESPACE", "k8s.namespace.name"),
+        ("NODE_NAME", "k8s.node.name"),
+    ] {
+        if let Some(v) = env_nonempty(var) {
+            ours.push(KeyValue::new(key, v));
+        }
+    }
+    let mut b = Resource::builder_empty()
+        .with_detector(Box::new(TelemetryResourceDetector))
+        .with_service_name("abacus")
+        .with_attributes(ours)
+        .with_detector(Box::new(EnvResourceDetector::new()));
+    if let Some(name) = env_nonempty("OTEL_SERVICE_NAME") {
+        b = b.with_service_name(name);
+    }
+    b.build()
+}
+
+/// What left the export queue, and what never got in (for `/metrics`).
+#[derive(Debug, Default)]
+pub struct SpanCounters {
+    in_flight: AtomicUsize,
+    /// Spans dropped because the export queue was full (a slow or unreachable collector).
+    pub dropped: AtomicU64,
+    /// Spans the collector accepted.
+    pub exported: AtomicU64,
+    /// Spans in batches the collector refused or never answered.
+    pub failed: AtomicU64,
+}
+
+/// The OTLP exporter, counting what it sends.
+#[derive(Debug)]
+struct CountingExporter {
+    inner: SpanExporter,
+    counters: Arc<SpanCounters>,
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for CountingExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let n = batch.len();
+        self.counters.in_flight.fetch_sub(n, Ordering::AcqRel);
+        let result = self.inner.export(batch).await;
+        let counter = match result {
+            Ok(()) => &self.counters.exported,
+            Err(_) => &self.counters.failed,
+        };
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+        result
+    }
+    fn shutdown_with_timeout(&self, t: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(t)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn set_resource(&mut self, r: &Resource) {
+        self.inner.set_resource(r)
+    }
+}
+
+/// The batch processor behind the same bound as its queue, applied first, so that every span
+/// the queue cannot take is counted (the SDK's own count is private).
+#[derive(Debug)]
+struct CountingProcessor {
+    inner: BatchSpanProcessor,
+    counters: Arc<SpanCounters>,
+    max_queue: usize,
+}
+
+impl SpanProcessor for CountingProcessor {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.inner.on_start(span, cx)
+    }
+    fn on_end(&self, span: SpanData) {
+        if self.counters.in_flight.fetch_add(1, Ordering::AcqRel) >= self.max_queue {
+            self.counters.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.inner.on_end(span)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, t: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(t)
+    }
+    fn set_resource(&mut self, r: &Resource) {
+        self.inner.set_resource(r)
+    }
+}
+
+fn queue_size() -> usize {
+    env_nonempty("OTEL_BSP_MAX_QUEUE_SIZE")
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n: &usize| *n > 0)
+        .unwrap_or(opentelemetry_sdk::trace::OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT)
+}
+
+/// A running trace pipeline: its provider (to flush at shutdown) and counters.
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    /// What was exported, failed or dropped.
+    pub counters: Arc<SpanCounters>,
+}
+
+impl Tracing {
+    /// Starts the pipeline the environment asks for; `Ok(None)` when it asks for none.
+    /// Call inside the Tokio runtime.
+    pub fn start() -> Result<Option<Tracing>, ExporterBuildError> {
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        if !wanted() {
+            return Ok(None);
+        }
+        let counters = Arc::new(SpanCounters::default());
+        let max_queue = queue_size();
+        let processor = BatchSpanProcessor::builder(CountingExporter {
+            inner: build_exporter()?,
+            counters: counters.clone(),
+        })
+        .with_batch_config(
+            BatchConfigBuilder::default()
+                .with_max_queue_size(max_queue)
+                .with_max_export_batch_size(512.min(max_queue))
+                .build(),
+        )
+        .build();
+        // No `with_sampler`: the SDK reads OTEL_TRACES_SAMPLER(_ARG) itself (default
+        // parentbased_always_on).
+        let provider = SdkTracerProvider::builder()
+            .with_resource(build_resource())
+            .with_span_processor(CountingProcessor {
+                inner: processor,
+                counters: counters.clone(),
+                max_queue,
+            })
+            .build();
+        ENABLED.store(true, Ordering::Relaxed);
+        Ok(Some(Tracing { provider, counters }))
+    }
+
+    /// The tracer the `tracing` layer records into.
+    pub fn tracer(&self) -> opentelemetry_sdk::trace::SdkTracer {
+        use opentelemetry::trace::TracerProvider as _;
+        self.provider.tracer("abacus")
+    }
+
+    /// Exports what is queued and stops, within `bound`, off the runtime's worker threads.
+    pub async fn shutdown(self, bound: Duration) {
+        ENABLED.store(false, Ordering::Relaxed);
+        let provider = self.provider;
+        let join = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(bound));
+        match tokio::time::timeout(bound + Duration::from_millis(500), join).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("traces not all exported at shutdown: {e}"),
+            Ok(Err(e)) => tracing::warn!("trace shutdown failed: {e}"),
+            Err(_) => tracing::warn!("trace shutdown timed out"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_ids_are_uuid_v4() {
+        let id = uuid_v4();
+        assert_eq!(id.len(), 36);
+        assert_eq!(&id[14..15], "4");
+        assert!(matches!(&id[19..20], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(uuid_v4(), id);
+    }
+}
