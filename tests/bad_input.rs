@@ -235,12 +235,7 @@ async fn batch_is_accepted_for_a_2025_03_26_session() {
 #[tokio::test]
 async fn batches_are_bounded_and_stray_answers_are_not_broadcast() {
     let redis = common::cluster::Redis::start();
-    let url = redis.url();
-    let server = Server::start(&[
-        ("USE_REDIS", "true"),
-        ("REDIS_URL", url.as_str()),
-        ("RATE_LIMIT_MAX", "0"),
-    ]);
+    let server = redis.node(&[]);
     let mcp = server.mcp();
     let sid = mcp.initialize_version("2025-03-26").await;
     let pings: Vec<Value> = (0..101).map(|i| request(i, "ping", json!({}))).collect();

@@ -711,11 +711,7 @@ async fn a_shut_down_store_never_recreates_its_liveness_key() {
 async fn a_retried_write_that_already_ran_is_recorded_once() {
     let redis = Redis::start_with_args(false, &["--enable-debug-command", "yes"]);
     let url = redis.url();
-    let node = Server::start(&[
-        ("USE_REDIS", "true"),
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_COMMAND_TIMEOUT", "200"),
-    ]);
+    let node = redis.node(&[("REDIS_COMMAND_TIMEOUT", "200")]);
     let mcp = node.mcp();
     let sid = mcp.initialize().await;
     let warm = mcp.call_tool(&sid, "calculate", calc(1)).await;
@@ -771,7 +767,7 @@ async fn a_retried_write_that_already_ran_is_recorded_once() {
 async fn a_permanent_redis_error_is_not_answered_as_retryable() {
     let redis = Redis::start();
     let url = redis.url();
-    let node = Server::start(&[("USE_REDIS", "true"), ("REDIS_URL", url.as_str())]);
+    let node = redis.node(&[]);
     let mcp = node.mcp();
     let sid = mcp.initialize().await;
     let warm = mcp.call_tool(&sid, "calculate", calc(1)).await;

@@ -402,11 +402,7 @@ async fn disconnect_is_not_a_cancel_in_the_legacy_era() {
 async fn a_session_keeps_a_bounded_number_of_streams_in_redis() {
     let redis = common::cluster::Redis::start();
     let url = redis.url();
-    let server = Server::start(&[
-        ("USE_REDIS", "true"),
-        ("REDIS_URL", url.as_str()),
-        ("RATE_LIMIT_MAX", "0"),
-    ]);
+    let server = redis.node(&[]);
     let mcp = server.mcp();
     let sid = mcp.initialize().await;
     let redis_cli = |args: &[&str]| {

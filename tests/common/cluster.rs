@@ -260,6 +260,20 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// One Abacus node in Redis mode on this Redis, with `env` on top (rate limit off unless
+    /// `env` sets it).
+    pub fn node(&self, env: &[(&str, &str)]) -> crate::common::Server {
+        let url = self.url();
+        let mut vars = vec![
+            ("USE_REDIS", "true"),
+            ("REDIS_URL", url.as_str()),
+            ("RATE_LIMIT_MAX", "0"),
+        ];
+        vars.retain(|(k, _)| !env.iter().any(|(e, _)| e == k));
+        vars.extend_from_slice(env);
+        crate::common::Server::start(&vars)
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
