@@ -120,6 +120,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(traces) = &traces {
+        app.metrics.watch_spans(traces.counters.clone());
+    }
     abacus::app::apply_live_settings(app.clone(), logs);
     let reloader = abacus::app::reloader(&app, startup.env.clone());
     startup.watch(reloader);

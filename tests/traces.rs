@@ -171,8 +171,8 @@ async fn request_and_operation_spans_are_exported_and_flushed_on_sigterm() {
         .any(|s| s.name == "initialize" || s.name == "POST /mcp"));
 }
 
-// A collector that never answers (a port nobody listens on) changes nothing for clients, and
-// without any endpoint nothing is exported (no receiver sees a request).
+// A collector that never answers (a port nobody listens on) changes nothing for clients; the
+// spans it did not take are counted in `abacus_trace_spans_total`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_collector_costs_clients_nothing() {
     let dead = format!("http://127.0.0.1:{}", common::cluster::free_port());
@@ -188,6 +188,24 @@ async fn an_unreachable_collector_costs_clients_nothing() {
         assert_eq!(answer["result"]["isError"], false, "{answer}");
     }
     server.assert_alive().await;
+    // What could not be exported is counted.
+    let lost = |m: &str| {
+        metric(m, "abacus_trace_spans_total", &[("outcome", "failed")])
+            + metric(m, "abacus_trace_spans_total", &[("outcome", "dropped")])
+    };
+    let counted = eventually(Duration::from_secs(10), || async {
+        lost(&server.metrics().await) > 0.0
+    })
+    .await;
+    assert!(counted, "{}", server.metrics().await);
+    assert_eq!(
+        metric(
+            &server.metrics().await,
+            "abacus_trace_spans_total",
+            &[("outcome", "exported")]
+        ),
+        0.0
+    );
     server.sigterm();
     let status = server
         .wait_exit_within(Duration::from_secs(12))

@@ -78,6 +78,11 @@ struct ReloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SpanLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
     reason: &'static str,
 }
@@ -129,6 +134,8 @@ pub struct Metrics {
     open_streams: Gauge,
     connections: Gauge,
     connections_refused: Family<RefusalLabels, Counter>,
+    spans: Family<SpanLabels, Counter>,
+    span_counters: std::sync::OnceLock<Arc<super::otel::SpanCounters>>,
     config_reloads: Family<ReloadLabels, Counter>,
     config_info: Family<ConfigInfoLabels, Gauge>,
 }
@@ -209,6 +216,16 @@ impl Metrics {
         for reason in ["total", "per_client"] {
             let _ = connections_refused.get_or_create(&RefusalLabels { reason });
         }
+        let spans = Family::<SpanLabels, Counter>::default();
+        registry.register(
+            "abacus_trace_spans",
+            "Spans by outcome: exported, failed (the collector refused or did not answer) or \
+             dropped (the export queue was full); all 0 while traces are off",
+            spans.clone(),
+        );
+        for outcome in ["exported", "failed", "dropped"] {
+            let _ = spans.get_or_create(&SpanLabels { outcome });
+        }
         let config_reloads = Family::<ReloadLabels, Counter>::default();
         registry.register(
             "abacus_config_reloads",
@@ -287,7 +304,14 @@ impl Metrics {
             open_streams,
             connections,
             connections_refused,
+            spans,
+            span_counters: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports the trace pipeline's counts on `/metrics` from now on.
+    pub fn watch_spans(&self, counters: Arc<super::otel::SpanCounters>) {
+        let _ = self.span_counters.set(counters);
     }
 
     /// Counts an accepted connection (until [`Metrics::connection_closed`]).
@@ -386,6 +410,15 @@ impl Metrics {
         let have = self.store_command_seconds.get();
         if seconds > have {
             self.store_command_seconds.inc_by(seconds - have);
+        }
+        if let Some(c) = self.span_counters.get() {
+            for (outcome, source) in [
+                ("exported", &c.exported),
+                ("failed", &c.failed),
+                ("dropped", &c.dropped),
+            ] {
+                sync(&self.spans.get_or_create(&SpanLabels { outcome }), source);
+            }
         }
         let mut out = String::new();
         let _ = encode(&mut out, &self.registry);
