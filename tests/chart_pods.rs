@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use common::helm::find;
 use common::load::{calc, get, history_entry_ids, wait_ok};
-use common::podman::{podman, podman_ok};
+use common::podman::{images, podman, podman_ok, Images};
 use common::*;
 use serde_json::{json, Value};
 
@@ -45,31 +45,6 @@ const NODE: &str = "podman";
 
 fn log(line: &str) {
     eprintln!("[chart-pods] {line}");
-}
-
-/// What `hack/image-test.sh` built for this run.
-struct Images {
-    abacus: String,
-    /// The Redis image with `sh`, `cat`, `grep` and `redis-cli`, as the chart's Redis container
-    /// and probes need (the official image has them).
-    redis: String,
-    run: String,
-}
-
-fn images() -> Images {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!(
-                "{name} is not set: run this test through `make image-test` (needs podman, helm \
-                 and the images built by hack/image-test.sh)"
-            )
-        })
-    };
-    Images {
-        abacus: var("ABACUS_IMAGE_TEST_IMAGE"),
-        redis: var("ABACUS_IMAGE_TEST_REDIS"),
-        run: var("ABACUS_IMAGE_TEST_RUN"),
-    }
 }
 
 /// `helm template abacus CHART -n abacus` with the run's images: the rendered objects.
@@ -421,17 +396,6 @@ impl Ctr {
             .unwrap_or_else(|| panic!("{}: nothing mounted at {destination}: {mounts}", self.0));
         PathBuf::from(mount["Source"].as_str().unwrap())
     }
-}
-
-/// One line of `/proc/PID/status`, e.g. `Uid:` → `65532 65532 65532 65532`.
-fn proc_status(pid: u32, key: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The process of a played container runs as the rendered securityContext says: the pod's

@@ -570,18 +570,10 @@ async fn try_total_calculations(mcp: &Mcp, sid: &str) -> Result<u64, String> {
         json!({ "uri": "calculator://stats" }),
     );
     let resp = mcp
-        .http
-        .post(&mcp.url)
-        .header("Accept", ACCEPT_BOTH)
-        .header("Content-Type", "application/json")
-        .header("Mcp-Session-Id", sid)
-        .timeout(Duration::from_secs(10))
-        .body(body.to_string())
-        .send()
+        .try_post(Some(sid), &body)
         .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let text = resp.text().await.map_err(|e| e.to_string())?;
+        .ok_or("the request failed in transport")?;
+    let (status, text) = (resp.status, resp.text);
     if status != 200 {
         return Err(format!("HTTP {status}: {text}"));
     }

@@ -18,37 +18,9 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{free_port, retried_failures, upstream_attempts, Nginx};
 use common::load::*;
-use common::podman::{podman, podman_ok};
+use common::podman::{images, podman, podman_ok, Images};
 use common::*;
 use serde_json::{json, Value};
-
-const NEEDS: &str = "needs podman and the images built by hack/image-test.sh (make image-test)";
-
-/// What `hack/image-test.sh` built for this run.
-struct Images {
-    /// The Abacus image from the Dockerfile's `prebuilt` stage.
-    abacus: String,
-    /// The same image under a new tag: the "new version" of a rolling replacement.
-    next: String,
-    /// A Redis image.
-    redis: String,
-    /// The run id: a prefix for names and the value of the `abacus.test.run` label.
-    run: String,
-}
-
-fn images() -> Images {
-    let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| {
-            panic!("{name} is not set: run these tests through `make image-test` ({NEEDS})")
-        })
-    };
-    Images {
-        abacus: var("ABACUS_IMAGE_TEST_IMAGE"),
-        next: var("ABACUS_IMAGE_TEST_NEXT"),
-        redis: var("ABACUS_IMAGE_TEST_REDIS"),
-        run: var("ABACUS_IMAGE_TEST_RUN"),
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // podman
@@ -306,17 +278,6 @@ fn with_config(args: &mut Vec<String>, file: &TempFile) -> [&'static str; 2] {
     args.push("-v".into());
     args.push(format!("{}:/etc/abacus/abacus.yaml:ro", file.0.display()));
     ["--config", "/etc/abacus/abacus.yaml"]
-}
-
-/// One `status` line of `/proc/PID/status`, e.g. `Uid:` → `65532 65532 65532 65532`.
-fn proc_status(pid: u32, key: &str) -> String {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
-    text.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -41,11 +41,10 @@ fn client_from(url: &str, from: &str) -> Mcp {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+    let rss = proc_status(pid, "VmRSS:");
+    rss.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 

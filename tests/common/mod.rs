@@ -1080,3 +1080,14 @@ impl KeepAlive {
         )
     }
 }
+
+/// One line of `/proc/PID/status`, e.g. `Uid:` → `65532 65532 65532 65532`.
+pub fn proc_status(pid: u32, key: &str) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}

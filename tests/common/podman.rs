@@ -22,3 +22,35 @@ pub fn podman_ok(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// The images `hack/image-test.sh` built for this run (its `ABACUS_IMAGE_TEST_*` variables).
+pub struct Images {
+    /// The Abacus image from the Dockerfile's `prebuilt` stage.
+    pub abacus: String,
+    /// The same image under a new tag: the "new version" of a rolling replacement.
+    pub next: String,
+    /// A Redis image with `sh`, `cat`, `grep` and `redis-cli`, as the chart's Redis container
+    /// and probes need (the official image has them).
+    pub redis: String,
+    /// The run id: a prefix for names and the value of the `abacus.test.run` label.
+    pub run: String,
+}
+
+/// The images of this run; panics with how to get them when the tests run outside
+/// `make image-test`.
+pub fn images() -> Images {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: run these tests through `make image-test` (needs podman, \
+                 helm and the images built by hack/image-test.sh)"
+            )
+        })
+    };
+    Images {
+        abacus: var("ABACUS_IMAGE_TEST_IMAGE"),
+        next: var("ABACUS_IMAGE_TEST_NEXT"),
+        redis: var("ABACUS_IMAGE_TEST_REDIS"),
+        run: var("ABACUS_IMAGE_TEST_RUN"),
+    }
+}
