@@ -102,6 +102,8 @@ pub struct App {
     pub auth: ArcSwapOption<crate::auth::Authenticator>,
     /// Per-client rate limiting.
     pub limiter: Arc<RateLimiter>,
+    /// `trustedProxies` parsed once per configuration version, not once per request.
+    pub trusted_proxies: arc_swap::ArcSwap<Vec<crate::http::guard::Cidr>>,
     /// Process start, for uptime.
     pub started: Instant,
     /// Calculator limits and sample tool, fed from the live settings.
@@ -146,6 +148,9 @@ impl App {
             policy,
             codec,
             limiter: Arc::new(RateLimiter::new()),
+            trusted_proxies: arc_swap::ArcSwap::from_pointee(crate::http::guard::parse_cidrs(
+                &settings.trusted_proxies,
+            )),
             settings,
             live,
             store,
@@ -418,6 +423,12 @@ pub fn apply_live_settings(app: AppState, logs: crate::telemetry::LogControl) {
                     }
                 }
                 Err(e) => tracing::warn!("toolsets {:?} rejected: {e}", next.toolsets),
+            }
+            if next.trusted_proxies != prev.trusted_proxies {
+                app.trusted_proxies
+                    .store(Arc::new(crate::http::guard::parse_cidrs(
+                        &next.trusted_proxies,
+                    )));
             }
             if next.auth != prev.auth {
                 match crate::auth::Authenticator::from_settings(&next.auth) {

@@ -80,6 +80,12 @@ fn is_loopback_origin(origin: &str) -> bool {
     is_loopback_name(name) && port.is_none_or(|p| p.parse::<u16>().is_ok())
 }
 
+/// The blocks of a `trustedProxies` list (validated settings: an entry that does not parse
+/// was refused before, so none is skipped in practice).
+pub fn parse_cidrs(list: &[String]) -> Vec<Cidr> {
+    list.iter().filter_map(|c| Cidr::parse(c).ok()).collect()
+}
+
 /// An address block, `10.0.0.0/8` or `fd00::/8` (a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -210,14 +216,8 @@ pub fn admit(
             ))))
         }
     };
-    let address = (rt.rate_limit_max > 0).then(|| {
-        let trusted: Vec<Cidr> = rt
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| Cidr::parse(c).ok())
-            .collect();
-        client_key(headers, peer, rt.trust_proxy, &trusted)
-    });
+    let address = (rt.rate_limit_max > 0)
+        .then(|| client_key(headers, peer, rt.trust_proxy, &app.trusted_proxies.load()));
     Ok(Admitted { origin, address })
 }
 

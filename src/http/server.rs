@@ -56,12 +56,7 @@ impl ConnectionLimits {
             header_timeout: Duration::from_millis(s.header_timeout_ms),
             max_connections: s.max_connections,
             max_per_client: s.max_connections_per_client,
-            trusted: Arc::new(
-                s.trusted_proxies
-                    .iter()
-                    .filter_map(|c| Cidr::parse(c).ok())
-                    .collect(),
-            ),
+            trusted: Arc::new(crate::http::guard::parse_cidrs(&s.trusted_proxies)),
             trust_every_peer: s.trust_proxy,
         }
     }
