@@ -3,7 +3,8 @@
 # stack, in one run, server and load generator pinned to different cores: in-memory, Redis mode
 # on one node, and 3 Redis-mode nodes behind nginx round-robin. Plus RSS per idle session,
 # session creation rate, Redis memory per idle session, and cold-versus-warm first requests of
-# a session on a new node. Writes bench-results/latest.md (copy the tables into BENCHMARKS.md).
+# a session on a new node; and the cost of OTLP tracing (in memory, exporting to a local sink at
+# 10% and 100% sampling). Writes bench-results/latest.md (copy the tables into BENCHMARKS.md).
 #
 # Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
 #      BENCH_IDLE_SESSIONS (10000).
@@ -31,7 +32,7 @@ trap cleanup EXIT
 
 command -v wrk >/dev/null && command -v redis-server >/dev/null && command -v nginx >/dev/null \
   || bash "$ROOT/hack/install-tools.sh" apt
-cargo build --release --bin abacus --example bare >/dev/null
+cargo build --release --bin abacus --example bare --example otlp_sink >/dev/null
 ncpu=$(nproc)
 srv_cpu=0
 gen_cpu=$(( ncpu > 1 ? 1 : 0 ))
@@ -100,6 +101,22 @@ url=$(start_abacus mem RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000)
 python3 "$ROOT/hack/bench/sessions.py" "$url" "$NSESS" "$work/mem.lua" "$calc_body"
 mem_pid="$(cat "$work/mem.pid")"
 
+# Tracing on, exporting over OTLP/HTTP to a sink on the load generator's core (it only counts):
+# parent-based 10% sampling (a session's `initialize` decides for all its calls) and 100%.
+SINK_LOG="$work/sink.log"
+PORT=0 pin "$gen_cpu" "$ROOT/target/release/examples/otlp_sink" >"$SINK_LOG" 2>&1 &
+pids+=("$!")
+for _ in $(seq 50); do grep -q listening "$SINK_LOG" && break; sleep 0.1; done
+sink="http://$(sed -n 's/^otlp sink listening on //p' "$SINK_LOG")"
+turl10=$(start_abacus traces10 RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000 \
+  OTEL_EXPORTER_OTLP_ENDPOINT="$sink" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
+python3 "$ROOT/hack/bench/sessions.py" "$turl10" "$NSESS" "$work/traces10.lua" "$calc_body"
+traces10_pid="$(cat "$work/traces10.pid")"
+turl100=$(start_abacus traces100 RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000 \
+  OTEL_EXPORTER_OTLP_ENDPOINT="$sink" OTEL_TRACES_SAMPLER=parentbased_always_on)
+python3 "$ROOT/hack/bench/sessions.py" "$turl100" "$NSESS" "$work/traces100.lua" "$calc_body"
+traces100_pid="$(cat "$work/traces100.pid")"
+
 # Redis mode: a private redis-server (no persistence) on the load generator's core, so that the
 # server core's budget is what both modes are measured against.
 redis_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -126,10 +143,23 @@ nodes_pids=$(cat "$work/cluster"/node[0-9].pid | paste -sd, -)
 for round in $(seq 1 "$ROUNDS"); do
   run_wrk "bare-axum" "$bare_url" "$work/bare.lua" "$bare_pid"
   run_wrk "abacus-memory" "$url" "$work/mem.lua" "$mem_pid"
+  run_wrk "abacus-memory-traces-10pct" "$turl10" "$work/traces10.lua" "$traces10_pid"
+  run_wrk "abacus-memory-traces-100pct" "$turl100" "$work/traces100.lua" "$traces100_pid"
   run_wrk "abacus-redis-1-node" "$rurl" "$work/redis1.lua" "$redis1_pid"
   run_wrk "abacus-redis-3-nodes-nginx" "$lburl" "$work/lb.lua" "$nodes_pids"
 done
 curl -fsS "${url%/mcp}/metrics" >"$work/metrics.txt"
+spans_of() { # url: "exported dropped failed" spans of that node
+  curl -fsS "${1%/mcp}/metrics" | awk -F'[ ]' '
+    /^abacus_trace_spans_total\{outcome="exported"\}/ {e=$2}
+    /^abacus_trace_spans_total\{outcome="dropped"\}/ {d=$2}
+    /^abacus_trace_spans_total\{outcome="failed"\}/ {f=$2}
+    END {print e+0, d+0, f+0}'
+}
+sleep 6 # one batch interval: what is queued reaches the sink
+spans10=$(spans_of "$turl10")
+spans100=$(spans_of "$turl100")
+sink_stats=$(curl -fsS "$sink/stats")
 calcs=$(sed -n 's/^mcp_calculations_total{operation="multiply"} //p' "$work/metrics.txt")
 cp "$work/rounds.tsv" "$work/results.tsv"
 
@@ -157,7 +187,7 @@ rmem_after=$(redis-cli -p "$redis_port" info memory | sed -n 's/^used_memory:\([
 rkeys=$(redis-cli -p "$redis_port" dbsize)
 
 python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" "$ROUNDS" \
-  "$rmem_before" "$rmem_after" "$rkeys" "$coldwarm" >"$OUT/latest.md" <<'PY'
+  "$rmem_before" "$rmem_after" "$rkeys" "$coldwarm" "$spans10" "$spans100" "$sink_stats" >"$OUT/latest.md" <<'PY'
 import sys, datetime, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 before, after, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -189,6 +219,12 @@ for l in ("abacus-redis-1-node", "abacus-redis-3-nodes-nginx"):
     if l in by:
         print(f"Redis ratio {l} / abacus-memory (medians): {float(median_row(by[l])[1]) / mem:.2f}; per round: "
               + ", ".join(f"{float(r[1]) / float(m[1]):.2f}" for m, r in zip(by["abacus-memory"], by[l])))
+for l in ("abacus-memory-traces-10pct", "abacus-memory-traces-100pct"):
+    if l in by:
+        ratio = float(median_row(by[l])[1]) / mem
+        print(f"Tracing cost {l} / abacus-memory (medians): {ratio:.2f} ({(1 - ratio) * 100:.1f}% fewer requests/s); per round: "
+              + ", ".join(f"{float(r[1]) / float(m[1]):.2f}" for m, r in zip(by["abacus-memory"], by[l])))
+print(f"Spans (exported dropped failed) after the rounds: 10% {sys.argv[16]}; 100% {sys.argv[17]}; the sink received (requests bytes) {sys.argv[18]}")
 print("Per-round CPU-efficiency ratios (bare CPU per request / Abacus CPU per request): " + ", ".join(f"{float(b[6]) / float(a[6]):.2f}" for b, a in pairs))
 print()
 print(f"- calculations recorded by the server during the Abacus rounds: {calcs} (requests sent: {sum(int(r[5]) for r in by['abacus-memory'])})")

@@ -260,20 +260,24 @@ async fn route_signals(app: std::sync::Weak<App>) {
             Err(_) => return,
         };
         let Some(app) = app.upgrade() else { return };
+        let producer = envelope.traceparent().map(str::to_owned);
         match envelope.payload {
             Signal::Answer {
                 session,
                 id,
                 outcome,
             } => {
+                // The waiting call records the hop, inside its own span.
                 app.routes.deliver_answer(
                     &session,
                     &id,
                     crate::session::routing::answer_of(outcome),
+                    producer,
                 );
             }
             Signal::Cancel { session, id } => {
-                app.routes.cancel_request(&session, &id);
+                let span = crate::telemetry::context::receive_span("cancel", producer.as_deref());
+                span.in_scope(|| app.routes.cancel_request(&session, &id));
             }
             _ => {}
         }
@@ -416,10 +420,9 @@ pub fn apply_live_settings(app: AppState, logs: crate::telemetry::LogControl) {
             match app.dispatcher.registry.activate(&next.toolsets) {
                 Ok(changed) => {
                     for kind in changed {
-                        app.store.announce_local(crate::session::Envelope {
-                            payload: Signal::ListChanged { kind: kind.into() },
-                            meta: Default::default(),
-                        });
+                        app.store.announce_local(crate::session::Envelope::new(
+                            Signal::ListChanged { kind: kind.into() },
+                        ));
                     }
                 }
                 Err(e) => tracing::warn!("toolsets {:?} rejected: {e}", next.toolsets),

@@ -99,7 +99,7 @@ async fn main() -> ExitCode {
         }
     };
     let settings = startup.loaded.settings.clone();
-    let (traces, trace_error) = match abacus::telemetry::otel::Tracing::start() {
+    let (traces, trace_error) = match abacus::telemetry::otel::Tracing::start(&settings.telemetry) {
         Ok(t) => (t, None),
         Err(e) => (None, Some(e)),
     };

@@ -1,8 +1,11 @@
-//! OTLP traces (first part of the traces issue): with an OTLP endpoint, a node exports one HTTP
-//! server span per request and one MCP operation span per operation, named and attributed as
-//! the OTel HTTP and MCP semantic conventions say, under a resource naming the pod; the spans
-//! of the last requests are flushed on SIGTERM before the process exits. The collector is an
-//! in-test OTLP/HTTP receiver decoding the protobuf requests.
+//! OTLP traces: with an OTLP endpoint, a node exports one HTTP server span per request and one
+//! MCP operation span per operation, named and attributed as the OTel HTTP and MCP semantic
+//! conventions say, under a resource naming the pod; the spans of the last requests are
+//! flushed on SIGTERM before the process exits. One session served by two Redis-backed nodes
+//! behind the round-robin balancer is one trace (or linked to it), client contexts from
+//! headers and `_meta` are honoured, and cross-pod hops (a resumed stream, a client answer
+//! posted to another node) leave linked spans on both sides. The collectors are in-test OTLP
+//! receivers, HTTP/protobuf and gRPC, decoding the protobuf requests.
 
 mod common;
 
@@ -16,14 +19,18 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
+use common::cluster::Cluster;
 use common::load::calc;
 use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use prost::Message;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// What the receiver collected.
 type Exports = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
@@ -40,6 +47,34 @@ async fn receive(State(exports): State<Exports>, body: Bytes) -> impl IntoRespon
         }
         Err(e) => (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }
+}
+
+/// The OTLP/gRPC trace service, collecting into the same list.
+struct GrpcCollector(Exports);
+
+#[tonic::async_trait]
+impl TraceService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC receiver on a loopback port: `(endpoint URL, what it received)`.
+async fn grpc_receiver() -> (String, Exports) {
+    let exports: Exports = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let service = TraceServiceServer::new(GrpcCollector(exports.clone()));
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    (base, exports)
 }
 
 /// An OTLP/HTTP receiver on a loopback port: `(base URL, what it received)`.
@@ -70,7 +105,7 @@ fn attrs(list: &[KeyValue]) -> HashMap<String, String> {
 }
 
 /// One exported span, flattened.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Span {
     name: String,
     span_id: Vec<u8>,
@@ -79,6 +114,27 @@ struct Span {
     attrs: HashMap<String, String>,
     resource: HashMap<String, String>,
     error: bool,
+    /// `(trace id, span id, abacus.link)` of each link.
+    links: Vec<(Vec<u8>, Vec<u8>, String)>,
+    /// Names of its events.
+    events: Vec<String>,
+    /// Start and end, ns since the epoch.
+    start: u64,
+    end: u64,
+}
+
+impl Span {
+    /// The pod that exported it.
+    fn instance(&self) -> &str {
+        &self.resource["service.instance.id"]
+    }
+
+    /// Whether it links to `other`, saying why.
+    fn links_to(&self, other: &Span, why: &str) -> bool {
+        self.links
+            .iter()
+            .any(|(t, s, w)| *t == other.trace_id && *s == other.span_id && w == why)
+    }
 }
 
 fn spans(exports: &Exports) -> Vec<Span> {
@@ -100,6 +156,19 @@ fn spans(exports: &Exports) -> Vec<Span> {
                         attrs: attrs(&s.attributes),
                         resource: resource.clone(),
                         error: s.status.as_ref().is_some_and(|st| st.code == 2),
+                        links: s
+                            .links
+                            .iter()
+                            .map(|l| {
+                                let why = attrs(&l.attributes)
+                                    .remove("abacus.link")
+                                    .unwrap_or_default();
+                                (l.trace_id.clone(), l.span_id.clone(), why)
+                            })
+                            .collect(),
+                        events: s.events.iter().map(|e| e.name.clone()).collect(),
+                        start: s.start_time_unix_nano,
+                        end: s.end_time_unix_nano,
                     });
                 }
             }
@@ -212,4 +281,531 @@ async fn an_unreachable_collector_costs_clients_nothing() {
         .await
         .expect("exits within the trace shutdown bound");
     assert!(status.success());
+}
+
+/// One trace drawn as text, children under parents in start order, pods named A, B, …:
+/// what the README's sample trace is (`cargo test --release --test traces one_session --
+/// --nocapture` prints it).
+fn draw(all: &[Span], trace: &[u8]) -> String {
+    let mut pods: Vec<&str> = Vec::new();
+    let mut spans: Vec<&Span> = all.iter().filter(|s| s.trace_id == trace).collect();
+    spans.sort_by_key(|s| s.start);
+    let t0 = spans.first().map(|s| s.start).unwrap_or(0);
+    let mut out = String::new();
+    fn walk<'a>(
+        out: &mut String,
+        spans: &[&'a Span],
+        parent: &[u8],
+        depth: usize,
+        t0: u64,
+        pods: &mut Vec<&'a str>,
+    ) {
+        for s in spans.iter().filter(|s| s.parent == parent) {
+            let pod = match pods.iter().position(|p| *p == s.instance()) {
+                Some(i) => i,
+                None => {
+                    pods.push(s.instance());
+                    pods.len() - 1
+                }
+            };
+            let links: Vec<&str> = s.links.iter().map(|(_, _, w)| w.as_str()).collect();
+            let label = format!("{}{}", "  ".repeat(depth), s.name);
+            out.push_str(&format!(
+                "{label:<44} pod {} +{:>7.2} ms {:>7.2} ms{}\n",
+                (b'A' + pod as u8) as char,
+                (s.start - t0) as f64 / 1e6,
+                (s.end - s.start) as f64 / 1e6,
+                if links.is_empty() {
+                    String::new()
+                } else {
+                    format!("  links: {}", links.join(", "))
+                }
+            ));
+            walk(out, spans, &s.span_id, depth + 1, t0, pods);
+        }
+    }
+    let ids: std::collections::HashSet<&[u8]> =
+        spans.iter().map(|s| s.span_id.as_slice()).collect();
+    let roots: Vec<Vec<u8>> = spans
+        .iter()
+        .filter(|s| !ids.contains(s.parent.as_slice()))
+        .map(|s| s.parent.clone())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for root in roots {
+        walk(&mut out, &spans, &root, 0, t0, &mut pods);
+    }
+    out
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The id bytes of a W3C hex id.
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Waits until `ready` holds for what was exported (exports are batched every 100 ms).
+async fn collected(exports: &Exports, ready: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+    let done = eventually(Duration::from_secs(15), || async { ready(&spans(exports)) }).await;
+    let all = spans(exports);
+    assert!(done, "the expected spans never arrived: {all:#?}");
+    all
+}
+
+fn by_id<'a>(all: &'a [Span], id: &[u8]) -> &'a Span {
+    all.iter()
+        .find(|s| s.span_id == id)
+        .unwrap_or_else(|| panic!("no span {}", hex(id)))
+}
+
+fn session_spans<'a>(all: &'a [Span], name: &str, sid: &str) -> Vec<&'a Span> {
+    all.iter()
+        .filter(|s| {
+            s.name == name && s.attrs.get("mcp.session.id").map(String::as_str) == Some(sid)
+        })
+        .collect()
+}
+
+fn request_with_meta(id: &str, args: Value, traceparent: &str) -> Value {
+    let mut params = tool_params("calculate", args);
+    params["_meta"] = json!({ "traceparent": traceparent });
+    request(id, "tools/call", params)
+}
+
+// One session whose requests alternate between two Redis-backed nodes (round-robin balancer,
+// spans sent over OTLP/gRPC): every operation is in the trace of the session's `initialize`
+// and links to it, from both pods; a client context in a header parents the request's HTTP
+// span, one in `_meta` parents the operation itself (and wins over the header); Redis calls
+// are client spans in the same trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_across_two_nodes_is_one_trace() {
+    let (endpoint, exports) = grpc_receiver().await;
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let mcp = cluster.lb_mcp();
+    let sid = mcp.initialize().await;
+    for i in 0..6 {
+        let answer = mcp.call_tool(&sid, "calculate", calc(i)).await;
+        assert_eq!(answer["result"]["isError"], false, "{answer}");
+    }
+    let header_tp = "00-11111111111111111111111111111111-2222222222222222-01";
+    let meta_tp = "00-33333333333333333333333333333333-4444444444444444-01";
+    let headed = request(
+        "with-header",
+        "tools/call",
+        tool_params("calculate", calc(7)),
+    );
+    let r = mcp
+        .post_with(Some(&sid), &[("traceparent", header_tp)], &headed)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.text);
+    let both = request_with_meta("with-meta", calc(8), meta_tp);
+    let r = mcp
+        .post_with(Some(&sid), &[("traceparent", header_tp)], &both)
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.text);
+
+    let all = collected(&exports, |all| {
+        session_spans(all, "tools/call calculate", &sid).len() >= 8
+            && !session_spans(all, "initialize", &sid).is_empty()
+    })
+    .await;
+    let init = session_spans(&all, "initialize", &sid)[0];
+    assert_eq!(init.attrs["mcp.method.name"], "initialize");
+    println!("{}", draw(&all, &init.trace_id));
+    let calls = session_spans(&all, "tools/call calculate", &sid);
+    assert_eq!(calls.len(), 8, "{calls:#?}");
+    let plain: Vec<&&Span> = calls
+        .iter()
+        .filter(|c| !c.attrs["jsonrpc.request.id"].starts_with("with-"))
+        .collect();
+    assert_eq!(plain.len(), 6);
+    for call in &plain {
+        assert_eq!(
+            call.trace_id, init.trace_id,
+            "not in the session's trace: {call:#?}"
+        );
+        assert!(call.links_to(init, "session"), "{call:#?}");
+        assert_eq!(call.attrs["gen_ai.tool.name"], "calculate");
+        assert_eq!(call.attrs["mcp.protocol.version"], LEGACY);
+        // Its HTTP span is in the session's trace too.
+        let http = by_id(&all, &call.parent);
+        assert_eq!(http.name, "POST /mcp");
+        assert_eq!(http.trace_id, init.trace_id);
+        assert_eq!(http.instance(), call.instance());
+    }
+    let pods: std::collections::HashSet<&str> = plain.iter().map(|c| c.instance()).collect();
+    assert_eq!(pods.len(), 2, "served by both pods: {pods:?}");
+
+    let with = |id: &str| {
+        *calls
+            .iter()
+            .find(|c| c.attrs["jsonrpc.request.id"] == id)
+            .unwrap()
+    };
+    // The header's context is the HTTP span's parent, and so the call's trace.
+    let headed = with("with-header");
+    assert_eq!(hex(&headed.trace_id), "11111111111111111111111111111111");
+    let http = by_id(&all, &headed.parent);
+    assert_eq!(hex(&http.parent), "2222222222222222");
+    assert!(headed.links_to(init, "session"), "{headed:#?}");
+    // `_meta` wins: the operation is its child, and links to its HTTP span and the session.
+    let meta = with("with-meta");
+    assert_eq!(hex(&meta.trace_id), "33333333333333333333333333333333");
+    assert_eq!(hex(&meta.parent), "4444444444444444");
+    assert!(meta.links_to(init, "session"), "{meta:#?}");
+    assert!(
+        meta.links.iter().any(|(_, _, why)| why == "transport"),
+        "{meta:#?}"
+    );
+
+    // Redis operations are client spans in the session's trace.
+    let redis: Vec<&Span> = all
+        .iter()
+        .filter(|s| s.attrs.get("db.system.name").map(String::as_str) == Some("redis"))
+        .filter(|s| s.trace_id == init.trace_id)
+        .collect();
+    assert!(
+        redis
+            .iter()
+            .any(|s| s.name.starts_with("EVALSHA ")
+                && s.attrs.contains_key("db.stored_procedure.name")),
+        "{redis:#?}"
+    );
+}
+
+// Cross-pod hops leave linked spans on both sides: a stream produced on node A and resumed on
+// node B (`Last-Event-ID`) gives B a `resume stream` span linked to A's request; a client's
+// answer to A's sampling request, posted to B, gives A a `receive answer` span (inside the
+// waiting call) linked to B's request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hops_between_nodes_leave_linked_spans() {
+    let (endpoint, exports) = receiver().await;
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("SSE_POST_CLOSE_AFTER", "300"),
+            ("TOOLSETS", "conformance,calculator"),
+        ],
+    );
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+
+    // A stream started on A, resumed on B.
+    let sid = a.initialize().await;
+    let body = request(
+        5,
+        "tools/call",
+        tool_params_with_progress("demo_progress", json!({ "steps": 4 }), json!("tok")),
+    );
+    let mut first = a.post_stream(Some(&sid), &[], &body).await;
+    let mut last_id = None;
+    while let Some(ev) = first.next_within(Duration::from_secs(5)).await {
+        last_id = ev.id.clone().or(last_id);
+    }
+    let last_id = last_id.expect("events carry ids");
+    let mut resumed = b.get_stream(Some(&sid), Some(&last_id)).await;
+    let rest = resumed.rest(Duration::from_secs(5)).await;
+    assert!(
+        rest.iter().any(|e| e.json().is_some_and(|m| m["id"] == 5)),
+        "{rest:?}"
+    );
+
+    // A sampling request from a call on A, answered through B.
+    let sampled = initialize_with_sampling(&a).await;
+    let body = request(
+        9,
+        "tools/call",
+        tool_params("test_sampling", json!({ "prompt": "hi" })),
+    );
+    let mut stream = a.post_stream(Some(&sampled), &[], &body).await;
+    let ask = loop {
+        let msg = stream
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("a request");
+        if msg["method"] == "sampling/createMessage" {
+            break msg;
+        }
+    };
+    let answer = json!({
+        "jsonrpc": "2.0", "id": ask["id"],
+        "result": { "role": "assistant", "content": { "type": "text", "text": "hi" }, "model": "m" }
+    });
+    assert_eq!(b.post(Some(&sampled), &answer).await.status, 202);
+    let done = loop {
+        let msg = stream
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("the result");
+        if msg["id"] == 9 {
+            break msg;
+        }
+    };
+    assert!(done["result"].is_object(), "{done}");
+
+    let all = collected(&exports, |all| {
+        !session_spans(all, "resume stream", &sid).is_empty()
+            && all.iter().any(|s| s.name == "receive answer")
+            && !session_spans(all, "tools/call test_sampling", &sampled).is_empty()
+    })
+    .await;
+    // The resume, on B, links to the request that produced the stream, on A.
+    let resume = session_spans(&all, "resume stream", &sid)[0];
+    let (producer_trace, producer_span, _) = resume
+        .links
+        .iter()
+        .find(|(_, _, why)| why == "producer")
+        .unwrap_or_else(|| panic!("no producer link: {resume:#?}"))
+        .clone();
+    let producer = by_id(&all, &producer_span);
+    assert_eq!(producer.trace_id, producer_trace);
+    assert_eq!(producer.name, "POST /mcp");
+    assert_ne!(producer.instance(), resume.instance(), "two pods");
+    assert!(
+        producer.events.iter().any(|e| e == "sse.message"),
+        "{producer:#?}"
+    );
+    assert!(
+        resume.events.iter().any(|e| e == "sse.message"),
+        "{resume:#?}"
+    );
+    // Both are in the session's trace.
+    let init = session_spans(&all, "initialize", &sid)[0];
+    assert_eq!(producer.trace_id, init.trace_id);
+    assert_eq!(resume.trace_id, init.trace_id);
+
+    // The answer's hop: received on A inside the waiting call, linked to B's request.
+    let call = session_spans(&all, "tools/call test_sampling", &sampled)[0];
+    let hop = all
+        .iter()
+        .find(|s| s.name == "receive answer" && s.parent == call.span_id)
+        .unwrap_or_else(|| panic!("no hop inside {call:#?}: {all:#?}"));
+    assert_eq!(hop.instance(), call.instance());
+    let (_, from, _) = hop
+        .links
+        .iter()
+        .find(|(_, _, w)| w == "producer")
+        .unwrap()
+        .clone();
+    let from = by_id(&all, &from);
+    assert_eq!(from.name, "POST /mcp");
+    assert_ne!(
+        from.instance(),
+        hop.instance(),
+        "the answer came through the other pod"
+    );
+    assert_eq!(from.trace_id, call.trace_id, "both in the session's trace");
+}
+
+// A state handle (modern era) remembers the call that created it: a later call on the handle,
+// through the other node, links to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_a_state_handle_link_to_its_creator() {
+    let (endpoint, exports) = receiver().await;
+    let cluster = Cluster::start(
+        2,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let created = a
+        .modern(1, "tools/call", tool_params("calculate", calc(1)))
+        .await
+        .single_answer();
+    let handle = created["result"]["structuredContent"]["historyHandle"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a handle: {created}"))
+        .to_owned();
+    let mut args = calc(2);
+    args["historyHandle"] = json!(handle);
+    let again = b
+        .modern(2, "tools/call", tool_params("calculate", args))
+        .await
+        .single_answer();
+    assert!(again["result"].is_object(), "{again}");
+    let all = collected(&exports, |all| {
+        all.iter()
+            .filter(|s| s.name == "tools/call calculate")
+            .count()
+            >= 2
+    })
+    .await;
+    let call = |id: &str| {
+        all.iter()
+            .find(|s| s.name == "tools/call calculate" && s.attrs["jsonrpc.request.id"] == id)
+            .unwrap()
+    };
+    let (first, second) = (call("1"), call("2"));
+    assert!(second.links_to(first, "handle"), "{second:#?}");
+    assert_ne!(first.instance(), second.instance());
+}
+
+// Logs written inside a request carry its trace and span ids (JSON format here), and the
+// duration histograms carry exemplars naming the trace of a sampled request: every operation
+// of the session, and its end (DELETE), lead to the session's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_and_metrics_lead_to_the_trace() {
+    let (base, exports) = receiver().await;
+    let mut server = Server::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("LOG_FORMAT", "json"),
+    ]);
+    let mcp = server.mcp();
+    let sid = mcp.initialize().await;
+    mcp.call_tool(&sid, "calculate", calc(1)).await;
+    assert_eq!(mcp.delete(Some(&sid)).await.status, 204);
+    let all = collected(&exports, |all| {
+        !session_spans(all, "initialize", &sid).is_empty()
+    })
+    .await;
+    let init = session_spans(&all, "initialize", &sid)[0];
+    let metrics = server.metrics().await;
+    let exemplar = format!("# {{trace_id=\"{}\"}}", hex(&init.trace_id));
+    for (histogram, labels) in [
+        (
+            "mcp_server_operation_duration_seconds_bucket",
+            "mcp_method_name=\"tools/call\"",
+        ),
+        ("mcp_server_session_duration_seconds_bucket", ""),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(histogram) && l.contains(labels) && l.contains(&exemplar)),
+            "no exemplar {exemplar} on {histogram}: {metrics}"
+        );
+    }
+    assert_eq!(
+        metric(&metrics, "mcp_server_session_duration_seconds_count", &[]),
+        1.0
+    );
+    server.sigterm();
+    server.wait_exit().await;
+    let line: Value = server
+        .stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|l| l["message"] == "session created")
+        .unwrap_or_else(|| panic!("no log line: {}", server.stdout()));
+    assert_eq!(line["trace_id"], hex(&init.trace_id), "{line}");
+    let span_id = line["span_id"].as_str().expect("a span id");
+    assert_eq!(by_id(&all, &unhex(span_id)).name, "POST /mcp");
+}
+
+// With `OTEL_SDK_DISABLED=true` nothing is exported even with an endpoint, and with no
+// endpoint there is no exporter at all; requests (with client trace context) work either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_exporter_nothing_is_exported_and_nothing_fails() {
+    let (base, exports) = receiver().await;
+    for env in [
+        vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+            ("OTEL_SDK_DISABLED", "true"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        vec![("OTEL_TRACES_SAMPLER", "always_on")],
+    ] {
+        let mut server = Server::start(&env);
+        let mcp = server.mcp();
+        let sid = mcp.initialize().await;
+        let tp = "00-11111111111111111111111111111111-2222222222222222-01";
+        let r = mcp
+            .post_with(
+                Some(&sid),
+                &[("traceparent", tp)],
+                &request_with_meta("x", calc(1), tp),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.text);
+        let m = server.metrics().await;
+        for outcome in ["exported", "failed", "dropped"] {
+            let n = metric(&m, "abacus_trace_spans_total", &[("outcome", outcome)]);
+            assert_eq!(n, 0.0, "{outcome}");
+        }
+        server.sigterm();
+        assert!(server.wait_exit().await.success());
+    }
+    assert!(spans(&exports).is_empty());
+}
+
+/// A legacy session whose client declares sampling (for server→client requests).
+async fn initialize_with_sampling(mcp: &Mcp) -> String {
+    let init = json!({
+        "jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {
+            "protocolVersion": LEGACY,
+            "capabilities": { "sampling": {} },
+            "clientInfo": { "name": "t", "version": "1" }
+        }
+    });
+    let sid = mcp
+        .post(None, &init)
+        .await
+        .header("mcp-session-id")
+        .expect("session");
+    let ok = mcp
+        .post(
+            Some(&sid),
+            &notification("notifications/initialized", json!({})),
+        )
+        .await;
+    assert_eq!(ok.status, 202);
+    sid
+}
+
+// `spec.telemetry` in the configuration document turns traces on and names the service;
+// the standard variables win key by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configuration_document_configures_traces() {
+    let (base, exports) = receiver().await;
+    let file = temp_path("telemetry.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: abacus.dev/v1\nkind: AbacusConfig\nspec:\n  telemetry:\n    \
+             endpoint: {base}\n    protocol: http/protobuf\n    serviceName: from-document\n    \
+             resourceAttributes: deployment.environment=test,team=calc\n    \
+             sampler: parentbased_traceidratio\n    samplerArg: \"1.0\"\n"
+        ),
+    )
+    .unwrap();
+    let mut server = Server::start_with_args(
+        &["--config", file.to_str().unwrap()],
+        &[
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "from-env"),
+        ],
+    );
+    let sid = server.mcp().initialize().await;
+    let all = collected(&exports, |all| {
+        !session_spans(all, "initialize", &sid).is_empty()
+    })
+    .await;
+    let init = session_spans(&all, "initialize", &sid)[0];
+    assert_eq!(
+        init.resource["service.name"], "from-env",
+        "the variable wins"
+    );
+    assert_eq!(init.resource["deployment.environment"], "test");
+    assert_eq!(init.resource["team"], "calc");
+    server.sigterm();
+    assert!(server.wait_exit().await.success());
 }

@@ -164,6 +164,9 @@ pub struct Settings {
     pub trusted_proxies: Vec<String>,
     /// OAuth 2.1 resource-server settings (`AUTH_*`); off unless an issuer is set.
     pub auth: crate::auth::AuthSettings,
+    /// OTLP trace export; each key yields to its standard `OTEL_*` variable. Off unless an
+    /// endpoint is set.
+    pub telemetry: crate::telemetry::TelemetrySettings,
     /// Requests allowed per client per window (`RATE_LIMIT_MAX`); 0 disables rate limiting.
     #[schemars(extend("x-abacus-reload" = "live"))]
     pub rate_limit_max: u64,
@@ -220,6 +223,7 @@ impl Default for Settings {
             trust_proxy: false,
             trusted_proxies: Vec::new(),
             auth: Default::default(),
+            telemetry: Default::default(),
             rate_limit_max: 1000,
             rate_limit_window_ms: 900_000,
             toolsets: vec!["calculator".into()],

@@ -209,7 +209,7 @@ fn request_span(req: &axum::http::Request<Incoming>, peer: SocketAddr) -> tracin
         return tracing::Span::none();
     }
     let method = req.method().as_str();
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "http.request",
         otel.name = %format!("{method} {}", req.uri().path()),
         otel.kind = "server",
@@ -220,7 +220,14 @@ fn request_span(req: &axum::http::Request<Incoming>, peer: SocketAddr) -> tracin
         network.protocol.version = "1.1",
         client.address = %peer.ip(),
         error.type = tracing::field::Empty,
-    )
+    );
+    // A client's W3C context (`traceparent`, `tracestate`, `baggage`) is the parent; without
+    // one, a session's request is placed under its session later (`context::adopt_session`).
+    if let Some(parent) = crate::telemetry::context::from_headers(req.headers()) {
+        use tracing_opentelemetry::OpenTelemetrySpanExt;
+        let _ = span.set_parent(parent);
+    }
+    span
 }
 
 /// The router as a hyper service for one connection, with the peer address as `ConnectInfo`.

@@ -513,7 +513,7 @@ fn operation_span(
         Some(t) => format!("{method} {t}"),
         None => method.to_owned(),
     };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "mcp.operation",
         otel.name = %name,
         otel.kind = "server",
@@ -521,10 +521,13 @@ fn operation_span(
         mcp.method.name = %method,
         mcp.protocol.version = %ctx.protocol_version,
         mcp.session.id = ctx.session_id.as_deref(),
+        jsonrpc.request.id = ctx.request_id.as_deref(),
         gen_ai.operation.name = tool.map(|_| "execute_tool"),
         gen_ai.tool.name = tool,
         gen_ai.prompt.name = prompt,
         mcp.resource.uri = uri,
         error.type = tracing::field::Empty,
-    )
+    );
+    crate::telemetry::context::place_operation(&span, params, ctx.trace.as_deref());
+    span
 }

@@ -338,6 +338,11 @@ pub struct RequestContext {
     pub request_state: Option<String>,
     /// Cancelled when the client cancels the request or the server drains.
     pub cancel: CancellationToken,
+    /// The session's (or the caller's state handle's) trace context, `traceparent` text: the
+    /// operation's span links to it (filled only while traces are on).
+    pub trace: Option<String>,
+    /// The JSON-RPC id as text, for the `jsonrpc.request.id` span attribute (traces on only).
+    pub request_id: Option<String>,
     services: Arc<dyn ContextServices>,
 }
 
@@ -364,6 +369,8 @@ impl RequestContext {
             input_responses: None,
             request_state: None,
             cancel,
+            trace: Default::default(),
+            request_id: None,
             services,
         }
     }

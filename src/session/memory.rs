@@ -15,8 +15,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
 
 use super::{
-    now_ms, random_id, Envelope, EventBatch, SessionChange, SessionCounters, SessionRecord,
-    SessionStore, StoreError,
+    now_ms, random_id, Envelope, EventBatch, LiveHandle, SessionChange, SessionCounters,
+    SessionRecord, SessionStore, StoreError,
 };
 use crate::protocol::toolset::{DomainError, HistoryScope, ScopeStats};
 
@@ -91,6 +91,8 @@ struct HandleEntry {
     scope: Mutex<Scope>,
     /// The principal that created it (`None` without auth).
     owner: Option<String>,
+    /// The creating call's trace context.
+    trace: Option<String>,
 }
 
 /// One SSE stream's log.
@@ -108,6 +110,8 @@ struct StreamState {
     closed_at_ms: u64,
     /// Bytes of the events held.
     bytes: usize,
+    /// The producing request's trace context.
+    producer: Option<String>,
 }
 
 struct Inner {
@@ -178,9 +182,13 @@ impl MemoryStore {
         self.inner.used_once.lock().retain(|_, until| *until > now);
         let mut ended = Vec::new();
         let expired = self.inner.sessions.retain(|id, e| {
-            let live = !self.is_expired(&e.state.lock().0, now);
+            let record = &e.state.lock().0;
+            let live = !self.is_expired(record, now);
             if !live {
                 ended.push(id.to_owned());
+                self.inner
+                    .counters
+                    .session_ended(record.created_ms, record.last_seen_ms);
             }
             live
         });
@@ -258,12 +266,12 @@ impl MemoryStore {
                 }
             }
         }
-        let _ = self.inner.signals.send(Envelope {
-            payload: super::Signal::SessionEnded {
+        let _ = self
+            .inner
+            .signals
+            .send(Envelope::new(super::Signal::SessionEnded {
                 session: session.to_owned(),
-            },
-            meta: Default::default(),
-        });
+            }));
     }
 
     fn stream_log(&self, session: &str, stream: &str) -> Arc<StreamLog> {
@@ -444,8 +452,11 @@ impl SessionStore for MemoryStore {
     }
 
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
-        let existed = self.inner.sessions.remove(id).is_some();
-        if existed {
+        let removed = self.inner.sessions.remove(id);
+        let existed = removed.is_some();
+        if let Some(entry) = removed {
+            let created = entry.state.lock().0.created_ms;
+            self.inner.counters.session_ended(created, now_ms());
             SessionCounters::add(&self.inner.counters.deleted, 1);
             self.end_session_streams(id);
         }
@@ -468,7 +479,11 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn create_handle(&self, owner: Option<&str>) -> Result<String, StoreError> {
+    async fn create_handle(
+        &self,
+        owner: Option<&str>,
+        trace: Option<&str>,
+    ) -> Result<String, StoreError> {
         let max = self.inner.limits.policy.max_sessions();
         let held = || self.inner.sessions.len() + self.inner.handles.len();
         if held() >= max && (self.sweep() == 0 || held() >= max) {
@@ -490,17 +505,22 @@ impl SessionStore for MemoryStore {
             Arc::new(HandleEntry {
                 scope: Mutex::new(scope),
                 owner: owner.map(str::to_owned),
+                trace: trace.map(str::to_owned),
             }),
         );
         Ok(id)
     }
 
-    async fn touch_handle(&self, handle: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+    async fn touch_handle(
+        &self,
+        handle: &str,
+        owner: Option<&str>,
+    ) -> Result<Option<LiveHandle>, StoreError> {
         let Some(h) = self.inner.handles.get(handle) else {
-            return Ok(false);
+            return Ok(None);
         };
         if h.owner.as_deref() != owner {
-            return Ok(false);
+            return Ok(None);
         }
         let now = now_ms();
         let idle = self.inner.limits.policy.idle().as_millis() as u64;
@@ -508,11 +528,13 @@ impl SessionStore for MemoryStore {
         if now.saturating_sub(g.stats.last_seen_ms) >= idle {
             drop(g);
             self.inner.handles.remove(handle);
-            return Ok(false);
+            return Ok(None);
         }
         g.stats.last_seen_ms = now;
         g.stats.request_count += 1;
-        Ok(true)
+        Ok(Some(LiveHandle {
+            trace: h.trace.clone(),
+        }))
     }
 
     async fn open_stream(
@@ -520,8 +542,12 @@ impl SessionStore for MemoryStore {
         session: &str,
         stream: &str,
         _orphan: Option<Arc<str>>,
+        producer: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.stream_log(session, stream);
+        let log = self.stream_log(session, stream);
+        if let Some(p) = producer {
+            log.state.lock().producer = Some(p.to_owned());
+        }
         let mut all = self.inner.session_streams.lock();
         let mine = all.entry(session.to_owned()).or_default();
         if !mine.iter().any(|s| s == stream) {
@@ -613,6 +639,18 @@ impl SessionStore for MemoryStore {
                 return Ok(EventBatch::default());
             }
         }
+    }
+
+    async fn stream_producer(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner
+            .streams
+            .get(&stream_key(session, stream))
+            .and_then(|l| l.state.lock().producer.clone()))
     }
 
     async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError> {
@@ -795,7 +833,9 @@ mod tests {
         s.create(record("a")).await.unwrap();
         // Streams still running are never forgotten.
         for i in 0..MAX_RETAINED_STREAMS + 5 {
-            s.open_stream("a", &format!("run{i}"), None).await.unwrap();
+            s.open_stream("a", &format!("run{i}"), None, None)
+                .await
+                .unwrap();
         }
         for i in 0..MAX_RETAINED_STREAMS + 5 {
             assert!(s
@@ -807,12 +847,12 @@ mod tests {
         // Finished ones past the bound are, oldest first.
         for i in 0..10 {
             let name = format!("done{i}");
-            s.open_stream("a", &name, None).await.unwrap();
+            s.open_stream("a", &name, None, None).await.unwrap();
             s.append_event("a", &name, Arc::from("x"), true)
                 .await
                 .unwrap();
         }
-        s.open_stream("a", "last", None).await.unwrap();
+        s.open_stream("a", "last", None, None).await.unwrap();
         for i in 0..10 {
             let kept = s
                 .inner
@@ -832,10 +872,10 @@ mod tests {
         let big: Arc<str> = Arc::from("b".repeat(MAX_RETAINED_STREAM_BYTES / 3));
         for i in 0..5 {
             let name = format!("big{i}");
-            s.open_stream("a", &name, None).await.unwrap();
+            s.open_stream("a", &name, None, None).await.unwrap();
             s.append_event("a", &name, big.clone(), true).await.unwrap();
         }
-        s.open_stream("a", "next", None).await.unwrap();
+        s.open_stream("a", "next", None, None).await.unwrap();
         let kept: Vec<usize> = (0..5)
             .filter(|i| {
                 s.inner

@@ -44,6 +44,18 @@ pub enum StoreError {
     Limit(String),
 }
 
+impl StoreError {
+    /// A short name for the `error.type` of spans.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Capacity(_) => "capacity",
+            StoreError::Corrupt(_) => "corrupt",
+            StoreError::Limit(_) => "limit",
+        }
+    }
+}
+
 /// Requests per scope remembered for deduplication: retries come within seconds, and a
 /// session rarely has more calls in flight at once.
 pub const RECENT_REQUESTS: usize = 16;
@@ -82,6 +94,10 @@ pub struct SessionRecord {
     pub last_seen_ms: u64,
     /// Requests made with this session id (including `initialize`).
     pub request_count: u64,
+    /// The session's trace context (`traceparent` of its `initialize` span), when traced:
+    /// every later operation links to it, on whichever pod serves it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 impl SessionRecord {
@@ -106,8 +122,17 @@ impl SessionRecord {
             created_ms: now,
             last_seen_ms: now,
             request_count: 1,
+            trace: None,
         }
     }
+}
+
+/// A live state handle, as [`SessionStore::touch_handle`] found it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveHandle {
+    /// The trace context of the call that created it, so later calls on the handle link to
+    /// it (read only while traces are on).
+    pub trace: Option<String>,
 }
 
 /// One atomic change to a session record.
@@ -141,6 +166,23 @@ pub struct Envelope {
     pub meta: BTreeMap<String, String>,
 }
 
+impl Envelope {
+    /// A signal sent from the span running now: its `traceparent` travels along (while traces
+    /// are on), so the pod that acts on it records a span linked to this one.
+    pub fn new(payload: Signal) -> Self {
+        let mut meta = BTreeMap::new();
+        if let Some(tp) = crate::telemetry::context::current_traceparent() {
+            meta.insert("traceparent".to_owned(), tp);
+        }
+        Self { payload, meta }
+    }
+
+    /// The producer's `traceparent`, if it sent one.
+    pub fn traceparent(&self) -> Option<&str> {
+        self.meta.get("traceparent").map(String::as_str)
+    }
+}
+
 /// Cluster-wide signals.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "camelCase")]
@@ -165,6 +207,20 @@ pub enum Signal {
     },
     /// `notifications/cancelled`, for the node running the request.
     Cancel { session: String, id: Value },
+}
+
+impl Signal {
+    /// A short name for spans (`receive list_changed`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Signal::ListChanged { .. } => "list_changed",
+            Signal::ResourceUpdated { .. } => "resource_updated",
+            Signal::SessionEnded { .. } => "session_ended",
+            Signal::SessionChanged { .. } => "session_changed",
+            Signal::Answer { .. } => "answer",
+            Signal::Cancel { .. } => "cancel",
+        }
+    }
 }
 
 /// Serializable mirror of [`ListKind`].
@@ -226,9 +282,30 @@ pub struct SessionCounters {
     pub store_command_micros: AtomicU64,
     /// Commands that failed or timed out.
     pub store_command_errors: AtomicU64,
+    /// Lifetimes of sessions that ended here (seconds, and the trace id of the request that
+    /// ended it when sampled), until `/metrics` turns them into the session-duration histogram.
+    ended: parking_lot::Mutex<Vec<(f64, Option<String>)>>,
 }
 
+/// Session lifetimes held between two scrapes at most (a scrape drains them).
+const MAX_PENDING_LIFETIMES: usize = 65_536;
+
 impl SessionCounters {
+    /// Records the lifetime of a session that ended here (deleted, or found expired), from
+    /// its creation to its end, in ms since the epoch.
+    pub fn session_ended(&self, created_ms: u64, ended_ms: u64) {
+        let seconds = ended_ms.saturating_sub(created_ms) as f64 / 1000.0;
+        let mut ended = self.ended.lock();
+        if ended.len() < MAX_PENDING_LIFETIMES {
+            ended.push((seconds, crate::telemetry::context::sampled_trace_id()));
+        }
+    }
+
+    /// Takes the lifetimes recorded since the last call.
+    pub fn take_ended(&self) -> Vec<(f64, Option<String>)> {
+        std::mem::take(&mut *self.ended.lock())
+    }
+
     /// Reads a counter.
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
@@ -282,21 +359,32 @@ pub trait SessionStore: Send + Sync + 'static {
     /// nothing twice ([`HistoryScope::append`]).
     fn history(&self, scope_id: &str, request: Option<&str>) -> Arc<dyn HistoryScope>;
     /// Mints a new modern-era state handle (SEP-2567) with the session idle TTL, owned by
-    /// `owner` (the caller's principal when auth is on). Handles count against
-    /// `maxSessions` with the sessions: each one holds a history.
-    async fn create_handle(&self, owner: Option<&str>) -> Result<String, StoreError>;
-    /// Whether a state handle is live and belongs to `owner`; slides its TTL. Another
-    /// principal's handle is `false`, as if it did not exist.
-    async fn touch_handle(&self, handle: &str, owner: Option<&str>) -> Result<bool, StoreError>;
+    /// `owner` (the caller's principal when auth is on), remembering `trace`, the creating
+    /// call's trace context. Handles count against `maxSessions` with the sessions: each one
+    /// holds a history.
+    async fn create_handle(
+        &self,
+        owner: Option<&str>,
+        trace: Option<&str>,
+    ) -> Result<String, StoreError>;
+    /// The state handle if it is live and belongs to `owner`; slides its TTL. Another
+    /// principal's handle is `None`, as if it did not exist.
+    async fn touch_handle(
+        &self,
+        handle: &str,
+        owner: Option<&str>,
+    ) -> Result<Option<LiveHandle>, StoreError>;
 
     /// Creates an empty stream log so that readers can attach before its first event.
     /// `orphan` is the final message readers get if this node dies before closing the stream
     /// (a request's stream); `None` for streams no node owns (the standalone stream).
+    /// `producer` is the producing request's trace context, for the span of a later resume.
     async fn open_stream(
         &self,
         session: &str,
         stream: &str,
         orphan: Option<Arc<str>>,
+        producer: Option<&str>,
     ) -> Result<(), StoreError>;
     /// Appends an SSE message to a stream's log and wakes its readers; returns its sequence
     /// number (1-based, per stream). `last` also closes the stream, in the same step.
@@ -317,6 +405,12 @@ pub trait SessionStore: Send + Sync + 'static {
         after: u64,
         wait: Duration,
     ) -> Result<EventBatch, StoreError>;
+    /// The trace context of the request that produced a stream (see `open_stream`).
+    async fn stream_producer(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<Option<String>, StoreError>;
     /// The highest sequence number written to a stream (0 if none), `None` if it is unknown.
     async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError>;
 

@@ -29,11 +29,12 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
+use tracing::Instrument;
 
 use super::redis_scripts as lua;
 use super::{
-    now_ms, random_id, Envelope, EventBatch, NodeReport, SessionChange, SessionCounters,
-    SessionRecord, SessionStore, Signal, StoreError,
+    now_ms, random_id, Envelope, EventBatch, LiveHandle, NodeReport, SessionChange,
+    SessionCounters, SessionRecord, SessionStore, Signal, StoreError,
 };
 use crate::protocol::limits;
 use crate::protocol::toolset::{DomainError, HistoryScope, LogLevel, ScopeStats};
@@ -125,6 +126,16 @@ struct Fixed {
     info: Arc<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     principal: Option<String>,
+    /// The session's (or state handle's) trace context, `traceparent` text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    t: Option<String>,
+}
+
+/// A state handle's immutable part (the creating call's trace context).
+#[derive(Deserialize)]
+struct HandleFixed {
+    #[serde(default)]
+    t: Option<String>,
 }
 
 struct Scripts {
@@ -364,10 +375,19 @@ impl RedisStore {
     /// Runs a Redis future under the command timeout; see [`classify`] for its errors.
     async fn bounded<T>(
         &self,
+        op: Op,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
         let start = Instant::now();
-        let outcome = match tokio::time::timeout(self.inner.cfg.command_timeout, fut).await {
+        let fut = tokio::time::timeout(self.inner.cfg.command_timeout, fut);
+        let deferring = crate::telemetry::context::is_deferring();
+        let began = deferring.then(std::time::SystemTime::now);
+        let span = if deferring {
+            tracing::Span::none()
+        } else {
+            op.span()
+        };
+        let outcome = match fut.instrument(span.clone()).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(unavailable("Redis command timed out")),
@@ -375,8 +395,20 @@ impl RedisStore {
         let c = &self.inner.counters;
         SessionCounters::add(&c.store_commands, 1);
         SessionCounters::add(&c.store_command_micros, start.elapsed().as_micros() as u64);
-        if outcome.is_err() {
+        if let Err(e) = &outcome {
             SessionCounters::add(&c.store_command_errors, 1);
+            span.record("error.type", e.kind());
+            span.record("otel.status_code", "ERROR");
+        }
+        if let Some(start) = began {
+            let (name, attributes) = op.describe();
+            crate::telemetry::context::defer(crate::telemetry::context::DeferredCall {
+                name,
+                attributes,
+                start,
+                end: std::time::SystemTime::now(),
+                error: outcome.as_ref().err().map(StoreError::kind),
+            });
         }
         outcome
     }
@@ -418,6 +450,7 @@ impl RedisStore {
         let until = now_ms() + ms(self.inner.cfg.policy.idle());
         let _: i64 = self
             .bounded(
+                Op::Command("ZADD"),
                 redis::cmd("ZADD")
                     .arg(LIVE)
                     .arg(until)
@@ -469,26 +502,27 @@ impl RedisStore {
         kind: &str,
         owner: Option<&str>,
         count: u64,
-        with_record: bool,
+        want: Want,
     ) -> Result<Option<Vec<redis::Value>>, StoreError> {
         let mut script = self.inner.scripts.touch.key(rec_key(id));
         script
             .key(hist_key(id))
             .arg(ms(self.inner.cfg.policy.idle()))
             .arg(count)
-            .arg(u8::from(with_record))
+            .arg(want as u8)
             .arg(kind);
         if let Some(owner) = owner {
             script.arg(owner);
         }
-        self.bounded(script.invoke_async(&mut self.conn())).await
+        self.bounded(Op::Script("touch"), script.invoke_async(&mut self.conn()))
+            .await
     }
 
     /// Reads and slides a session's record from Redis (counting `count` requests), caching
     /// it. A state handle's id is not a session: `None`, and the handle is not extended.
     async fn load(&self, id: &str, count: u64) -> Result<Option<SessionRecord>, StoreError> {
         SessionCounters::add(&self.inner.counters.store_loads, 1);
-        let Some(reply) = self.run_touch(id, "s", None, count, true).await? else {
+        let Some(reply) = self.run_touch(id, "s", None, count, Want::Record).await? else {
             self.evict(id);
             return Ok(None);
         };
@@ -522,15 +556,29 @@ impl RedisStore {
         owner: Option<&str>,
         count: u64,
     ) -> Result<bool, StoreError> {
-        match self.run_touch(id, kind_of(id), owner, count, false).await {
+        Ok(self
+            .slide_reading(id, owner, count, Want::Nothing)
+            .await?
+            .is_some())
+    }
+
+    /// `slide_owned`, reading back the fields `want` names; `None` if the scope is gone.
+    async fn slide_reading(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        count: u64,
+        want: Want,
+    ) -> Result<Option<HashMap<String, String>>, StoreError> {
+        match self.run_touch(id, kind_of(id), owner, count, want).await {
             Ok(Some(r)) => {
-                let (ttl, ver, _) = split_touch(r)?;
+                let (ttl, ver, fields) = split_touch(r)?;
                 self.refreshed(id, ttl, &ver);
-                Ok(true)
+                Ok(Some(fields))
             }
             Ok(None) => {
                 self.evict(id);
-                Ok(false)
+                Ok(None)
             }
             Err(e) => {
                 self.restore_pending(id, count);
@@ -540,15 +588,17 @@ impl RedisStore {
     }
 
     fn signal(&self, payload: Signal) -> Envelope {
-        Envelope {
-            payload,
-            meta: [("node".to_owned(), self.inner.cfg.node_id.clone())].into(),
-        }
+        let mut envelope = Envelope::new(payload);
+        envelope
+            .meta
+            .insert("node".to_owned(), self.inner.cfg.node_id.clone());
+        envelope
     }
 
     /// Sessions in [`LIVE`] that have not expired.
     async fn count_sessions(&self) -> Result<u64, StoreError> {
         self.bounded(
+            Op::Command("ZCOUNT"),
             redis::cmd("ZCOUNT")
                 .arg(LIVE)
                 .arg(now_ms())
@@ -560,7 +610,10 @@ impl RedisStore {
 
     async fn ping_now(&self) -> Result<(), StoreError> {
         let pong: String = self
-            .bounded(redis::cmd("PING").query_async(&mut self.conn()))
+            .bounded(
+                Op::Command("PING"),
+                redis::cmd("PING").query_async(&mut self.conn()),
+            )
             .await?;
         if pong == "PONG" {
             Ok(())
@@ -588,6 +641,7 @@ impl RedisStore {
     ) -> Result<(EventBatch, String), StoreError> {
         let reply: Vec<redis::Value> = self
             .bounded(
+                Op::Script("read_events"),
                 self.inner
                     .scripts
                     .read_events
@@ -676,13 +730,16 @@ impl RedisStore {
         if owner.is_empty() || owner == self.inner.cfg.node_id {
             return Ok(());
         }
-        let alive: bool = self.bounded(self.conn().exists(node_key(owner))).await?;
+        let alive: bool = self
+            .bounded(Op::Command("EXISTS"), self.conn().exists(node_key(owner)))
+            .await?;
         if alive {
             return Ok(());
         }
         tracing::warn!(stream, owner, "ending a stream whose node is gone");
         let _: i64 = self
             .bounded(
+                Op::Script("end_orphan"),
                 self.inner
                     .scripts
                     .end_orphan
@@ -881,6 +938,76 @@ fn as_int(v: &redis::Value) -> i64 {
 }
 
 /// Splits a touch reply into TTL, version and record fields.
+/// One Redis operation, named for its client span (OTel database conventions), so that a slow
+/// Redis shows up in a request's trace.
+#[derive(Clone, Copy)]
+enum Op {
+    /// One of our Lua scripts (`EVALSHA`), by its name in `redis_scripts`.
+    Script(&'static str),
+    /// A plain command.
+    Command(&'static str),
+}
+
+impl Op {
+    /// Its span name and `db.*` attributes (for a span recorded after the fact).
+    fn describe(self) -> (String, Vec<opentelemetry::KeyValue>) {
+        use opentelemetry::KeyValue;
+        let mut attributes = vec![KeyValue::new("db.system.name", "redis")];
+        let name = match self {
+            Op::Script(s) => {
+                attributes.push(KeyValue::new("db.operation.name", "EVALSHA"));
+                attributes.push(KeyValue::new("db.stored_procedure.name", s));
+                format!("EVALSHA {s}")
+            }
+            Op::Command(c) => {
+                attributes.push(KeyValue::new("db.operation.name", c));
+                c.to_owned()
+            }
+        };
+        (name, attributes)
+    }
+
+    /// A client span under the span running now, while traces are on and a span runs.
+    fn span(self) -> tracing::Span {
+        if !crate::telemetry::otel::enabled() || tracing::Span::current().is_none() {
+            return tracing::Span::none();
+        }
+        let (name, operation, script) = match self {
+            Op::Script(s) => (format!("EVALSHA {s}"), "EVALSHA", Some(s)),
+            Op::Command(c) => (c.to_owned(), c, None),
+        };
+        tracing::info_span!(
+            "redis",
+            otel.name = %name,
+            otel.kind = "client",
+            db.system.name = "redis",
+            db.operation.name = operation,
+            db.stored_procedure.name = script,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        )
+    }
+}
+
+/// What the touch script reads back besides the TTL and version.
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum Want {
+    Nothing = 0,
+    /// Every field of the record.
+    Record = 1,
+    /// The immutable part only (`r`).
+    Fixed = 2,
+}
+
+/// A state handle's immutable part: no client description, only its trace context.
+fn handle_fixed(trace: Option<&str>) -> String {
+    match trace {
+        Some(t) => serde_json::json!({ "t": t }).to_string(),
+        None => "{}".to_owned(),
+    }
+}
+
 fn split_touch(
     reply: Vec<redis::Value>,
 ) -> Result<(i64, String, HashMap<String, String>), StoreError> {
@@ -925,6 +1052,7 @@ fn record_from(id: &str, f: &HashMap<String, String>) -> Result<SessionRecord, S
         created_ms: num(f, "c"),
         last_seen_ms: num(f, "ls"),
         request_count: num(f, "rc"),
+        trace: fixed.t,
     })
 }
 
@@ -1140,6 +1268,7 @@ impl RedisScope {
         let s = &self.store;
         let reply: Option<(String, Vec<String>)> = s
             .bounded(
+                Op::Script("read_scope"),
                 s.inner
                     .scripts
                     .read_scope
@@ -1179,8 +1308,9 @@ impl HistoryScope for RedisScope {
         for (op, entry) in &entries {
             inv.arg(op).arg(entry);
         }
-        let reply: Result<Option<(i64, String, String)>, StoreError> =
-            s.bounded(inv.invoke_async(&mut s.conn())).await;
+        let reply: Result<Option<(i64, String, String)>, StoreError> = s
+            .bounded(Op::Script("append"), inv.invoke_async(&mut s.conn()))
+            .await;
         match reply {
             Ok(Some((ttl, ver, recorded))) => {
                 s.refreshed(&self.id, ttl, &ver);
@@ -1248,11 +1378,13 @@ impl SessionStore for RedisStore {
             caps: record.client_capabilities.clone(),
             info: record.client_info.clone(),
             principal: record.principal.clone(),
+            t: record.trace.clone(),
         };
         let fixed =
             serde_json::to_string(&fixed).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _: i64 = self
             .bounded(
+                Op::Script("create"),
                 self.inner
                     .scripts
                     .create
@@ -1334,6 +1466,7 @@ impl SessionStore for RedisStore {
         let signal = serde_json::to_string(&signal).unwrap_or_default();
         let done: i64 = self
             .bounded(
+                Op::Script("update"),
                 self.inner
                     .scripts
                     .update
@@ -1350,7 +1483,7 @@ impl SessionStore for RedisStore {
             return Err(super::too_many_subscriptions());
         }
         self.evict(id);
-        Ok(done == 1)
+        Ok(done > 0)
     }
 
     async fn delete(&self, id: &str) -> Result<bool, StoreError> {
@@ -1360,6 +1493,7 @@ impl SessionStore for RedisStore {
         let signal = serde_json::to_string(&signal).unwrap_or_default();
         let done: i64 = self
             .bounded(
+                Op::Script("delete"),
                 self.inner
                     .scripts
                     .delete
@@ -1376,10 +1510,12 @@ impl SessionStore for RedisStore {
         self.evict(id);
         self.inner.pending.of(id).lock().remove(id);
         self.inner.expiries.of(id).lock().remove(id);
-        if done == 1 {
+        if done > 0 {
             SessionCounters::add(&self.inner.counters.deleted, 1);
+            self.inner.counters.session_ended(0, done as u64 - 1);
             let _: Result<i64, _> = self
                 .bounded(
+                    Op::Command("ZREM"),
                     redis::cmd("ZREM")
                         .arg(LIVE)
                         .arg(id)
@@ -1387,7 +1523,7 @@ impl SessionStore for RedisStore {
                 )
                 .await;
         }
-        Ok(done == 1)
+        Ok(done > 0)
     }
 
     /// Read at most once per [`COUNT_REUSE`] per node, by one caller at a time: probes at any
@@ -1428,7 +1564,11 @@ impl SessionStore for RedisStore {
         })
     }
 
-    async fn create_handle(&self, owner: Option<&str>) -> Result<String, StoreError> {
+    async fn create_handle(
+        &self,
+        owner: Option<&str>,
+        trace: Option<&str>,
+    ) -> Result<String, StoreError> {
         let max = self.inner.cfg.policy.max_sessions() as u64;
         if self.live_sessions().await? >= max {
             return Err(StoreError::Capacity(max as usize));
@@ -1436,6 +1576,7 @@ impl SessionStore for RedisStore {
         let id = format!("h{}", random_id());
         let _: i64 = self
             .bounded(
+                Op::Script("create"),
                 self.inner
                     .scripts
                     .create
@@ -1444,7 +1585,7 @@ impl SessionStore for RedisStore {
                     // Handles have no absolute lifetime beyond the session maximum.
                     .arg(ms(self.inner.cfg.policy.max_lifetime()))
                     .arg("h")
-                    .arg("{}")
+                    .arg(handle_fixed(trace))
                     .arg(0)
                     .arg(owner.unwrap_or(""))
                     .invoke_async(&mut self.conn()),
@@ -1454,13 +1595,33 @@ impl SessionStore for RedisStore {
         Ok(id)
     }
 
-    async fn touch_handle(&self, handle: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+    async fn touch_handle(
+        &self,
+        handle: &str,
+        owner: Option<&str>,
+    ) -> Result<Option<LiveHandle>, StoreError> {
         // Handles are `h…`; a session id (hex) is never accepted as a handle, so a session id
         // cannot be used to write into a session's history from outside it.
         if !handle.starts_with('h') {
-            return Ok(false);
+            return Ok(None);
         }
-        self.slide_owned(handle, Some(owner.unwrap_or("")), 1).await
+        // The creator's trace context is read back only while traces are on.
+        let want = if crate::telemetry::otel::enabled() {
+            Want::Fixed
+        } else {
+            Want::Nothing
+        };
+        let Some(fields) = self
+            .slide_reading(handle, Some(owner.unwrap_or("")), 1, want)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let trace = fields
+            .get("r")
+            .and_then(|r| serde_json::from_str::<HandleFixed>(r).ok())
+            .and_then(|f| f.t);
+        Ok(Some(LiveHandle { trace }))
     }
 
     async fn open_stream(
@@ -1468,6 +1629,7 @@ impl SessionStore for RedisStore {
         session: &str,
         stream: &str,
         orphan: Option<Arc<str>>,
+        producer: Option<&str>,
     ) -> Result<(), StoreError> {
         let owner = if orphan.is_some() {
             self.inner.cfg.node_id.as_str()
@@ -1476,6 +1638,7 @@ impl SessionStore for RedisStore {
         };
         let _: i64 = self
             .bounded(
+                Op::Script("open_stream"),
                 self.inner
                     .scripts
                     .open_stream
@@ -1488,6 +1651,7 @@ impl SessionStore for RedisStore {
                     .arg(prefix(session))
                     .arg(limits::MAX_RETAINED_STREAMS)
                     .arg(limits::MAX_RETAINED_STREAM_BYTES)
+                    .arg(producer.unwrap_or(""))
                     .invoke_async(&mut self.conn()),
             )
             .await?;
@@ -1503,6 +1667,7 @@ impl SessionStore for RedisStore {
     ) -> Result<u64, StoreError> {
         let seq: u64 = self
             .bounded(
+                Op::Script("append_event"),
                 self.inner
                     .scripts
                     .append_event
@@ -1523,6 +1688,7 @@ impl SessionStore for RedisStore {
     async fn close_stream(&self, session: &str, stream: &str) -> Result<(), StoreError> {
         let _: i64 = self
             .bounded(
+                Op::Script("close_stream"),
                 self.inner
                     .scripts
                     .close_stream
@@ -1556,9 +1722,26 @@ impl SessionStore for RedisStore {
         result
     }
 
+    async fn stream_producer(
+        &self,
+        session: &str,
+        stream: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let tp: Option<String> = self
+            .bounded(
+                Op::Command("HGET"),
+                self.conn().hget(meta_key(session, stream), "tp"),
+            )
+            .await?;
+        Ok(tp.filter(|t| !t.is_empty()))
+    }
+
     async fn stream_head(&self, session: &str, stream: &str) -> Result<Option<u64>, StoreError> {
         let head: Option<u64> = self
-            .bounded(self.conn().hget(meta_key(session, stream), "head"))
+            .bounded(
+                Op::Command("HGET"),
+                self.conn().hget(meta_key(session, stream), "head"),
+            )
             .await?;
         Ok(head)
     }
@@ -1566,6 +1749,7 @@ impl SessionStore for RedisStore {
     async fn claim_standalone(&self, session: &str) -> Result<bool, StoreError> {
         let got: i64 = self
             .bounded(
+                Op::Script("claim"),
                 self.inner
                     .scripts
                     .claim
@@ -1586,6 +1770,7 @@ impl SessionStore for RedisStore {
         self.inner.claims.lock().remove(session);
         let _: Result<i64, _> = self
             .bounded(
+                Op::Script("release"),
                 self.inner
                     .scripts
                     .release
@@ -1599,7 +1784,9 @@ impl SessionStore for RedisStore {
     async fn publish(&self, envelope: Envelope) -> Result<(), StoreError> {
         let text =
             serde_json::to_string(&envelope).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let _: i64 = self.bounded(self.conn().publish(SIGNALS, text)).await?;
+        let _: i64 = self
+            .bounded(Op::Command("PUBLISH"), self.conn().publish(SIGNALS, text))
+            .await?;
         SessionCounters::add(&self.inner.counters.signals_sent, 1);
         Ok(())
     }
@@ -1623,12 +1810,14 @@ impl SessionStore for RedisStore {
             pipe.cmd("INCRBY").arg(&key).arg(*n);
             pipe.cmd("PEXPIRE").arg(&key).arg(ms(ttl)).ignore();
         }
-        self.bounded(pipe.query_async(&mut self.conn())).await
+        self.bounded(Op::Command("INCRBY"), pipe.query_async(&mut self.conn()))
+            .await
     }
 
     async fn consume_once(&self, key: &str, ttl: Duration) -> Result<bool, StoreError> {
         let set: Option<String> = self
             .bounded(
+                Op::Command("SET"),
                 redis::cmd("SET")
                     .arg(format!("abacus:once:{{{key}}}"))
                     .arg(1)
@@ -1647,6 +1836,7 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn();
         let _: Option<String> = self
             .bounded(
+                Op::Command("SET"),
                 redis::cmd("SET")
                     .arg(KEY)
                     .arg(&fresh)
@@ -1654,7 +1844,7 @@ impl SessionStore for RedisStore {
                     .query_async(&mut conn),
             )
             .await?;
-        let stored: String = self.bounded(conn.get(KEY)).await?;
+        let stored: String = self.bounded(Op::Command("GET"), conn.get(KEY)).await?;
         let mut key = [0u8; 32];
         hex::decode_to_slice(stored.trim(), &mut key)
             .map_err(|e| StoreError::Corrupt(format!("{KEY}: {e}")))?;
@@ -1666,10 +1856,16 @@ impl SessionStore for RedisStore {
         // deleted and other nodes end this node's orphaned streams at once.
         *self.inner.heartbeat_gate.lock().await = true;
         let _: Result<i64, _> = self
-            .bounded(self.conn().del(node_key(&self.inner.cfg.node_id)))
+            .bounded(
+                Op::Command("DEL"),
+                self.conn().del(node_key(&self.inner.cfg.node_id)),
+            )
             .await;
         let _: Result<i64, _> = self
-            .bounded(self.conn().hdel(NODES, &self.inner.cfg.node_id))
+            .bounded(
+                Op::Command("HDEL"),
+                self.conn().hdel(NODES, &self.inner.cfg.node_id),
+            )
             .await;
     }
 
@@ -1678,7 +1874,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn nodes(&self) -> Result<Option<Vec<NodeReport>>, StoreError> {
-        let all: HashMap<String, String> = self.bounded(self.conn().hgetall(NODES)).await?;
+        let all: HashMap<String, String> = self
+            .bounded(Op::Command("HGETALL"), self.conn().hgetall(NODES))
+            .await?;
         let now = now_ms();
         let mut live = Vec::new();
         let mut gone = Vec::new();
@@ -1697,7 +1895,9 @@ impl SessionStore for RedisStore {
             }
         }
         if !gone.is_empty() {
-            let _: Result<i64, _> = self.bounded(self.conn().hdel(NODES, gone)).await;
+            let _: Result<i64, _> = self
+                .bounded(Op::Command("HDEL"), self.conn().hdel(NODES, gone))
+                .await;
         }
         live.sort_by(|a, b| a.node.cmp(&b.node));
         Ok(Some(live))
@@ -1799,6 +1999,7 @@ mod tests {
             caps: Arc::new(serde_json::json!({"sampling": {}})),
             info: Arc::new(serde_json::json!({"name": "c"})),
             principal: Some("https://as#alice".into()),
+            t: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let fields: HashMap<String, String> = [
             ("r", serde_json::to_string(&fixed).unwrap()),

@@ -11,7 +11,7 @@
 //! - `abacus:{S}:hist`: list of history entries (JSON text), trimmed to the cap.
 //! - `abacus:{S}:st`: set of the session's SSE stream names.
 //! - `abacus:{S}:m:<stream>`: hash `head`, `closed`, `owner` (node id), `orphan` (final message
-//!   to write if the owner dies).
+//!   to write if the owner dies), `at`, `bytes`, `tp` (the producing request's trace context).
 //! - `abacus:{S}:e:<stream>`: Redis Stream of events, ids `<seq>-0`, `MAXLEN ~`.
 //! - `abacus:{S}:g`: the claim on the standalone GET stream (node id, short lease).
 
@@ -54,9 +54,10 @@ return idle
     )
 }
 
-/// KEYS: rec, hist. ARGV: idle, requests to count, want the record (1/0), kind (`s`/`h`), and
-/// optionally the owner it must have. Returns nil if gone (or of another kind or owner, then
-/// untouched); else `{ttl, ver}` or `{ttl, ver, field, value, …}` with the record.
+/// KEYS: rec, hist. ARGV: idle, requests to count, what to read back (0 nothing, 1 the whole
+/// record, 2 its immutable part `r`), kind (`s`/`h`), and optionally the owner it must have.
+/// Returns nil if gone (or of another kind or owner, then untouched); else `{ttl, ver}` or
+/// `{ttl, ver, field, value, …}` with what was asked for.
 pub fn touch() -> String {
     with_prelude(
         r#"
@@ -70,6 +71,9 @@ local out = {ttl, redis.call('HGET', KEYS[1], 'ver')}
 if ARGV[3] == '1' then
   local all = redis.call('HGETALL', KEYS[1])
   for i = 1, #all do out[#out + 1] = all[i] end
+elseif ARGV[3] == '2' then
+  out[3] = 'r'
+  out[4] = redis.call('HGET', KEYS[1], 'r') or ''
 end
 return out
 "#,
@@ -167,26 +171,30 @@ return 1
 }
 
 /// KEYS: rec, hist, streams set, GET claim. ARGV: key prefix `abacus:{S}:`, signal channel,
-/// signal JSON. Deletes the session and all its streams; 0 if it did not exist or is not a
-/// session (a state handle's id is refused, never deleted).
+/// signal JSON. Deletes the session and all its streams; returns 1 + how long it lived (ms),
+/// or 0 if it did not exist or is not a session (a state handle's id is refused, never
+/// deleted).
 pub fn delete() -> String {
-    r#"
+    format!(
+        "{NOW}{}",
+        r#"
 if redis.call('HGET', KEYS[1], 'k') ~= 's' then return 0 end
+local lived = now - (tonumber(redis.call('HGET', KEYS[1], 'c')) or now)
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[3])) do
   redis.call('DEL', ARGV[1] .. 'e:' .. s, ARGV[1] .. 'm:' .. s)
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1] .. 'rq')
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return lived + 1
 "#
-    .to_owned()
+    )
 }
 
 /// KEYS: meta, streams set. ARGV: stream name, owner node, orphan message, TTL ms.
 /// Creates the stream's metadata if absent.
 ///
 /// Then bounds what the session keeps (ARGV: key prefix `abacus:{S}:`, most streams, most bytes
-/// of finished streams): names of expired streams are forgotten, and the oldest finished
+/// of finished streams; then the producer's `traceparent` or `''`): names of expired streams are forgotten, and the oldest finished
 /// streams are deleted while the session holds more streams, or more bytes of finished ones,
 /// than allowed. Streams still being written are never deleted. Returns how many were.
 pub fn open_stream() -> String {
@@ -195,6 +203,7 @@ pub fn open_stream() -> String {
         r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'head', 0, 'closed', 0, 'owner', ARGV[2], 'orphan', ARGV[3], 'at', now)
+  if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'tp', ARGV[8]) end
 end
 redis.call('SADD', KEYS[2], ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])

@@ -31,10 +31,14 @@ pub fn answer_of(mut wire: Value) -> ClientAnswer {
     }
 }
 
+/// An answer as it reaches the waiting request, with the `traceparent` of the span that
+/// received it from the client (on this node or another), for a linked span.
+pub type Delivered = (ClientAnswer, Option<String>);
+
 /// This node's routing tables. Keys are `(session id, JSON text of the request id)`.
 #[derive(Default)]
 pub struct LocalRoutes {
-    pending: Mutex<HashMap<(String, String), oneshot::Sender<ClientAnswer>>>,
+    pending: Mutex<HashMap<(String, String), oneshot::Sender<Delivered>>>,
     inflight: Mutex<HashMap<(String, String), CancellationToken>>,
 }
 
@@ -45,7 +49,7 @@ pub fn id_key(id: &Value) -> String {
 
 impl LocalRoutes {
     /// Registers a server→client request and returns the receiver of its answer.
-    pub fn expect_answer(&self, session: &str, id: &Value) -> oneshot::Receiver<ClientAnswer> {
+    pub fn expect_answer(&self, session: &str, id: &Value) -> oneshot::Receiver<Delivered> {
         let (tx, rx) = oneshot::channel();
         self.pending
             .lock()
@@ -60,14 +64,21 @@ impl LocalRoutes {
             .remove(&(session.to_owned(), id_key(id)));
     }
 
-    /// Delivers a client's answer; `false` if no request here waits for it.
-    pub fn deliver_answer(&self, session: &str, id: &Value, answer: ClientAnswer) -> bool {
+    /// Delivers a client's answer, received by the span `producer`; `false` if no request
+    /// here waits for it.
+    pub fn deliver_answer(
+        &self,
+        session: &str,
+        id: &Value,
+        answer: ClientAnswer,
+        producer: Option<String>,
+    ) -> bool {
         let tx = self
             .pending
             .lock()
             .remove(&(session.to_owned(), id_key(id)));
         match tx {
-            Some(tx) => tx.send(answer).is_ok(),
+            Some(tx) => tx.send((answer, producer)).is_ok(),
             None => false,
         }
     }

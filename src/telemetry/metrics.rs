@@ -10,9 +10,9 @@ use std::sync::Arc;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::session::SessionCounters;
@@ -63,6 +63,17 @@ struct OperationLabels {
 struct RequestLabels {
     method: &'static str,
     status: u16,
+}
+
+/// An exemplar's labels: the trace of one sampled request, so a slow bucket leads to a trace.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TraceExemplar {
+    trace_id: String,
+}
+
+/// The exemplar of the request running now, when it is traced and sampled.
+fn exemplar() -> Option<TraceExemplar> {
+    super::context::sampled_trace_id().map(|trace_id| TraceExemplar { trace_id })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -120,7 +131,8 @@ pub struct Metrics {
     active_sessions: Gauge,
     calculations: Family<OperationLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
-    durations: Family<DurationLabels, Histogram>,
+    durations: Family<DurationLabels, HistogramWithExemplars<TraceExemplar>>,
+    session_durations: HistogramWithExemplars<TraceExemplar>,
     sessions_created: Counter,
     sessions_expired: Counter,
     sessions_deleted: Counter,
@@ -168,16 +180,36 @@ impl Metrics {
             "MCP endpoint requests by JSON-RPC method (or HTTP verb) and HTTP status",
             requests.clone(),
         );
-        let durations = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
-                30.0, 60.0, 120.0, 300.0,
-            ])
-        });
+        let durations =
+            Family::<DurationLabels, HistogramWithExemplars<TraceExemplar>>::new_with_constructor(
+                || {
+                    HistogramWithExemplars::new(
+                        [
+                            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0,
+                            5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+                        ]
+                        .into_iter(),
+                    )
+                },
+            );
         registry.register(
             "mcp_server_operation_duration_seconds",
-            "Duration of MCP request handling (OTel mcp.server.operation.duration)",
+            "Duration of MCP request handling (OTel mcp.server.operation.duration); exemplars \
+             carry the trace id of sampled requests",
             durations.clone(),
+        );
+        let session_durations = HistogramWithExemplars::new(
+            [
+                1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0,
+            ]
+            .into_iter(),
+        );
+        registry.register(
+            "mcp_server_session_duration_seconds",
+            "Lifetime of sessions that ended on this node, by DELETE or found expired (OTel \
+             mcp.server.session.duration); in Redis mode idle expiry happens inside Redis and \
+             is not observed",
+            session_durations.clone(),
         );
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let c = Counter::default();
@@ -298,6 +330,7 @@ impl Metrics {
             calculations,
             requests,
             durations,
+            session_durations,
             sessions_created,
             sessions_expired,
             sessions_deleted,
@@ -365,7 +398,7 @@ impl Metrics {
                 gen_ai_tool_name: tool.unwrap_or(""),
                 error_type: error.unwrap_or(""),
             })
-            .observe(seconds);
+            .observe(seconds, exemplar(), None);
     }
 
     /// Counts a configuration version by result.
@@ -410,6 +443,10 @@ impl Metrics {
         let have = self.store_command_seconds.get();
         if seconds > have {
             self.store_command_seconds.inc_by(seconds - have);
+        }
+        for (seconds, trace) in counters.take_ended() {
+            let trace = trace.map(|trace_id| TraceExemplar { trace_id });
+            self.session_durations.observe(seconds, trace, None);
         }
         if let Some(c) = self.span_counters.get() {
             for (outcome, source) in [

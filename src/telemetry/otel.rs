@@ -1,10 +1,12 @@
-//! OTLP traces, opt-in: with no endpoint configured (`OTEL_EXPORTER_OTLP_ENDPOINT` or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), or with `OTEL_SDK_DISABLED=true`, there is no
-//! exporter, no background thread, and the request path creates no span ([`enabled`]).
+//! OTLP traces, opt-in: with no endpoint configured (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `spec.telemetry.endpoint`), or with
+//! `OTEL_SDK_DISABLED=true`, there is no exporter, no background thread, and the request path
+//! creates no span ([`enabled`]).
 //!
 //! The exporter, sampler and batch queue follow the standard `OTEL_*` variables (the SDK reads
-//! them; `OTEL_EXPORTER_OTLP_PROTOCOL` picks `grpc` or `http/protobuf`). The resource names this
-//! pod (`service.instance.id` = `POD_NAME`, `k8s.*` from the downward API), with
+//! them; `OTEL_EXPORTER_OTLP_PROTOCOL` picks `grpc` or `http/protobuf`), and the document's
+//! `spec.telemetry` for what the environment leaves unset. The resource names this pod
+//! (`service.instance.id` = `POD_NAME`, `k8s.*` from the downward API), with
 //! `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` winning. A full export queue drops spans,
 //! counted in [`SpanCounters`], and never slows a request. The design notes are in
 //! `docs/design/tracing.md`.
@@ -18,12 +20,23 @@ use opentelemetry_otlp::{ExporterBuildError, Protocol, SpanExporter, WithExportC
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
 use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider, SpanData, SpanProcessor,
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanProcessor,
 };
+
+use super::TelemetrySettings;
 use opentelemetry_sdk::Resource;
 
 /// Whether spans are exported: the request path creates spans only then.
 static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// The tracer, for the few spans recorded after the fact (`context::record_deferred`).
+static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracer> =
+    std::sync::OnceLock::new();
+
+/// The running pipeline's tracer, if any.
+pub fn tracer() -> Option<&'static opentelemetry_sdk::trace::SdkTracer> {
+    TRACER.get()
+}
 
 /// True once an exporter is running; checked before creating any request span, so that tracing
 /// off costs one atomic load per request.
@@ -35,45 +48,85 @@ fn env_nonempty(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-/// Whether the environment asks for traces: an OTLP endpoint is set and the SDK is not
-/// disabled (`OTEL_SDK_DISABLED`, which the SDK itself does not read).
-pub fn wanted() -> bool {
-    let disabled =
-        env_nonempty("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
-    !disabled
-        && (env_nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
-            || env_nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").is_some())
+/// The environment's value, else the document's (`spec.telemetry`), if either is set.
+fn setting(var: &str, document: &str) -> Option<String> {
+    env_nonempty(var).or_else(|| Some(document.trim().to_owned()).filter(|v| !v.is_empty()))
 }
 
-/// The transport `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` name
-/// (`grpc` or `http/protobuf`, the default).
-fn protocol_from_env() -> Protocol {
-    for var in [
-        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-    ] {
-        match env_nonempty(var)
-            .map(|v| v.trim().to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("grpc") => return Protocol::Grpc,
-            Some("http/protobuf") => return Protocol::HttpBinary,
-            _ => {}
+/// Whether an endpoint comes from the environment (the exporter then reads it itself).
+fn endpoint_in_env() -> bool {
+    env_nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+        || env_nonempty("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+}
+
+/// Whether traces are asked for: an OTLP endpoint is set and the SDK is not disabled
+/// (`OTEL_SDK_DISABLED`, which the SDK itself does not read, or `disabled`).
+pub fn wanted(doc: &TelemetrySettings) -> bool {
+    let disabled = match env_nonempty("OTEL_SDK_DISABLED") {
+        Some(v) => v.trim().eq_ignore_ascii_case("true"),
+        None => doc.disabled,
+    };
+    !disabled && (endpoint_in_env() || !doc.endpoint.trim().is_empty())
+}
+
+/// The transport `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` (or the
+/// document) names: `grpc` or `http/protobuf`, the default.
+fn protocol(doc: &TelemetrySettings) -> Protocol {
+    let named = env_nonempty("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        .or_else(|| setting("OTEL_EXPORTER_OTLP_PROTOCOL", &doc.protocol));
+    match named.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        Some("grpc") => Protocol::Grpc,
+        _ => Protocol::HttpBinary,
+    }
+}
+
+/// The OTLP exporter the environment (or the document) describes; headers and timeout are
+/// read by the exporter itself. The gRPC one must be built inside the Tokio runtime.
+fn build_exporter(doc: &TelemetrySettings) -> Result<SpanExporter, ExporterBuildError> {
+    // An endpoint from the document only when the environment names none (the exporter
+    // reads the environment's, appending `/v1/traces` for HTTP as the specification says).
+    let endpoint = (!endpoint_in_env()).then(|| doc.endpoint.trim().trim_end_matches('/'));
+    match protocol(doc) {
+        Protocol::Grpc => {
+            let b = SpanExporter::builder().with_tonic();
+            match endpoint {
+                Some(e) => b.with_endpoint(e).build(),
+                None => b.build(),
+            }
+        }
+        _ => {
+            let b = SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary);
+            match endpoint {
+                Some(e) => b.with_endpoint(format!("{e}/v1/traces")).build(),
+                None => b.build(),
+            }
         }
     }
-    Protocol::HttpBinary
 }
 
-/// The OTLP exporter the environment describes (endpoint, headers, timeout are read by the
-/// exporter itself). The gRPC one must be built inside the Tokio runtime.
-fn build_exporter() -> Result<SpanExporter, ExporterBuildError> {
-    match protocol_from_env() {
-        Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
-        _ => SpanExporter::builder()
-            .with_http()
-            .with_protocol(Protocol::HttpBinary)
-            .build(),
+/// The sampler the document names, when the environment names none (the SDK reads
+/// `OTEL_TRACES_SAMPLER` itself); `None` keeps the SDK's choice.
+fn sampler(doc: &TelemetrySettings) -> Option<Sampler> {
+    if env_nonempty("OTEL_TRACES_SAMPLER").is_some() || doc.sampler.trim().is_empty() {
+        return None;
     }
+    let ratio = || {
+        setting("OTEL_TRACES_SAMPLER_ARG", &doc.sampler_arg)
+            .and_then(|a| a.trim().parse::<f64>().ok())
+            .filter(|r| (0.0..=1.0).contains(r))
+            .unwrap_or(1.0)
+    };
+    let parent = |root: Sampler| Sampler::ParentBased(Box::new(root));
+    Some(match doc.sampler.trim() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(ratio()),
+        "parentbased_always_off" => parent(Sampler::AlwaysOff),
+        "parentbased_traceidratio" => parent(Sampler::TraceIdRatioBased(ratio())),
+        _ => parent(Sampler::AlwaysOn),
+    })
 }
 
 /// An RFC 4122 version 4 UUID, for `service.instance.id` outside Kubernetes.
@@ -92,9 +145,10 @@ fn uuid_v4() -> String {
     )
 }
 
-/// The resource, weakest first (a later merge wins): SDK attributes, then ours, then
-/// `OTEL_RESOURCE_ATTRIBUTES`, then `OTEL_SERVICE_NAME` for the service name.
-fn build_resource() -> Resource {
+/// The resource, weakest first (a later merge wins): SDK attributes, then ours, then the
+/// document's attributes, then `OTEL_RESOURCE_ATTRIBUTES`, then the service name
+/// (`OTEL_SERVICE_NAME`, else the document's).
+fn build_resource(doc: &TelemetrySettings) -> Resource {
     let mut ours = vec![
         KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
         KeyValue::new(
@@ -115,11 +169,24 @@ fn build_resource() -> Resource {
         .with_detector(Box::new(TelemetryResourceDetector))
         .with_service_name("abacus")
         .with_attributes(ours)
+        .with_attributes(key_values(&doc.resource_attributes))
         .with_detector(Box::new(EnvResourceDetector::new()));
-    if let Some(name) = env_nonempty("OTEL_SERVICE_NAME") {
+    if let Some(name) = setting("OTEL_SERVICE_NAME", &doc.service_name) {
         b = b.with_service_name(name);
     }
     b.build()
+}
+
+/// `k=v,k2=v2` (the `OTEL_RESOURCE_ATTRIBUTES` format) as attributes; malformed pairs are
+/// skipped.
+fn key_values(list: &str) -> Vec<KeyValue> {
+    list.split(',')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            let (k, v) = (k.trim(), v.trim());
+            (!k.is_empty()).then(|| KeyValue::new(k.to_owned(), v.to_owned()))
+        })
+        .collect()
 }
 
 /// What left the export queue, and what never got in (for `/metrics`).
@@ -211,19 +278,22 @@ pub struct Tracing {
 }
 
 impl Tracing {
-    /// Starts the pipeline the environment asks for; `Ok(None)` when it asks for none.
-    /// Call inside the Tokio runtime.
-    pub fn start() -> Result<Option<Tracing>, ExporterBuildError> {
+    /// Starts the pipeline the environment (or the document's `spec.telemetry`) asks for;
+    /// `Ok(None)` when it asks for none. Call inside the Tokio runtime.
+    pub fn start(doc: &TelemetrySettings) -> Result<Option<Tracing>, ExporterBuildError> {
         opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+            opentelemetry::propagation::TextMapCompositePropagator::new(vec![
+                Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
+                Box::new(opentelemetry_sdk::propagation::BaggagePropagator::new()),
+            ]),
         );
-        if !wanted() {
+        if !wanted(doc) {
             return Ok(None);
         }
         let counters = Arc::new(SpanCounters::default());
         let max_queue = queue_size();
         let processor = BatchSpanProcessor::builder(CountingExporter {
-            inner: build_exporter()?,
+            inner: build_exporter(doc)?,
             counters: counters.clone(),
         })
         .with_batch_config(
@@ -233,18 +303,24 @@ impl Tracing {
                 .build(),
         )
         .build();
-        // No `with_sampler`: the SDK reads OTEL_TRACES_SAMPLER(_ARG) itself (default
-        // parentbased_always_on).
-        let provider = SdkTracerProvider::builder()
-            .with_resource(build_resource())
+        // The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself (default parentbased_always_on); a
+        // sampler is set here only from the document, when the environment names none.
+        let mut provider = SdkTracerProvider::builder();
+        if let Some(sampler) = sampler(doc) {
+            provider = provider.with_sampler(sampler);
+        }
+        let provider = provider
+            .with_resource(build_resource(doc))
             .with_span_processor(CountingProcessor {
                 inner: processor,
                 counters: counters.clone(),
                 max_queue,
             })
             .build();
+        let tracing = Tracing { provider, counters };
+        let _ = TRACER.set(tracing.tracer());
         ENABLED.store(true, Ordering::Relaxed);
-        Ok(Some(Tracing { provider, counters }))
+        Ok(Some(tracing))
     }
 
     /// The tracer the `tracing` layer records into.

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::services::{CallServices, Out};
 use super::sse::{self, SseWriter};
@@ -35,6 +36,8 @@ pub struct Prepared {
     pub log_level: Option<LogLevel>,
     /// The authenticated caller (`iss#sub`), when auth is on.
     pub principal: Option<String>,
+    /// The session's trace context (see `telemetry::context`).
+    pub trace: Option<String>,
 }
 
 impl Prepared {
@@ -166,6 +169,10 @@ fn context(
         services,
     );
     (ctx.input_responses, ctx.request_state) = req.mrtr();
+    if crate::telemetry::otel::enabled() {
+        ctx.trace = req.trace.clone();
+        ctx.request_id = Some(crate::telemetry::context::request_id_text(&req.id));
+    }
     ctx
 }
 
@@ -324,7 +331,12 @@ async fn legacy_stream(
     );
     if let Err(e) = app
         .store
-        .open_stream(&sid, &stream, Some(serialize(&orphan)))
+        .open_stream(
+            &sid,
+            &stream,
+            Some(serialize(&orphan)),
+            crate::telemetry::context::current_traceparent().as_deref(),
+        )
         .await
     {
         return ApiError::unavailable(e.to_string()).into_response();
@@ -335,7 +347,8 @@ async fn legacy_stream(
     // so a client whose stream was closed by the drain resumes to the result, not to the
     // "instance stopped" error (and does not send the request again).
     let request_id = id.clone();
-    app.drain.tasks.spawn(async move {
+    let span = tracing::Span::current();
+    let pump = async move {
         let mut next = first;
         // Bytes of notifications stored so far: the log is bounded whatever the tool sends.
         let mut stored = 0usize;
@@ -380,13 +393,14 @@ async fn legacy_stream(
             }
         }
         persist(|| store.close_stream(&s2, &st2), usize::MAX).await;
-    });
+    };
+    app.drain.tasks.spawn(pump.instrument(span.clone()));
     let (writer, body) = SseWriter::channel();
     let close_after = match app.live.current().sse_post_close_after_ms {
         0 => None,
         ms => Some(Duration::from_millis(ms)),
     };
-    tokio::spawn(tail_log(
+    let tail = tail_log(
         app.clone(),
         writer,
         (sid.clone(), stream),
@@ -396,7 +410,8 @@ async fn legacy_stream(
             after: close_after,
             now: Some(close),
         },
-    ));
+    );
+    tokio::spawn(tail.instrument(span));
     sse::response(body, Some(&sid))
 }
 
@@ -542,7 +557,8 @@ fn modern_stream(
     let (writer, body) = SseWriter::channel();
     let metrics = app.metrics.clone();
     let keepalive = Duration::from_millis(app.live.current().sse_keepalive_ms);
-    tokio::spawn(async move {
+    let span = tracing::Span::current();
+    let stream = async move {
         let _gauge = metrics.stream_guard();
         let guard = cancel.drop_guard();
         if let Some(Out::Message(m)) = first {
@@ -570,7 +586,8 @@ fn modern_stream(
                 }
             }
         }
-    });
+    };
+    tokio::spawn(stream.instrument(span));
     sse::response(body, None)
 }
 

@@ -6,6 +6,7 @@
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
+use tracing::{Instrument, Span};
 
 use super::exec::{self, json_response, Prepared};
 use super::headers::{self, LAST_EVENT_ID, PROTOCOL_VERSION, SESSION_ID};
@@ -116,7 +117,8 @@ async fn deliver_answer(
     outcome: crate::session::routing::ClientAnswer,
 ) {
     let wire = crate::session::routing::answer_wire(&outcome);
-    if app.routes.deliver_answer(sid, &id, outcome) {
+    let producer = crate::telemetry::context::current_traceparent();
+    if app.routes.deliver_answer(sid, &id, outcome, producer) {
         return;
     }
     // Server→client requests have `srv-…` ids: nothing anywhere waits for another answer,
@@ -130,7 +132,10 @@ async fn deliver_answer(
         id,
         outcome: wire,
     };
-    let _ = app.store.publish(envelope(signal)).await;
+    let _ = app
+        .store
+        .publish(crate::session::Envelope::new(signal))
+        .await;
 }
 
 /// Cancels an in-flight request: here, or on the node running it.
@@ -142,14 +147,10 @@ async fn cancel_request(app: &AppState, sid: &str, id: &Value) {
         session: sid.to_owned(),
         id: id.clone(),
     };
-    let _ = app.store.publish(envelope(signal)).await;
-}
-
-fn envelope(payload: Signal) -> crate::session::Envelope {
-    crate::session::Envelope {
-        payload,
-        meta: Default::default(),
-    }
+    let _ = app
+        .store
+        .publish(crate::session::Envelope::new(signal))
+        .await;
 }
 
 /// A session id shortened for logs: enough to correlate lines, too little to use the session
@@ -183,7 +184,9 @@ async fn load(
     headers: &HeaderMap,
     caller: &Caller,
 ) -> Result<SessionRecord, ApiError> {
-    let record = match app.store.touch(sid, true).await {
+    // The lookup's own store calls wait until the request's span knows its place.
+    let (found, lookup) = crate::telemetry::context::deferring(app.store.touch(sid, true)).await;
+    let record = match found {
         Ok(Some(r)) => r,
         Ok(None) => return Err(ApiError::session_not_found()),
         Err(e) => return Err(ApiError::unavailable(e.to_string())),
@@ -196,6 +199,8 @@ async fn load(
         return Err(ApiError::session_not_found());
     }
     check_version(headers, &record.protocol_version)?;
+    crate::telemetry::context::adopt_session(headers, record.trace.as_deref());
+    crate::telemetry::context::record_deferred(lookup);
     Ok(record)
 }
 
@@ -266,7 +271,13 @@ async fn initialize(
     let mut record = SessionRecord::new(random_id(), negotiated, capabilities, client_info);
     record.principal = caller.map(|p| p.0);
     let sid = record.id.clone();
-    if let Err(e) = app.store.create(record).await {
+    // The session's trace context: its `initialize` span, which every later operation of the
+    // session links to (or descends from), on whichever pod serves it.
+    let span = initialize_span(&sid, negotiated, id, params);
+    record.trace = crate::telemetry::context::traceparent(&span);
+    if let Err(e) = app.store.create(record).instrument(span.clone()).await {
+        span.record("error.type", "unavailable");
+        span.record("otel.status_code", "ERROR");
         return ApiError::unavailable(e.to_string())
             .with_id(Some(id.clone()))
             .into_response();
@@ -282,6 +293,27 @@ async fn initialize(
         StatusCode::OK,
         Some(&sid),
     )
+}
+
+/// The `initialize` operation span (the MCP operation span of `protocol::dispatch` for the one
+/// method the transport owns); `Span::none()` while traces are off.
+fn initialize_span(sid: &str, version: &str, id: &Value, params: &Map<String, Value>) -> Span {
+    if !crate::telemetry::otel::enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "mcp.operation",
+        otel.name = "initialize",
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        mcp.method.name = "initialize",
+        mcp.protocol.version = version,
+        mcp.session.id = sid,
+        jsonrpc.request.id = %crate::telemetry::context::request_id_text(id),
+        error.type = tracing::field::Empty,
+    );
+    crate::telemetry::context::place_operation(&span, params, None);
+    span
 }
 
 async fn notification(
@@ -328,6 +360,7 @@ fn prepared(
     params: Map<String, Value>,
 ) -> Prepared {
     Prepared {
+        trace: record.trace,
         era: Era::Legacy,
         id,
         method,
@@ -472,11 +505,32 @@ async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Respons
         .into_response(),
         Ok(Some(_)) if stream == STANDALONE => standalone(app, sid, seq).await,
         Ok(Some(_)) => {
+            let span = resume_span(app, &sid, &stream, seq).await;
             let (writer, body) = SseWriter::channel();
-            tokio::spawn(exec::tail_log(app.clone(), writer, (sid.clone(), stream), seq, true, exec::Closing::default()));
+            let tail = exec::tail_log(app.clone(), writer, (sid.clone(), stream), seq, true, exec::Closing::default());
+            tokio::spawn(tail.instrument(span));
             super::sse::response(body, Some(&sid))
         }
     }
+}
+
+/// The span of a resumed stream (`Last-Event-ID`), linked to the request that produced it,
+/// which may have run on another pod; it lasts while the stream is replayed and tailed.
+async fn resume_span(app: &AppState, sid: &str, stream: &str, after: u64) -> Span {
+    if !crate::telemetry::otel::enabled() {
+        return Span::none();
+    }
+    let span = tracing::info_span!(
+        "abacus.resume",
+        otel.name = "resume stream",
+        otel.kind = "server",
+        mcp.session.id = sid,
+        abacus.stream = stream,
+        abacus.last_event_id = after,
+    );
+    let producer = app.store.stream_producer(sid, stream).await.ok().flatten();
+    crate::telemetry::context::link(&span, producer.as_deref(), "producer");
+    span
 }
 
 /// Parses `<stream>:<seq>`.
@@ -505,7 +559,7 @@ async fn standalone(app: &AppState, sid: String, cursor: u64) -> Response {
             .into_response()
         }
     }
-    if let Err(e) = app.store.open_stream(&sid, STANDALONE, None).await {
+    if let Err(e) = app.store.open_stream(&sid, STANDALONE, None, None).await {
         app.store.release_standalone(&sid).await;
         return ApiError::unavailable(e.to_string()).into_response();
     }
@@ -538,6 +592,10 @@ async fn append_signals(app: AppState, sid: String) {
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
             Err(_) => return,
         };
+        let (name, producer) = (
+            envelope.payload.name(),
+            envelope.traceparent().map(str::to_owned),
+        );
         let message = match envelope.payload {
             Signal::ListChanged { kind } => {
                 let method = match crate::protocol::toolset::ListKind::from(kind) {
@@ -569,9 +627,11 @@ async fn append_signals(app: AppState, sid: String) {
             | Signal::Cancel { .. } => continue,
         };
         let text = serde_json::to_string(&message).unwrap_or_default();
+        let hop = crate::telemetry::context::receive_span(name, producer.as_deref());
         let _ = app
             .store
             .append_event(&sid, STANDALONE, std::sync::Arc::from(text), false)
+            .instrument(hop)
             .await;
     }
 }
@@ -582,10 +642,15 @@ pub async fn delete(app: &AppState, headers: &HeaderMap, caller: Caller) -> Resp
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if app.auth.load().is_some() {
-        // Only the owner may end a session.
-        match app.store.touch(&sid, false).await {
-            Ok(Some(r)) if owned_by(&r, &caller) => {}
+    // Only the owner may end a session; while traces are on, the end joins the session's trace.
+    if app.auth.load().is_some() || crate::telemetry::otel::enabled() {
+        let (found, lookup) =
+            crate::telemetry::context::deferring(app.store.touch(&sid, false)).await;
+        match found {
+            Ok(Some(r)) if owned_by(&r, &caller) => {
+                crate::telemetry::context::adopt_session(headers, r.trace.as_deref());
+                crate::telemetry::context::record_deferred(lookup);
+            }
             Ok(_) => return ApiError::session_not_found().into_response(),
             Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
         }

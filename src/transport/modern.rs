@@ -8,6 +8,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
+use tracing::Instrument;
 
 use super::exec::{self, Prepared};
 use super::headers;
@@ -100,6 +101,7 @@ pub async fn post(
                     subscriptions: Default::default(),
                     log_level: meta.log_level,
                     principal: caller.map(|p| p.0),
+                    trace: None,
                 },
             )
             .await
@@ -261,7 +263,8 @@ async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: M
     let mut signals = app.store.signals();
     let (writer, body) = SseWriter::channel();
     let app = app.clone();
-    tokio::spawn(async move {
+    let span = tracing::Span::current();
+    let stream = async move {
         let _gauge = app.metrics.stream_guard();
         let ack = jsonrpc::notification(
             "notifications/subscriptions/acknowledged",
@@ -276,8 +279,10 @@ async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: M
                 signal = signals.recv() => match signal {
                     Ok(env) => {
                         if let Some((method, mut p)) = filter.notification(&env.payload) {
+                            let hop = crate::telemetry::context::receive_span(env.payload.name(), env.traceparent());
                             p.insert("_meta".into(), sub_meta.clone());
-                            if !send(&writer, &jsonrpc::notification(method, Value::Object(p))).await {
+                            let note = jsonrpc::notification(method, Value::Object(p));
+                            if !send(&writer, &note).instrument(hop).await {
                                 return;
                             }
                         }
@@ -300,7 +305,8 @@ async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: M
                 }
             }
         }
-    });
+    };
+    tokio::spawn(stream.instrument(span));
     sse::response(body, None)
 }
 

@@ -94,7 +94,12 @@ impl ContextServices for CallServices {
         let timeout = Duration::from_millis(self.app.live.current().client_request_timeout_ms);
         let result = tokio::time::timeout(timeout, answer).await;
         self.app.routes.forget_answer(session, &id);
-        match result {
+        if let Ok(Ok((_, producer))) = &result {
+            // The answer may have reached another pod first: the hop, linked to it.
+            let _hop =
+                crate::telemetry::context::receive_span("answer", producer.as_deref()).entered();
+        }
+        match result.map(|r| r.map(|(answer, _)| answer)) {
             Ok(Ok(Ok(v))) => Ok(v),
             Ok(Ok(Err(e))) => Err(DomainError::ClientRequestFailed(format!(
                 "client answered {method} with an error: {}",
@@ -114,10 +119,7 @@ impl ContextServices for CallServices {
         let _ = self
             .app
             .store
-            .publish(Envelope {
-                payload: Signal::ListChanged { kind: kind.into() },
-                meta: Default::default(),
-            })
+            .publish(Envelope::new(Signal::ListChanged { kind: kind.into() }))
             .await;
     }
 
@@ -143,13 +145,10 @@ impl ContextServices for CallServices {
         let _ = self
             .app
             .store
-            .publish(Envelope {
-                payload: Signal::ResourceUpdated {
-                    uri: uri.to_owned(),
-                    session: self.session_id.clone(),
-                },
-                meta: Default::default(),
-            })
+            .publish(Envelope::new(Signal::ResourceUpdated {
+                uri: uri.to_owned(),
+                session: self.session_id.clone(),
+            }))
             .await;
     }
 
@@ -160,24 +159,26 @@ impl ContextServices for CallServices {
     async fn scope(&self, handle: Option<&str>) -> Result<Arc<dyn HistoryScope>, DomainError> {
         let store = &self.app.store;
         match (handle, self.era, &self.session_id) {
-            (Some(h), _, _) => {
-                if store
-                    .touch_handle(h, self.principal.as_deref())
-                    .await
-                    .map_err(unavailable)?
-                {
+            (Some(h), _, _) => match store
+                .touch_handle(h, self.principal.as_deref())
+                .await
+                .map_err(unavailable)?
+            {
+                Some(live) => {
+                    let span = tracing::Span::current();
+                    crate::telemetry::context::link(&span, live.trace.as_deref(), "handle");
                     Ok(store.history(h, None))
-                } else {
-                    Err(DomainError::InvalidParams {
-                        message: format!("Unknown or expired history handle: {h}"),
-                        data: None,
-                    })
                 }
-            }
+                None => Err(DomainError::InvalidParams {
+                    message: format!("Unknown or expired history handle: {h}"),
+                    data: None,
+                }),
+            },
             (None, Era::Legacy, Some(sid)) => Ok(store.history(sid, self.request_key.as_deref())),
             (None, _, _) => {
+                let trace = crate::telemetry::context::current_traceparent();
                 let h = store
-                    .create_handle(self.principal.as_deref())
+                    .create_handle(self.principal.as_deref(), trace.as_deref())
                     .await
                     .map_err(unavailable)?;
                 Ok(store.history(&h, None))

@@ -36,7 +36,10 @@ impl SseWriter {
 }
 
 /// A message event: `event: message`, optional `id:`, one `data:` line of compact JSON.
+/// While traces are on, each one is also an `sse.message` event on the span running now (the
+/// request's, or a resume's), with its event id.
 pub fn event(id: Option<&str>, data: &str) -> Bytes {
+    crate::telemetry::context::sse_event(id, data.len());
     let mut s = String::with_capacity(data.len() + 48);
     s.push_str("event: message\n");
     if let Some(id) = id {
