@@ -110,7 +110,9 @@ for _ in $(seq 50); do grep -q listening "$SINK_LOG" && break; sleep 0.1; done
 sink="http://$(sed -n 's/^otlp sink listening on //p' "$SINK_LOG")"
 turl10=$(start_abacus traces10 RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000 \
   OTEL_EXPORTER_OTLP_ENDPOINT="$sink" OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG=0.1)
-python3 "$ROOT/hack/bench/sessions.py" "$turl10" "$NSESS" "$work/traces10.lua" "$calc_body"
+# Ten times the sessions: a session is sampled or not as a whole, and 640 keep the sampled
+# share of requests near 10%.
+python3 "$ROOT/hack/bench/sessions.py" "$turl10" "$((NSESS * 10))" "$work/traces10.lua" "$calc_body"
 traces10_pid="$(cat "$work/traces10.pid")"
 turl100=$(start_abacus traces100 RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000 \
   OTEL_EXPORTER_OTLP_ENDPOINT="$sink" OTEL_TRACES_SAMPLER=parentbased_always_on)
@@ -225,6 +227,12 @@ for l in ("abacus-memory-traces-10pct", "abacus-memory-traces-100pct"):
         print(f"Tracing cost {l} / abacus-memory (medians): {ratio:.2f} ({(1 - ratio) * 100:.1f}% fewer requests/s); per round: "
               + ", ".join(f"{float(r[1]) / float(m[1]):.2f}" for m, r in zip(by["abacus-memory"], by[l])))
 print(f"Spans (exported dropped failed) after the rounds: 10% {sys.argv[16]}; 100% {sys.argv[17]}; the sink received (requests bytes) {sys.argv[18]}")
+if "abacus-memory-traces-10pct" in by and "abacus-memory-traces-100pct" in by:
+    e10, e100 = int(float(sys.argv[16].split()[0])), int(float(sys.argv[17].split()[0]))
+    n10 = sum(int(r[5]) for r in by["abacus-memory-traces-10pct"])
+    n100 = sum(int(r[5]) for r in by["abacus-memory-traces-100pct"])
+    if e100 and n10:
+        print(f"Sampled share of requests at 10%: {(e10 / n10) / (e100 / n100) * 100:.1f}% (spans per request at 10% over spans per request at 100%)")
 print("Per-round CPU-efficiency ratios (bare CPU per request / Abacus CPU per request): " + ", ".join(f"{float(b[6]) / float(a[6]):.2f}" for b, a in pairs))
 print()
 print(f"- calculations recorded by the server during the Abacus rounds: {calcs} (requests sent: {sum(int(r[5]) for r in by['abacus-memory'])})")

@@ -314,6 +314,39 @@ fn the_configmap_is_a_valid_abacusconfig_and_editing_it_rolls_no_pod() {
     assert!(!annotations.contains("checksum"), "{annotations}");
 }
 
+// `otel.*` become the standard variables; the collector's headers come from a Secret, never a
+// literal in the pod spec.
+#[test]
+fn otel_values_set_the_standard_variables() {
+    let objects = render(&[
+        "--set",
+        "otel.enabled=true",
+        "--set",
+        "otel.endpoint=http://otel-collector.observability:4317",
+        "--set",
+        "otel.sampler=parentbased_traceidratio",
+        "--set",
+        "otel.samplerArg=0.1",
+        "--set",
+        "otel.headersSecret=collector-key",
+    ]);
+    let env = env_of(container(find(&objects, "Deployment", "abacus")));
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"],
+        "http://otel-collector.observability:4317"
+    );
+    assert_eq!(env["OTEL_EXPORTER_OTLP_PROTOCOL"], "grpc");
+    assert_eq!(env["OTEL_TRACES_SAMPLER"], "parentbased_traceidratio");
+    assert_eq!(env["OTEL_TRACES_SAMPLER_ARG"], "0.1");
+    assert_eq!(
+        env["OTEL_EXPORTER_OTLP_HEADERS"]["secretKeyRef"],
+        serde_json::json!({ "name": "collector-key", "key": "OTEL_EXPORTER_OTLP_HEADERS" })
+    );
+    // Off by default: no variable at all.
+    let plain = env_of(container(find(&render(&[]), "Deployment", "abacus")));
+    assert!(!plain.keys().any(|k| k.starts_with("OTEL_")), "{plain:?}");
+}
+
 #[test]
 fn the_values_schema_rejects_a_bad_config() {
     let typo = template(&["--set", "config.maxSesions=5"]).unwrap_err();

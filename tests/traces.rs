@@ -352,11 +352,25 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 /// Waits until `ready` holds for what was exported (exports are batched every 100 ms).
+/// Then waits until nothing new arrives for 400 ms: the spans that end later (an HTTP span
+/// outlives its operation, a stream's outlives its request) come in later batches.
 async fn collected(exports: &Exports, ready: impl Fn(&[Span]) -> bool) -> Vec<Span> {
     let done = eventually(Duration::from_secs(15), || async { ready(&spans(exports)) }).await;
-    let all = spans(exports);
-    assert!(done, "the expected spans never arrived: {all:#?}");
-    all
+    assert!(
+        done,
+        "the expected spans never arrived: {:#?}",
+        spans(exports)
+    );
+    let mut seen = spans(exports).len();
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = spans(exports).len();
+        if now == seen {
+            break;
+        }
+        seen = now;
+    }
+    spans(exports)
 }
 
 fn by_id<'a>(all: &'a [Span], id: &[u8]) -> &'a Span {
@@ -808,4 +822,66 @@ async fn the_configuration_document_configures_traces() {
     assert_eq!(init.resource["team"], "calc");
     server.sigterm();
     assert!(server.wait_exit().await.success());
+}
+
+// Sampling is decided per session, before any span exists: at ratio 0 a session that starts
+// untraced stays untraced on every request, a session whose `initialize` carried a sampled
+// client context is traced completely, and a client's sampled context traces its request
+// even in an untraced session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_follows_the_session() {
+    let (base, exports) = receiver().await;
+    let mut server = Server::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ]);
+    let mcp = server.mcp();
+    let untraced = mcp.initialize().await;
+    for i in 0..3 {
+        mcp.call_tool(&untraced, "calculate", calc(i)).await;
+    }
+    let sampled = "00-55555555555555555555555555555555-6666666666666666-01";
+    let init = mcp
+        .post_with(
+            None,
+            &[("traceparent", sampled)],
+            &initialize_request(LEGACY),
+        )
+        .await;
+    let traced = init.header("mcp-session-id").expect("a session");
+    let ok = mcp
+        .post(
+            Some(&traced),
+            &notification("notifications/initialized", json!({})),
+        )
+        .await;
+    assert_eq!(ok.status, 202);
+    for i in 0..3 {
+        mcp.call_tool(&traced, "calculate", calc(i)).await;
+    }
+    let one = request("one", "tools/call", tool_params("calculate", calc(9)));
+    let r = mcp
+        .post_with(Some(&untraced), &[("traceparent", sampled)], &one)
+        .await;
+    assert_eq!(r.status, 200);
+    server.sigterm();
+    assert!(server.wait_exit().await.success());
+
+    let all = spans(&exports);
+    let calls = |sid: &str| session_spans(&all, "tools/call calculate", sid);
+    assert_eq!(calls(&traced).len(), 3, "{all:#?}");
+    assert_eq!(session_spans(&all, "initialize", &traced).len(), 1);
+    for call in calls(&traced) {
+        assert_eq!(hex(&call.trace_id), "55555555555555555555555555555555");
+    }
+    let untraced_calls = calls(&untraced);
+    assert_eq!(
+        untraced_calls.len(),
+        1,
+        "only the client's sampled request: {all:#?}"
+    );
+    assert_eq!(untraced_calls[0].attrs["jsonrpc.request.id"], "one");
+    assert!(session_spans(&all, "initialize", &untraced).is_empty());
 }

@@ -202,34 +202,6 @@ pub async fn serve(
     graceful.shutdown().await;
 }
 
-/// The HTTP server span of one request (OTel HTTP semantic conventions), the parent of its MCP
-/// operation span; `Span::none()` (no cost) while traces are off.
-fn request_span(req: &axum::http::Request<Incoming>, peer: SocketAddr) -> tracing::Span {
-    if !crate::telemetry::otel::enabled() {
-        return tracing::Span::none();
-    }
-    let method = req.method().as_str();
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %format!("{method} {}", req.uri().path()),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %method,
-        url.path = %req.uri().path(),
-        http.response.status_code = tracing::field::Empty,
-        network.protocol.version = "1.1",
-        client.address = %peer.ip(),
-        error.type = tracing::field::Empty,
-    );
-    // A client's W3C context (`traceparent`, `tracestate`, `baggage`) is the parent; without
-    // one, a session's request is placed under its session later (`context::adopt_session`).
-    if let Some(parent) = crate::telemetry::context::from_headers(req.headers()) {
-        use tracing_opentelemetry::OpenTelemetrySpanExt;
-        let _ = span.set_parent(parent);
-    }
-    span
-}
-
 /// The router as a hyper service for one connection, with the peer address as `ConnectInfo`.
 /// While draining, every answer says `Connection: close`: the client's next request opens a
 /// new connection, which the Service (or balancer) sends to a pod that is not going away. (A
@@ -245,7 +217,9 @@ fn service(
     Future = impl Send,
 > + Clone {
     hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
-        let span = request_span(&req, peer);
+        // The HTTP server span (`Span::none()` while traces are off or for a request that is
+        // not sampled); a session's request gets its span once the session is read.
+        let (span, pending) = crate::telemetry::context::request_span(&req, peer);
         req.extensions_mut().insert(ConnectInfo(peer));
         let answer = {
             let _entered = span.enter();
@@ -253,7 +227,14 @@ fn service(
         };
         let app = app.clone();
         async move {
-            let mut resp = answer.instrument(span.clone()).await?;
+            let answer = answer.instrument(span.clone());
+            let (mut resp, span) = match pending {
+                None => (answer.await?, span),
+                Some(p) => {
+                    let resp = crate::telemetry::context::with_pending(p.clone(), answer).await?;
+                    (resp, p.span())
+                }
+            };
             span.record("http.response.status_code", resp.status().as_u16());
             if resp.status().is_server_error() {
                 span.record("otel.status_code", "ERROR");

@@ -497,7 +497,7 @@ fn operation_span(
     params: &Map<String, Value>,
     ctx: &RequestContext,
 ) -> tracing::Span {
-    if !crate::telemetry::otel::enabled() {
+    if !crate::telemetry::context::operation_sampled(params) {
         return tracing::Span::none();
     }
     let text = |key: &str| params.get(key).and_then(Value::as_str);
@@ -510,16 +510,16 @@ fn operation_span(
         _ => (None, None, None, None),
     };
     let name = match target {
-        Some(t) => format!("{method} {t}"),
-        None => method.to_owned(),
+        Some(t) => std::borrow::Cow::Owned(format!("{method} {t}")),
+        None => std::borrow::Cow::Borrowed(method),
     };
     let span = tracing::info_span!(
         "mcp.operation",
-        otel.name = %name,
+        otel.name = name.as_ref(),
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        mcp.method.name = %method,
-        mcp.protocol.version = %ctx.protocol_version,
+        mcp.method.name = method,
+        mcp.protocol.version = ctx.protocol_version.as_str(),
         mcp.session.id = ctx.session_id.as_deref(),
         jsonrpc.request.id = ctx.request_id.as_deref(),
         gen_ai.operation.name = tool.map(|_| "execute_tool"),

@@ -12,6 +12,8 @@
 //! Contexts cross pods as `traceparent` text (session records, stream metas, envelopes).
 //! Everything here is a no-op while traces are off ([`super::otel::enabled`]).
 
+use std::sync::Arc;
+
 use opentelemetry::propagation::Extractor;
 use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
 use opentelemetry::{Context, KeyValue};
@@ -44,18 +46,6 @@ impl Extractor for MetaExtractor<'_> {
     }
 }
 
-/// Reads one `traceparent` (and optional `tracestate`) held as text.
-struct TextExtractor<'a>(&'a str);
-
-impl Extractor for TextExtractor<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        (key == "traceparent").then_some(self.0)
-    }
-    fn keys(&self) -> Vec<&str> {
-        vec!["traceparent"]
-    }
-}
-
 fn extract(carrier: &dyn Extractor) -> Option<Context> {
     let cx = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract_with_context(&Context::new(), carrier)
@@ -80,22 +70,36 @@ pub fn from_meta(params: &Map<String, Value>) -> Option<Context> {
     extract(&MetaExtractor(meta))
 }
 
-/// Whether the headers carry a valid client context (then the HTTP span is its child).
-pub fn headers_traced(headers: &axum::http::HeaderMap) -> bool {
-    from_headers(headers).is_some()
-}
-
-/// A stored `traceparent` as a remote span context.
+/// A stored `traceparent` (`00-<trace id>-<span id>-<flags>`) as a remote span context;
+/// parsed directly, without the propagator (it runs once per request of a traced session).
 pub fn span_context(traceparent: &str) -> Option<SpanContext> {
-    let cx = extract(&TextExtractor(traceparent))?;
-    let sc = cx.span().span_context().clone();
-    Some(SpanContext::new(
-        sc.trace_id(),
-        sc.span_id(),
-        sc.trace_flags(),
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
+    let mut parts = traceparent.trim().split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+        return None;
+    }
+    let flags = u8::from_str_radix(flags, 16).ok()?;
+    let sc = SpanContext::new(
+        TraceId::from_hex(trace).ok()?,
+        SpanId::from_hex(span).ok()?,
+        TraceFlags::new(flags & 1),
         true,
         TraceState::NONE,
-    ))
+    );
+    sc.is_valid().then_some(sc)
+}
+
+/// A context for a session or handle whose creating request was not sampled: fresh ids with
+/// the sampled flag off, so that its later requests are not sampled either (a parent-based
+/// policy follows the session, not each request).
+pub fn unsampled_traceparent() -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let (trace, span): (u128, u64) = (rand::random(), rand::random());
+    Some(format!("00-{:032x}-{:016x}-00", trace.max(1), span.max(1)))
 }
 
 /// The `traceparent` of a span (starting it, so call after its parent is set); `None` while
@@ -129,22 +133,145 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>, why: &'static str) 
     }
 }
 
-/// Puts the request's HTTP span (the span running now, not started yet) under its session's
-/// context when the client sent none in its headers, so that the whole session is one trace
-/// whichever pod serves each request.
-pub fn adopt_session(headers: &axum::http::HeaderMap, session: Option<&str>) {
-    if !enabled() || headers_traced(headers) {
-        return;
+/// The HTTP server span of one request (OTel HTTP semantic conventions), with `parent` (a
+/// client's context from the headers, or a session's).
+fn http_span(http: &HttpRequest, parent: Option<Context>) -> tracing::Span {
+    // `&str` fields are recorded as they are; `%` would format each one into a new string.
+    let name = match (http.method.as_str(), http.path.as_ref()) {
+        ("POST", "/mcp") => std::borrow::Cow::Borrowed("POST /mcp"),
+        ("GET", "/mcp") => std::borrow::Cow::Borrowed("GET /mcp"),
+        (m, p) => std::borrow::Cow::Owned(format!("{m} {p}")),
+    };
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = name.as_ref(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = http.method.as_str(),
+        url.path = http.path.as_ref(),
+        http.response.status_code = tracing::field::Empty,
+        network.protocol.version = "1.1",
+        client.address = %http.peer,
+        error.type = tracing::field::Empty,
+    );
+    if let Some(parent) = parent {
+        let _ = span.set_parent(parent);
     }
-    if let Some(sc) = session.and_then(span_context) {
-        let span = tracing::Span::current();
-        if span
-            .set_parent(Context::new().with_remote_span_context(sc.clone()))
-            .is_err()
-        {
-            // Started already (a log line asked for its ids): the link keeps it reachable.
-            span.add_link_with_attributes(sc, vec![KeyValue::new("abacus.link", "session")]);
-        }
+    span
+}
+
+/// What an HTTP span names, kept until the span can be created.
+#[derive(Debug, Clone)]
+struct HttpRequest {
+    method: axum::http::Method,
+    path: std::borrow::Cow<'static, str>,
+    peer: std::net::IpAddr,
+}
+
+/// A request whose HTTP span waits for its session (see [`request_span`]).
+#[derive(Debug, Clone)]
+pub struct PendingSpan(Arc<parking_lot::Mutex<(HttpRequest, Option<tracing::Span>)>>);
+
+impl PendingSpan {
+    /// The span, once the session was read (`Span::none()` if it was not sampled).
+    pub fn span(&self) -> tracing::Span {
+        self.0.lock().1.clone().unwrap_or_else(tracing::Span::none)
+    }
+}
+
+tokio::task_local! {
+    static PENDING: PendingSpan;
+}
+
+/// Runs a request's future with its pending span reachable by [`session_span`].
+pub async fn with_pending<T>(pending: PendingSpan, fut: impl std::future::Future<Output = T>) -> T {
+    PENDING.scope(pending, fut).await
+}
+
+/// The HTTP span of a request, decided before anything is created: a request that will not be
+/// sampled gets `Span::none()` and costs no span at all.
+/// - A client's context in the headers is the parent, and its sampled flag decides (under a
+///   parent-based policy).
+/// - A session's request (`Mcp-Session-Id` to `/mcp`, no client context) waits for its
+///   session: the returned [`PendingSpan`] is filled by [`session_span`], under the session's
+///   context and following its sampling.
+/// - Anything else is a new trace, sampled at the policy's ratio.
+pub fn request_span(
+    req: &axum::http::Request<hyper::body::Incoming>,
+    peer: std::net::SocketAddr,
+) -> (tracing::Span, Option<PendingSpan>) {
+    if !enabled() {
+        return (tracing::Span::none(), None);
+    }
+    let path = req.uri().path();
+    let http = HttpRequest {
+        method: req.method().clone(),
+        path: match path {
+            "/mcp" => std::borrow::Cow::Borrowed("/mcp"),
+            other => std::borrow::Cow::Owned(other.to_owned()),
+        },
+        peer: peer.ip(),
+    };
+    if let Some(client) = from_headers(req.headers()) {
+        let sampled = client.span().span_context().is_sampled();
+        let span = if super::otel::sample_with_parent(sampled) {
+            http_span(&http, Some(client))
+        } else {
+            tracing::Span::none()
+        };
+        return (span, None);
+    }
+    if req.headers().contains_key("mcp-session-id") && http.path == "/mcp" {
+        let pending = PendingSpan(Arc::new(parking_lot::Mutex::new((http, None))));
+        return (tracing::Span::none(), Some(pending));
+    }
+    let span = if super::otel::sample_root() {
+        http_span(&http, None)
+    } else {
+        tracing::Span::none()
+    };
+    (span, None)
+}
+
+/// The HTTP span of a session's request, once the session's context (`traceparent`) is
+/// known: its child, so that the whole session is one trace whichever pod serves each
+/// request, if the session is sampled. A request whose span already exists (the client sent a
+/// context) keeps it. Returns the span to run the rest of the request in.
+pub fn session_span(session: Option<&str>) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    let Ok(pending) = PENDING.try_with(PendingSpan::clone) else {
+        return tracing::Span::current();
+    };
+    let mut slot = pending.0.lock();
+    if let Some(span) = &slot.1 {
+        return span.clone();
+    }
+    let parent = session.and_then(span_context);
+    let sampled = match &parent {
+        Some(sc) => super::otel::sample_with_parent(sc.is_sampled()),
+        None => super::otel::sample_root(),
+    };
+    let span = if sampled {
+        let parent = parent.map(|sc| Context::new().with_remote_span_context(sc));
+        http_span(&slot.0, parent)
+    } else {
+        tracing::Span::none()
+    };
+    slot.1 = Some(span.clone());
+    span
+}
+
+/// Whether an operation gets a span: its request is sampled (its HTTP span exists), or the
+/// client's context in `params._meta` is sampled.
+pub fn operation_sampled(params: &Map<String, Value>) -> bool {
+    if !enabled() {
+        return false;
+    }
+    match from_meta(params) {
+        Some(client) => super::otel::sample_with_parent(client.span().span_context().is_sampled()),
+        None => !tracing::Span::current().is_none(),
     }
 }
 

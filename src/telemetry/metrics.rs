@@ -71,9 +71,22 @@ struct TraceExemplar {
     trace_id: String,
 }
 
-/// The exemplar of the request running now, when it is traced and sampled.
+/// The exemplar of the request running now, when it is traced and sampled: at most one every
+/// 100 ms per process (a scrape shows the last one per bucket; taking one per request would
+/// cost every sampled request a trace-id string).
 fn exemplar() -> Option<TraceExemplar> {
-    super::context::sampled_trace_id().map(|trace_id| TraceExemplar { trace_id })
+    static LAST_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    if !super::otel::enabled() {
+        return None;
+    }
+    let now = crate::session::now_ms();
+    let last = LAST_MS.load(std::sync::atomic::Ordering::Relaxed);
+    if now.saturating_sub(last) < 100 {
+        return None;
+    }
+    let trace_id = super::context::sampled_trace_id()?;
+    LAST_MS.store(now, std::sync::atomic::Ordering::Relaxed);
+    Some(TraceExemplar { trace_id })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

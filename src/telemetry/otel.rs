@@ -106,27 +106,69 @@ fn build_exporter(doc: &TelemetrySettings) -> Result<SpanExporter, ExporterBuild
     }
 }
 
-/// The sampler the document names, when the environment names none (the SDK reads
-/// `OTEL_TRACES_SAMPLER` itself); `None` keeps the SDK's choice.
-fn sampler(doc: &TelemetrySettings) -> Option<Sampler> {
-    if env_nonempty("OTEL_TRACES_SAMPLER").is_some() || doc.sampler.trim().is_empty() {
-        return None;
+/// The head-sampling policy (`OTEL_TRACES_SAMPLER` / `_ARG`, else the document's). Abacus
+/// decides *before* creating a request's spans, so that a request that will not be sampled
+/// costs no span at all ([`sample_root`], [`sample_with_parent`]); the SDK is then told to
+/// keep what was created (`AlwaysOn`, or `ParentBased(AlwaysOn)`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Whether a parent's sampled flag decides (the `parentbased_*` samplers).
+    pub parent_based: bool,
+    /// The share of new (root) traces kept: 1 `always_on`, 0 `always_off`, else the ratio.
+    pub ratio: f64,
+}
+
+impl Sampling {
+    /// The policy the environment, else the document, names (default
+    /// `parentbased_always_on`); an unknown name is the default, as the SDK does.
+    fn from(doc: &TelemetrySettings) -> Sampling {
+        let name = setting("OTEL_TRACES_SAMPLER", &doc.sampler).unwrap_or_default();
+        let ratio = || {
+            setting("OTEL_TRACES_SAMPLER_ARG", &doc.sampler_arg)
+                .and_then(|a| a.trim().parse::<f64>().ok())
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(1.0)
+        };
+        let (parent_based, ratio) = match name.trim() {
+            "always_on" => (false, 1.0),
+            "always_off" => (false, 0.0),
+            "traceidratio" => (false, ratio()),
+            "parentbased_always_off" => (true, 0.0),
+            "parentbased_traceidratio" => (true, ratio()),
+            _ => (true, 1.0),
+        };
+        Sampling {
+            parent_based,
+            ratio,
+        }
     }
-    let ratio = || {
-        setting("OTEL_TRACES_SAMPLER_ARG", &doc.sampler_arg)
-            .and_then(|a| a.trim().parse::<f64>().ok())
-            .filter(|r| (0.0..=1.0).contains(r))
-            .unwrap_or(1.0)
-    };
-    let parent = |root: Sampler| Sampler::ParentBased(Box::new(root));
-    Some(match doc.sampler.trim() {
-        "always_on" => Sampler::AlwaysOn,
-        "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => Sampler::TraceIdRatioBased(ratio()),
-        "parentbased_always_off" => parent(Sampler::AlwaysOff),
-        "parentbased_traceidratio" => parent(Sampler::TraceIdRatioBased(ratio())),
-        _ => parent(Sampler::AlwaysOn),
-    })
+
+    /// What the SDK applies to the spans Abacus chose to create: keep them (following a
+    /// parent's flag under a parent-based policy, as the decision already did).
+    fn sdk_sampler(self) -> Sampler {
+        if self.parent_based {
+            Sampler::ParentBased(Box::new(Sampler::AlwaysOn))
+        } else {
+            Sampler::AlwaysOn
+        }
+    }
+}
+
+static SAMPLING: std::sync::OnceLock<Sampling> = std::sync::OnceLock::new();
+
+/// Whether a new trace (no parent) is sampled.
+pub fn sample_root() -> bool {
+    let ratio = SAMPLING.get().map_or(0.0, |s| s.ratio);
+    ratio >= 1.0 || (ratio > 0.0 && rand::random::<f64>() < ratio)
+}
+
+/// Whether a request with a parent whose sampled flag is `parent_sampled` is sampled.
+pub fn sample_with_parent(parent_sampled: bool) -> bool {
+    match SAMPLING.get() {
+        Some(s) if s.parent_based => parent_sampled,
+        Some(_) => sample_root(),
+        None => false,
+    }
 }
 
 /// An RFC 4122 version 4 UUID, for `service.instance.id` outside Kubernetes.
@@ -303,13 +345,10 @@ impl Tracing {
                 .build(),
         )
         .build();
-        // The SDK reads OTEL_TRACES_SAMPLER(_ARG) itself (default parentbased_always_on); a
-        // sampler is set here only from the document, when the environment names none.
-        let mut provider = SdkTracerProvider::builder();
-        if let Some(sampler) = sampler(doc) {
-            provider = provider.with_sampler(sampler);
-        }
-        let provider = provider
+        let sampling = Sampling::from(doc);
+        let _ = SAMPLING.set(sampling);
+        let provider = SdkTracerProvider::builder()
+            .with_sampler(sampling.sdk_sampler())
             .with_resource(build_resource(doc))
             .with_span_processor(CountingProcessor {
                 inner: processor,

@@ -169,7 +169,10 @@ fn context(
         services,
     );
     (ctx.input_responses, ctx.request_state) = req.mrtr();
-    if crate::telemetry::otel::enabled() {
+    // Only a request with a span (or a client context in `_meta`) needs these for its spans.
+    if crate::telemetry::otel::enabled()
+        && (!tracing::Span::current().is_none() || req.params.contains_key("_meta"))
+    {
         ctx.trace = req.trace.clone();
         ctx.request_id = Some(crate::telemetry::context::request_id_text(&req.id));
     }

@@ -70,21 +70,26 @@ async fn single(
                 .into_response(),
         );
     };
-    let record = match load(app, &sid, headers, &caller).await {
+    let (record, span) = match load(app, &sid, headers, &caller).await {
         Ok(r) => r,
         Err(e) => return (label, e.with_id(msg.id().cloned()).into_response()),
     };
-    let resp = match msg {
-        Incoming::Notification { method, params } => {
-            notification(app, &sid, &method, &params).await
-        }
-        Incoming::Response { id, outcome } => {
-            deliver_answer(app, &sid, id, outcome).await;
-            StatusCode::ACCEPTED.into_response()
-        }
-        Incoming::Request { id, method, params } => request(app, record, id, method, params).await,
+    let handled = async {
+        let resp = match msg {
+            Incoming::Notification { method, params } => {
+                notification(app, &sid, &method, &params).await
+            }
+            Incoming::Response { id, outcome } => {
+                deliver_answer(app, &sid, id, outcome).await;
+                StatusCode::ACCEPTED.into_response()
+            }
+            Incoming::Request { id, method, params } => {
+                request(app, record, id, method, params).await
+            }
+        };
+        settle(app, &sid, resp).await
     };
-    (label, settle(app, &sid, resp).await)
+    (label, handled.instrument(span).await)
 }
 
 /// Finishes a request's session bookkeeping (see [`crate::session::SessionStore::settle`]).
@@ -178,14 +183,20 @@ fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// Loads and touches the session and checks `MCP-Protocol-Version` against it. A session
 /// owned by another principal is unknown to this caller (404), exactly like a missing one.
+/// Reads the session for a request (404 if unknown or not the caller's), and the span to run
+/// the rest of the request in: the request's HTTP span, placed under the session's trace.
 async fn load(
     app: &AppState,
     sid: &str,
     headers: &HeaderMap,
     caller: &Caller,
-) -> Result<SessionRecord, ApiError> {
+) -> Result<(SessionRecord, Span), ApiError> {
     // The lookup's own store calls wait until the request's span knows its place.
-    let (found, lookup) = crate::telemetry::context::deferring(app.store.touch(sid, true)).await;
+    let (found, lookup) = if app.store.mode() == "redis" {
+        crate::telemetry::context::deferring(app.store.touch(sid, true)).await
+    } else {
+        (app.store.touch(sid, true).await, Vec::new())
+    };
     let record = match found {
         Ok(Some(r)) => r,
         Ok(None) => return Err(ApiError::session_not_found()),
@@ -199,9 +210,9 @@ async fn load(
         return Err(ApiError::session_not_found());
     }
     check_version(headers, &record.protocol_version)?;
-    crate::telemetry::context::adopt_session(headers, record.trace.as_deref());
-    crate::telemetry::context::record_deferred(lookup);
-    Ok(record)
+    let span = crate::telemetry::context::session_span(record.trace.as_deref());
+    span.in_scope(|| crate::telemetry::context::record_deferred(lookup));
+    Ok((record, span))
 }
 
 /// Whether the caller is the session's owner (both unauthenticated counts when auth is off).
@@ -274,7 +285,8 @@ async fn initialize(
     // The session's trace context: its `initialize` span, which every later operation of the
     // session links to (or descends from), on whichever pod serves it.
     let span = initialize_span(&sid, negotiated, id, params);
-    record.trace = crate::telemetry::context::traceparent(&span);
+    record.trace = crate::telemetry::context::traceparent(&span)
+        .or_else(crate::telemetry::context::unsampled_traceparent);
     if let Err(e) = app.store.create(record).instrument(span.clone()).await {
         span.record("error.type", "unavailable");
         span.record("otel.status_code", "ERROR");
@@ -298,7 +310,7 @@ async fn initialize(
 /// The `initialize` operation span (the MCP operation span of `protocol::dispatch` for the one
 /// method the transport owns); `Span::none()` while traces are off.
 fn initialize_span(sid: &str, version: &str, id: &Value, params: &Map<String, Value>) -> Span {
-    if !crate::telemetry::otel::enabled() {
+    if !crate::telemetry::context::operation_sampled(params) {
         return Span::none();
     }
     let span = tracing::info_span!(
@@ -392,10 +404,20 @@ async fn batch(
         }
         Err(e) => return e.into_response(),
     };
-    let record = match load(app, &sid, headers, caller).await {
+    let (record, span) = match load(app, &sid, headers, caller).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
+    batch_items(app, sid, record, items).instrument(span).await
+}
+
+/// The items of a batch, in order, answered as one array.
+async fn batch_items(
+    app: &AppState,
+    sid: String,
+    record: SessionRecord,
+    items: Vec<Value>,
+) -> Response {
     if !version::allows_batches(&record.protocol_version) || items.is_empty() {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -475,11 +497,15 @@ pub async fn get(app: &AppState, headers: &HeaderMap, caller: Caller) -> Respons
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    if let Err(e) = load(app, &sid, headers, &caller).await {
-        return e.into_response();
-    }
-    let resp = get_stream(app, headers, sid.clone()).await;
-    settle(app, &sid, resp).await
+    let span = match load(app, &sid, headers, &caller).await {
+        Ok((_, span)) => span,
+        Err(e) => return e.into_response(),
+    };
+    let streamed = async {
+        let resp = get_stream(app, headers, sid.clone()).await;
+        settle(app, &sid, resp).await
+    };
+    streamed.instrument(span).await
 }
 
 async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Response {
@@ -517,7 +543,7 @@ async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Respons
 /// The span of a resumed stream (`Last-Event-ID`), linked to the request that produced it,
 /// which may have run on another pod; it lasts while the stream is replayed and tailed.
 async fn resume_span(app: &AppState, sid: &str, stream: &str, after: u64) -> Span {
-    if !crate::telemetry::otel::enabled() {
+    if !crate::telemetry::otel::enabled() || Span::current().is_none() {
         return Span::none();
     }
     let span = tracing::info_span!(
@@ -643,21 +669,22 @@ pub async fn delete(app: &AppState, headers: &HeaderMap, caller: Caller) -> Resp
         Err(e) => return e.into_response(),
     };
     // Only the owner may end a session; while traces are on, the end joins the session's trace.
+    let mut span = Span::current();
     if app.auth.load().is_some() || crate::telemetry::otel::enabled() {
         let (found, lookup) =
             crate::telemetry::context::deferring(app.store.touch(&sid, false)).await;
         match found {
             Ok(Some(r)) if owned_by(&r, &caller) => {
-                crate::telemetry::context::adopt_session(headers, r.trace.as_deref());
-                crate::telemetry::context::record_deferred(lookup);
+                span = crate::telemetry::context::session_span(r.trace.as_deref());
+                span.in_scope(|| crate::telemetry::context::record_deferred(lookup));
             }
             Ok(_) => return ApiError::session_not_found().into_response(),
             Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
         }
     }
-    match app.store.delete(&sid).await {
+    match app.store.delete(&sid).instrument(span.clone()).await {
         Ok(true) => {
-            tracing::info!(session = log_id(&sid), "session deleted");
+            span.in_scope(|| tracing::info!(session = log_id(&sid), "session deleted"));
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => ApiError::session_not_found().into_response(),
