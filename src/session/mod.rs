@@ -10,7 +10,6 @@
 
 pub mod memory;
 pub mod redis;
-mod redis_scripts;
 pub mod routing;
 
 use std::collections::{BTreeMap, BTreeSet};

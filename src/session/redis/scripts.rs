@@ -1,4 +1,4 @@
-//! The Lua scripts behind [`super::redis::RedisStore`]. Each one is a single atomic step on the
+//! The Lua scripts behind [`super::RedisStore`]. Each one is a single atomic step on the
 //! keys of one session (all hash-tagged `abacus:{<id>}:…`, so every script touches one Cluster
 //! slot). Times come from the Redis server's clock (`TIME`), never from a node's, so nodes with
 //! skewed clocks agree on expiry.
