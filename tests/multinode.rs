@@ -27,31 +27,6 @@ async fn first_message_id(stream: &mut SseStream) -> String {
     }
 }
 
-/// A legacy session whose client declares sampling (for server→client requests).
-async fn initialize_with_sampling(mcp: &Mcp) -> String {
-    let init = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": { "sampling": {} },
-            "clientInfo": { "name": "t", "version": "1" }
-        }
-    });
-    let sid = mcp
-        .post(None, &init)
-        .await
-        .header("mcp-session-id")
-        .expect("session");
-    let ok = mcp
-        .post(
-            Some(&sid),
-            &notification("notifications/initialized", json!({})),
-        )
-        .await;
-    assert_eq!(ok.status, 202);
-    sid
-}
-
 fn calc(a: i64) -> Value {
     json!({ "a": a, "b": 1, "op": "add" })
 }
@@ -327,7 +302,7 @@ async fn a_stream_started_on_one_node_resumes_on_another() {
 async fn a_client_answer_posted_to_another_node_reaches_the_call() {
     let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
     let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
-    let sid = initialize_with_sampling(&a).await;
+    let sid = a.initialize_with_sampling().await;
     let body = request(
         9,
         "tools/call",
@@ -707,7 +682,7 @@ async fn a_history_handle_is_not_a_session_id() {
 async fn server_requests_from_two_nodes_never_share_an_id() {
     let cluster = Cluster::start(2, &[("TOOLSETS", "conformance,calculator")]);
     let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
-    let sid = initialize_with_sampling(&a).await;
+    let sid = a.initialize_with_sampling().await;
     let call = |id: i64| {
         request(
             id,

@@ -540,7 +540,7 @@ async fn hops_between_nodes_leave_linked_spans() {
     );
 
     // A sampling request from a call on A, answered through B.
-    let sampled = initialize_with_sampling(&a).await;
+    let sampled = a.initialize_with_sampling().await;
     let body = request(
         9,
         "tools/call",
@@ -758,31 +758,6 @@ async fn without_an_exporter_nothing_is_exported_and_nothing_fails() {
         assert!(server.wait_exit().await.success());
     }
     assert!(spans(&exports).is_empty());
-}
-
-/// A legacy session whose client declares sampling (for server→client requests).
-async fn initialize_with_sampling(mcp: &Mcp) -> String {
-    let init = json!({
-        "jsonrpc": "2.0", "id": 1, "method": "initialize",
-        "params": {
-            "protocolVersion": LEGACY,
-            "capabilities": { "sampling": {} },
-            "clientInfo": { "name": "t", "version": "1" }
-        }
-    });
-    let sid = mcp
-        .post(None, &init)
-        .await
-        .header("mcp-session-id")
-        .expect("session");
-    let ok = mcp
-        .post(
-            Some(&sid),
-            &notification("notifications/initialized", json!({})),
-        )
-        .await;
-    assert_eq!(ok.status, 202);
-    sid
 }
 
 // `spec.telemetry` in the configuration document turns traces on and names the service;

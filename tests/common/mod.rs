@@ -755,6 +755,32 @@ impl Mcp {
         sid
     }
 
+    /// The full legacy handshake for a client that declares sampling (so that tools may send
+    /// it server→client requests); returns the session id.
+    pub async fn initialize_with_sampling(&self) -> String {
+        let init = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {
+                "protocolVersion": LEGACY,
+                "capabilities": { "sampling": {} },
+                "clientInfo": { "name": "t", "version": "1" }
+            }
+        });
+        let sid = self
+            .post(None, &init)
+            .await
+            .header("mcp-session-id")
+            .expect("session");
+        let ok = self
+            .post(
+                Some(&sid),
+                &notification("notifications/initialized", json!({})),
+            )
+            .await;
+        assert_eq!(ok.status, 202);
+        sid
+    }
+
     /// The full legacy handshake at 2025-11-25; returns the session id.
     pub async fn initialize(&self) -> String {
         self.initialize_version(LEGACY).await
