@@ -309,15 +309,7 @@ async fn a_client_answer_posted_to_another_node_reaches_the_call() {
         tool_params("test_sampling", json!({ "prompt": "Say hi" })),
     );
     let mut stream = a.post_stream(Some(&sid), &[], &body).await;
-    let ask = loop {
-        let msg = stream
-            .next_message(Duration::from_secs(5))
-            .await
-            .expect("a sampling request");
-        if msg["method"] == "sampling/createMessage" {
-            break msg;
-        }
-    };
+    let ask = stream.request_for("sampling/createMessage").await;
     let answer = json!({
         "jsonrpc": "2.0", "id": ask["id"],
         "result": {
@@ -328,15 +320,7 @@ async fn a_client_answer_posted_to_another_node_reaches_the_call() {
     });
     let posted = b.post(Some(&sid), &answer).await;
     assert_eq!(posted.status, 202, "{:?}", posted.text);
-    let done = loop {
-        let msg = stream
-            .next_message(Duration::from_secs(5))
-            .await
-            .expect("the call's result");
-        if msg["id"] == 9 {
-            break msg;
-        }
-    };
+    let done = stream.answer_to(9).await;
     assert!(done.to_string().contains("hi from B"), "{done}");
 }
 
@@ -694,16 +678,7 @@ async fn server_requests_from_two_nodes_never_share_an_id() {
     let mut on_b = b.post_stream(Some(&sid), &[], &call(20)).await;
     let mut asks = Vec::new();
     for stream in [&mut on_a, &mut on_b] {
-        loop {
-            let m = stream
-                .next_message(Duration::from_secs(5))
-                .await
-                .expect("a sampling request");
-            if m["method"] == "sampling/createMessage" {
-                asks.push(m);
-                break;
-            }
-        }
+        asks.push(stream.request_for("sampling/createMessage").await);
     }
     assert_ne!(asks[0]["id"], asks[1]["id"], "ids are unique across nodes");
     for (ask, via, text) in [(&asks[0], &b, "for A"), (&asks[1], &a, "for B")] {
@@ -714,15 +689,7 @@ async fn server_requests_from_two_nodes_never_share_an_id() {
         assert_eq!(via.post(Some(&sid), &answer).await.status, 202);
     }
     for (stream, id, text) in [(&mut on_a, 10, "for A"), (&mut on_b, 20, "for B")] {
-        let done = loop {
-            let m = stream
-                .next_message(Duration::from_secs(5))
-                .await
-                .expect("a result");
-            if m["id"] == id {
-                break m;
-            }
-        };
+        let done = stream.answer_to(id).await;
         assert!(done.to_string().contains(text), "{done}");
     }
 }

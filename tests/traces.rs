@@ -547,29 +547,13 @@ async fn hops_between_nodes_leave_linked_spans() {
         tool_params("test_sampling", json!({ "prompt": "hi" })),
     );
     let mut stream = a.post_stream(Some(&sampled), &[], &body).await;
-    let ask = loop {
-        let msg = stream
-            .next_message(Duration::from_secs(5))
-            .await
-            .expect("a request");
-        if msg["method"] == "sampling/createMessage" {
-            break msg;
-        }
-    };
+    let ask = stream.request_for("sampling/createMessage").await;
     let answer = json!({
         "jsonrpc": "2.0", "id": ask["id"],
         "result": { "role": "assistant", "content": { "type": "text", "text": "hi" }, "model": "m" }
     });
     assert_eq!(b.post(Some(&sampled), &answer).await.status, 202);
-    let done = loop {
-        let msg = stream
-            .next_message(Duration::from_secs(5))
-            .await
-            .expect("the result");
-        if msg["id"] == 9 {
-            break msg;
-        }
-    };
+    let done = stream.answer_to(9).await;
     assert!(done["result"].is_object(), "{done}");
 
     let all = collected(&exports, |all| {

@@ -497,9 +497,9 @@ fn operation_span(
     params: &Map<String, Value>,
     ctx: &RequestContext,
 ) -> tracing::Span {
-    if !crate::telemetry::context::operation_sampled(params) {
+    let Some(client) = crate::telemetry::context::operation_placement(params) else {
         return tracing::Span::none();
-    }
+    };
     let text = |key: &str| params.get(key).and_then(Value::as_str);
     let (target, tool, uri, prompt) = match method {
         "tools/call" => (text("name"), text("name"), None, None),
@@ -528,6 +528,6 @@ fn operation_span(
         mcp.resource.uri = uri,
         error.type = tracing::field::Empty,
     );
-    crate::telemetry::context::place_operation(&span, params, ctx.trace.as_deref());
+    crate::telemetry::context::place_operation(&span, client, ctx.trace.as_deref());
     span
 }

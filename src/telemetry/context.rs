@@ -263,26 +263,28 @@ pub fn session_span(session: Option<&str>) -> tracing::Span {
     span
 }
 
-/// Whether an operation gets a span: its request is sampled (its HTTP span exists), or the
-/// client's context in `params._meta` is sampled.
-pub fn operation_sampled(params: &Map<String, Value>) -> bool {
+/// Whether an operation gets a span, and its client-given parent: `None` for no span (traces
+/// off, or neither its request nor a client context in `params._meta` is sampled);
+/// `Some(client)` otherwise, `client` being the `_meta` context (SEP-414), read once here.
+pub fn operation_placement(params: &Map<String, Value>) -> Option<Option<Context>> {
     if !enabled() {
-        return false;
+        return None;
     }
     match from_meta(params) {
-        Some(client) => super::otel::sample_with_parent(client.span().span_context().is_sampled()),
-        None => !tracing::Span::current().is_none(),
+        Some(client) => super::otel::sample_with_parent(client.span().span_context().is_sampled())
+            .then_some(Some(client)),
+        None => (!tracing::Span::current().is_none()).then_some(None),
     }
 }
 
-/// Places a new (not yet started) operation span: a client context in `params._meta` is its
-/// parent (SEP-414; the HTTP span, its default parent, becomes a link); it links to the
-/// session's (or handle's) context `session`.
-pub fn place_operation(span: &tracing::Span, params: &Map<String, Value>, session: Option<&str>) {
+/// Places a new (not yet started) operation span: `client` (from [`operation_placement`]) is
+/// its parent, the HTTP span, its default parent, becoming a link; it links to the session's
+/// (or handle's) context `session`.
+pub fn place_operation(span: &tracing::Span, client: Option<Context>, session: Option<&str>) {
     if span.is_none() {
         return;
     }
-    if let Some(client) = from_meta(params) {
+    if let Some(client) = client {
         let transport = tracing::Span::current().context();
         let _ = span.set_parent(client);
         let t = transport.span().span_context().clone();
@@ -402,27 +404,26 @@ pub fn request_id_text(id: &Value) -> String {
     }
 }
 
-/// The trace id of the span running now if it is sampled (a metric exemplar's link to it).
-pub fn sampled_trace_id() -> Option<String> {
+/// The span context of the span running now (starting it), if traces are on and it is valid.
+fn current_span_context() -> Option<SpanContext> {
     let span = tracing::Span::current();
     if !enabled() || span.is_none() {
         return None;
     }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
+    let sc = span.context().span().span_context().clone();
+    sc.is_valid().then_some(sc)
+}
+
+/// The trace id of the span running now if it is sampled (a metric exemplar's link to it).
+pub fn sampled_trace_id() -> Option<String> {
+    current_span_context()
+        .filter(SpanContext::is_sampled)
+        .map(|sc| sc.trace_id().to_string())
 }
 
 /// The trace and span id of the span running now, for log lines (starting it).
 pub fn current_ids() -> Option<(String, String)> {
-    let span = tracing::Span::current();
-    if !enabled() || span.is_none() {
-        return None;
-    }
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    sc.is_valid()
-        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
+    current_span_context().map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 #[cfg(test)]
@@ -431,9 +432,6 @@ mod tests {
 
     #[test]
     fn stored_traceparents_parse_as_remote_contexts() {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
         let sc = span_context("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(
             sc.trace_id().to_string(),

@@ -183,20 +183,15 @@ fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// Loads and touches the session and checks `MCP-Protocol-Version` against it. A session
 /// owned by another principal is unknown to this caller (404), exactly like a missing one.
-/// Reads the session for a request (404 if unknown or not the caller's), and the span to run
-/// the rest of the request in: the request's HTTP span, placed under the session's trace.
+/// Also returns the span to run the rest of the request in: the request's HTTP span, placed
+/// under the session's trace.
 async fn load(
     app: &AppState,
     sid: &str,
     headers: &HeaderMap,
     caller: &Caller,
 ) -> Result<(SessionRecord, Span), ApiError> {
-    // The lookup's own store calls wait until the request's span knows its place.
-    let (found, lookup) = if app.store.mode() == "redis" {
-        crate::telemetry::context::deferring(app.store.touch(sid, true)).await
-    } else {
-        (app.store.touch(sid, true).await, Vec::new())
-    };
+    let (found, lookup) = touch(app, sid, true).await;
     let record = match found {
         Ok(Some(r)) => r,
         Ok(None) => return Err(ApiError::session_not_found()),
@@ -213,6 +208,24 @@ async fn load(
     let span = crate::telemetry::context::session_span(record.trace.as_deref());
     span.in_scope(|| crate::telemetry::context::record_deferred(lookup));
     Ok((record, span))
+}
+
+/// `touch`, with the store's own client spans held back until the request's span knows its
+/// place (under the session this reads); only Redis records such spans.
+async fn touch(
+    app: &AppState,
+    sid: &str,
+    count_request: bool,
+) -> (
+    Result<Option<SessionRecord>, crate::session::StoreError>,
+    Vec<crate::telemetry::context::DeferredCall>,
+) {
+    let touched = app.store.touch(sid, count_request);
+    if app.store.mode() == "redis" {
+        crate::telemetry::context::deferring(touched).await
+    } else {
+        (touched.await, Vec::new())
+    }
 }
 
 /// Whether the caller is the session's owner (both unauthenticated counts when auth is off).
@@ -310,9 +323,9 @@ async fn initialize(
 /// The `initialize` operation span (the MCP operation span of `protocol::dispatch` for the one
 /// method the transport owns); `Span::none()` while traces are off.
 fn initialize_span(sid: &str, version: &str, id: &Value, params: &Map<String, Value>) -> Span {
-    if !crate::telemetry::context::operation_sampled(params) {
+    let Some(client) = crate::telemetry::context::operation_placement(params) else {
         return Span::none();
-    }
+    };
     let span = tracing::info_span!(
         "mcp.operation",
         otel.name = "initialize",
@@ -324,7 +337,7 @@ fn initialize_span(sid: &str, version: &str, id: &Value, params: &Map<String, Va
         jsonrpc.request.id = %crate::telemetry::context::request_id_text(id),
         error.type = tracing::field::Empty,
     );
-    crate::telemetry::context::place_operation(&span, params, None);
+    crate::telemetry::context::place_operation(&span, client, None);
     span
 }
 
@@ -671,8 +684,7 @@ pub async fn delete(app: &AppState, headers: &HeaderMap, caller: Caller) -> Resp
     // Only the owner may end a session; while traces are on, the end joins the session's trace.
     let mut span = Span::current();
     if app.auth.load().is_some() || crate::telemetry::otel::enabled() {
-        let (found, lookup) =
-            crate::telemetry::context::deferring(app.store.touch(&sid, false)).await;
+        let (found, lookup) = touch(app, &sid, false).await;
         match found {
             Ok(Some(r)) if owned_by(&r, &caller) => {
                 span = crate::telemetry::context::session_span(r.trace.as_deref());

@@ -539,6 +539,31 @@ impl SseStream {
         }
     }
 
+    /// The next JSON message that is a server→client request for `method` (others skipped).
+    pub async fn request_for(&mut self, method: &str) -> Value {
+        self.message_where(|m| m["method"] == method, method).await
+    }
+
+    /// The next JSON message that answers request `id` (others skipped).
+    pub async fn answer_to(&mut self, id: impl Into<Value>) -> Value {
+        let id = id.into();
+        self.message_where(|m| m["id"] == id && m.get("method").is_none(), "the answer")
+            .await
+    }
+
+    /// The next JSON message for which `wanted` holds, each within 5 s; panics naming `what`.
+    async fn message_where(&mut self, wanted: impl Fn(&Value) -> bool, what: &str) -> Value {
+        loop {
+            let m = self
+                .next_message(Duration::from_secs(5))
+                .await
+                .unwrap_or_else(|| panic!("the stream ended before {what}"));
+            if wanted(&m) {
+                return m;
+            }
+        }
+    }
+
     /// Every remaining event until the stream closes; panics if it stays open past `limit`.
     pub async fn rest(&mut self, limit: Duration) -> Vec<SseEvent> {
         let deadline = tokio::time::Instant::now() + limit;
