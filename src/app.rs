@@ -124,7 +124,10 @@ impl App {
             tokio::sync::watch::channel(calculator_settings(&settings));
         let registry = Arc::new(Registry::new(toolsets(calculator_rx)?, &settings.toolsets)?);
         let metrics = Arc::new(Metrics::new());
+        let tasks = crate::tasks::Tasks::new(store.clone());
+        tasks.listen();
         let dispatcher = Arc::new(Dispatcher {
+            tasks,
             registry,
             metrics: metrics.clone(),
             store: store.clone(),

@@ -14,5 +14,6 @@ pub mod conformance;
 pub mod http;
 pub mod protocol;
 pub mod session;
+pub mod tasks;
 pub mod telemetry;
 pub mod transport;

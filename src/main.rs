@@ -180,6 +180,12 @@ async fn drain(
     app.drain.begin();
     lifecycle.stop_accepting.cancel();
     let grace = Duration::from_millis(app.live.current().shutdown_grace_ms);
+    // Tasks get the grace period minus a margin to record the ending of those that are left.
+    let tasks = {
+        let tasks = app.dispatcher.tasks.clone();
+        let budget = grace.saturating_sub(Duration::from_millis(500));
+        tokio::spawn(async move { tasks.drain(budget).await })
+    };
     let finished = app.drain.wait(grace).await;
     tokio::time::sleep_until(started + LINGER.min(grace)).await;
     lifecycle.close_connections.cancel();
@@ -194,6 +200,7 @@ async fn drain(
     if !finished || !app.drain.wait(left).await {
         tracing::warn!("shutdown: grace period over with requests still running");
     }
+    let _ = tasks.await;
     app.store.shutdown().await;
 }
 

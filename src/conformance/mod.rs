@@ -10,6 +10,7 @@ mod input;
 mod mrtr;
 mod prompts;
 mod resources;
+mod tasks;
 mod tools;
 
 #[cfg(test)]
@@ -59,7 +60,9 @@ fn client_failures_as_tool_errors(
 #[async_trait]
 impl Toolset for Conformance {
     fn tools(&self) -> Vec<Tool> {
-        catalog::tools()
+        let mut tools = catalog::tools();
+        tools.extend(tasks::tools());
+        tools
     }
 
     async fn call_tool(

@@ -63,6 +63,7 @@ pub async fn call(name: &str, args: &JsonObject, ctx: &RequestContext) -> ToolOu
         )),
         RECONNECTION => reconnection(ctx).await,
         CUSTOM_HEADER => done(format!("Region: {}", string_arg(args, "region")?)),
+        _ if super::tasks::owns(name) => super::tasks::call(name, args, ctx),
         _ => diagnostics(name, ctx).await,
     }
 }

@@ -162,6 +162,7 @@ pub fn rpc_code(e: &ProtocolError, era: Era) -> (i64, Option<Value>) {
         ProtocolError::SessionGone => (CODE_SESSION_NOT_FOUND, None),
         ProtocolError::Cancelled => (-32800, None),
         ProtocolError::Unavailable(_) | ProtocolError::Internal(_) => (-32603, None),
+        ProtocolError::Recorded { code, data, .. } => (*code, data.clone()),
     }
 }
 

@@ -33,6 +33,8 @@ pub struct Dispatcher {
     pub server_info: Value,
     /// Operation durations are recorded here, where the tool lookup already happens.
     pub metrics: Arc<Metrics>,
+    /// This node's task runner (the Tasks extension).
+    pub tasks: Arc<crate::tasks::Tasks>,
 }
 
 /// Methods whose complete modern results carry `ttlMs` and `cacheScope`.
@@ -57,8 +59,17 @@ impl Dispatcher {
             "prompts": { "listChanged": true },
             "completions": {},
         });
-        if era == Era::Legacy {
-            caps["logging"] = json!({});
+        match era {
+            Era::Legacy => {
+                caps["logging"] = json!({});
+                // 2025-11-25's experimental tasks: task-augmented `tools/call`.
+                caps["tasks"] = json!({
+                    "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } }
+                });
+            }
+            Era::Modern => {
+                caps["extensions"] = json!({ super::toolset::TASKS_EXTENSION: {} });
+            }
         }
         caps
     }
@@ -149,6 +160,12 @@ impl Dispatcher {
             ("prompts/get", _) => self.get_prompt(params, ctx).await,
             ("resources/read", _) => self.read_resource(params, ctx).await,
             ("completion/complete", _) => self.complete(params),
+            ("tasks/get" | "tasks/update" | "tasks/cancel", Era::Modern) => {
+                self.task_method(method, params, ctx).await
+            }
+            ("tasks/get" | "tasks/result" | "tasks/list" | "tasks/cancel", Era::Legacy) => {
+                self.legacy_task_method(method, params, ctx).await
+            }
             _ => Err(ProtocolError::MethodNotFound(method.to_owned())),
         }?;
         raw(&self.shape(method, era, result))
@@ -252,7 +269,17 @@ impl Dispatcher {
             .tool_owner(name)
             .ok_or_else(|| invalid_params(format!("Tool {name} not found")))?;
         *tool = Some(intern_tool(name));
-        let result = match owner.call_tool(name, arguments, ctx).await {
+        let outcome = owner.call_tool(name, arguments, ctx).await;
+        let outcome = match outcome {
+            Ok(Outcome::Task(work)) => match self.task_or_inline(name, params, work, ctx).await? {
+                super::tasks::Started::Task(created) => {
+                    return raw(&self.shape("tools/call", ctx.era, created))
+                }
+                super::tasks::Started::Inline(outcome) => outcome,
+            },
+            other => other,
+        };
+        let result = match outcome {
             Ok(Outcome::Complete(r)) => r,
             Ok(outcome) => {
                 let v = outcome_json(outcome, ctx)?;
@@ -403,12 +430,15 @@ impl Dispatcher {
     }
 }
 
-fn outcome_json<T: serde::Serialize>(
+pub(super) fn outcome_json<T: serde::Serialize>(
     outcome: Outcome<T>,
     ctx: &RequestContext,
 ) -> Result<Value, ProtocolError> {
     match outcome {
         Outcome::Complete(r) => to_json(&r),
+        Outcome::Task(_) => Err(ProtocolError::Internal(
+            "only tool calls can run as tasks".into(),
+        )),
         Outcome::InputRequired { .. } if ctx.era == Era::Legacy => Err(ProtocolError::Internal(
             "input_required results are only valid in the modern era".into(),
         )),
@@ -429,7 +459,7 @@ fn outcome_json<T: serde::Serialize>(
 }
 
 /// The JSON text of a result.
-fn raw<T: serde::Serialize>(v: &T) -> Result<String, ProtocolError> {
+pub(super) fn raw<T: serde::Serialize>(v: &T) -> Result<String, ProtocolError> {
     serde_json::to_string(v).map_err(|e| ProtocolError::Internal(e.to_string()))
 }
 
@@ -437,7 +467,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<Value, ProtocolError> {
     serde_json::to_value(v).map_err(|e| ProtocolError::Internal(e.to_string()))
 }
 
-fn invalid_params(message: String) -> ProtocolError {
+pub(super) fn invalid_params(message: String) -> ProtocolError {
     ProtocolError::InvalidParams {
         message,
         data: None,

@@ -50,6 +50,14 @@ pub enum ProtocolError {
     /// A bug or an unexpected failure.
     #[error("Internal error: {0}")]
     Internal(String),
+    /// An error recorded earlier and passed on as it was (a failed task's error, answered by
+    /// the legacy `tasks/result`).
+    #[error("{message}")]
+    Recorded {
+        code: i64,
+        message: String,
+        data: Option<Value>,
+    },
 }
 
 impl ProtocolError {
@@ -68,6 +76,7 @@ impl ProtocolError {
             Self::Unavailable(_) => "unavailable",
             Self::Cancelled => "cancelled",
             Self::Internal(_) => "internal_error",
+            Self::Recorded { .. } => "task_failed",
         }
     }
 }

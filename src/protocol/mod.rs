@@ -6,6 +6,7 @@ pub mod error;
 pub mod jsonrpc;
 pub mod limits;
 pub mod registry;
+pub mod tasks;
 pub mod testing;
 pub mod toolset;
 pub mod version;

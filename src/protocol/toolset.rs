@@ -15,6 +15,9 @@ use rmcp::model::{
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+/// The Tasks extension's identifier (capabilities, `-32021` data).
+pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
+
 /// A JSON object, as tool arguments and `inputRequests` are.
 pub type JsonObject = serde_json::Map<String, Value>;
 
@@ -113,9 +116,8 @@ pub enum DomainError {
     Internal(String),
 }
 
-/// What a tool call, prompt get or resource read produces: a final result, or (modern era only)
-/// a multi round-trip `InputRequiredResult` (SEP-2322).
-#[derive(Debug, Clone)]
+/// What a tool call, prompt get or resource read produces: a final result, (modern era only)
+/// a multi round-trip `InputRequiredResult` (SEP-2322), or work that may run as a task.
 pub enum Outcome<T> {
     Complete(T),
     /// `inputRequests` maps keys to `elicitation/create`, `sampling/createMessage` or
@@ -125,6 +127,66 @@ pub enum Outcome<T> {
         input_requests: Option<JsonObject>,
         request_state: Option<String>,
     },
+    /// Work that may outlive the request (the Tasks extension). The protocol layer decides:
+    /// for a client that declared tasks it stores a task and runs the work in the background
+    /// with the task's own context; otherwise it runs it inline (`Optional`) or refuses
+    /// with -32021 (`Required`). The tool does nothing before that decision.
+    Task(TaskWork<T>),
+}
+
+impl<T> std::fmt::Debug for Outcome<T>
+where
+    T: std::fmt::Debug,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Complete(r) => f.debug_tuple("Complete").field(r).finish(),
+            Outcome::InputRequired {
+                input_requests,
+                request_state,
+            } => f
+                .debug_struct("InputRequired")
+                .field("input_requests", input_requests)
+                .field("request_state", request_state)
+                .finish(),
+            Outcome::Task(w) => f.debug_tuple("Task").field(&w.support).finish(),
+        }
+    }
+}
+
+/// Whether a tool that supports tasks can also answer a client that did not declare them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSupport {
+    /// Runs inline for such a client.
+    Optional,
+    /// Needs a task: such a client gets -32021 naming the extension.
+    Required,
+}
+
+/// The body of work that may run as a task, given the context it runs in.
+pub type TaskRun<T> = Box<
+    dyn FnOnce(RequestContext) -> futures::future::BoxFuture<'static, Result<T, DomainError>>
+        + Send,
+>;
+
+/// Work a tool hands to the protocol layer to run as a task or inline.
+pub struct TaskWork<T> {
+    pub support: TaskSupport,
+    pub run: TaskRun<T>,
+}
+
+impl<T> Outcome<T> {
+    /// Work that runs as a task when the client declared tasks.
+    pub fn task<F, Fut>(support: TaskSupport, run: F) -> Self
+    where
+        F: FnOnce(RequestContext) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, DomainError>> + Send + 'static,
+    {
+        Outcome::Task(TaskWork {
+            support,
+            run: Box::new(move |ctx| Box::pin(run(ctx))),
+        })
+    }
 }
 
 /// A tool call's result: an rmcp [`CallToolResult`] whose structured content a domain may
@@ -218,9 +280,10 @@ impl serde::Serialize for ToolResult {
     }
 }
 
-impl<T> Outcome<T> {
-    /// Converts a complete result, keeping an `InputRequired` outcome as it is.
-    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Outcome<U> {
+impl<T: Send + 'static> Outcome<T> {
+    /// Converts a complete result (also the one a task's work will produce), keeping an
+    /// `InputRequired` outcome as it is.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'static) -> Outcome<U> {
         match self {
             Outcome::Complete(r) => Outcome::Complete(f(r)),
             Outcome::InputRequired {
@@ -230,6 +293,10 @@ impl<T> Outcome<T> {
                 input_requests,
                 request_state,
             },
+            Outcome::Task(TaskWork { support, run }) => Outcome::Task(TaskWork {
+                support,
+                run: Box::new(move |ctx| Box::pin(async move { run(ctx).await.map(f) })),
+            }),
         }
     }
 }
@@ -312,6 +379,14 @@ pub trait ContextServices: Send + Sync {
     async fn open_state(&self, sealed: &str) -> Result<Value, DomainError>;
     /// Counts one successful calculation of `operation` in the process metrics.
     fn count_calculation(&self, operation: &str);
+    /// Inside a task: puts the task in `input_required` with these requests (key → request
+    /// object) and waits until the client answered every one of them through `tasks/update`
+    /// (on any node); returns the answers by key. Outside a task there is no one to ask.
+    async fn ask(&self, _requests: JsonObject) -> Result<JsonObject, DomainError> {
+        Err(DomainError::Internal(
+            "input can be asked this way only inside a task".into(),
+        ))
+    }
     /// Legacy era: ends this request's HTTP connection now (with a `retry:` hint) without
     /// ending its stream; later messages are kept for the client's resumption (SEP-1699).
     async fn close_stream(&self);
@@ -343,6 +418,10 @@ pub struct RequestContext {
     pub trace: Option<String>,
     /// The JSON-RPC id as text, for the `jsonrpc.request.id` span attribute (traces on only).
     pub request_id: Option<String>,
+    /// The authenticated caller (`iss#sub`) when auth is on: tasks it creates are its own.
+    pub principal: Option<String>,
+    /// The task this context runs (the Tasks extension); `None` for a plain request.
+    pub task: Option<String>,
     services: Arc<dyn ContextServices>,
 }
 
@@ -371,7 +450,49 @@ impl RequestContext {
             cancel,
             trace: Default::default(),
             request_id: None,
+            principal: None,
+            task: None,
             services,
+        }
+    }
+
+    /// This request's services, for a layer that wraps them (a task's).
+    pub fn services(&self) -> Arc<dyn ContextServices> {
+        self.services.clone()
+    }
+
+    /// The context of a task started by this request: the same client, its own services and
+    /// cancellation, and no request stream (no progress token, no log level).
+    pub fn for_task(
+        &self,
+        task: String,
+        services: Arc<dyn ContextServices>,
+        cancel: CancellationToken,
+    ) -> Self {
+        let mut ctx = self.clone();
+        ctx.task = Some(task);
+        ctx.services = services;
+        ctx.cancel = cancel;
+        ctx.progress_token = None;
+        ctx.log_level = None;
+        ctx
+    }
+
+    /// Whether this request declared the Tasks extension (modern era, per request).
+    pub fn declares_tasks(&self) -> bool {
+        self.era == Era::Modern
+            && self
+                .client_capabilities
+                .get("extensions")
+                .and_then(|e| e.get(TASKS_EXTENSION))
+                .is_some_and(|v| !v.is_null())
+    }
+
+    /// Inside a task: asks the client for input (see [`ContextServices::ask`]).
+    pub async fn ask(&self, requests: JsonObject) -> Result<JsonObject, DomainError> {
+        tokio::select! {
+            r = self.services.ask(requests) => r,
+            _ = self.cancel.cancelled() => Err(DomainError::Cancelled),
         }
     }
 
@@ -414,6 +535,16 @@ impl RequestContext {
     /// Sends a server→client request (`sampling/createMessage`, `elicitation/create`,
     /// `roots/list`) and waits for the answer. Legacy era only.
     pub async fn request_client(&self, method: &str, params: Value) -> Result<Value, DomainError> {
+        if self.task.is_some() {
+            // A task asks through its record: one key, answered by `tasks/update`.
+            let mut requests = JsonObject::new();
+            requests.insert(
+                "request".into(),
+                serde_json::json!({ "method": method, "params": params }),
+            );
+            let mut answers = self.ask(requests).await?;
+            return Ok(answers.remove("request").unwrap_or(Value::Null));
+        }
         if self.era == Era::Modern {
             return Err(DomainError::Internal(
                 "server-to-client requests are not available in the modern era; use InputRequired"

@@ -11,6 +11,7 @@
 pub mod memory;
 pub mod redis;
 pub mod routing;
+pub mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +54,13 @@ impl StoreError {
             StoreError::Limit(_) => "limit",
         }
     }
+}
+
+/// The error for a task past the per-owner cap on live tasks.
+pub fn too_many_tasks(max: usize) -> StoreError {
+    StoreError::Limit(format!(
+        "at most {max} tasks may be running for one client; wait for one to finish or cancel one"
+    ))
 }
 
 /// Requests per scope remembered for deduplication: retries come within seconds, and a
@@ -206,6 +214,10 @@ pub enum Signal {
     },
     /// `notifications/cancelled`, for the node running the request.
     Cancel { session: String, id: Value },
+    /// A task was cancelled (its record already says so): the node running it stops it.
+    TaskCancel { task: String },
+    /// A task's input requests are all answered: the node running it reads the answers.
+    TaskInput { task: String },
 }
 
 impl Signal {
@@ -218,6 +230,8 @@ impl Signal {
             Signal::SessionChanged { .. } => "session_changed",
             Signal::Answer { .. } => "answer",
             Signal::Cancel { .. } => "cancel",
+            Signal::TaskCancel { .. } => "task_cancel",
+            Signal::TaskInput { .. } => "task_input",
         }
     }
 }
@@ -318,7 +332,7 @@ impl SessionCounters {
 /// The session-state boundary. Implementations must make each method atomic and must report
 /// an unreachable backend as [`StoreError::Unavailable`], never as absence.
 #[async_trait]
-pub trait SessionStore: Send + Sync + 'static {
+pub trait SessionStore: tasks::TaskStore + Send + Sync + 'static {
     /// `in-memory` or `redis`, for `/health`.
     fn mode(&self) -> &'static str;
     /// Lifecycle counters.

@@ -169,6 +169,7 @@ fn context(
         services,
     );
     (ctx.input_responses, ctx.request_state) = req.mrtr();
+    ctx.principal = req.principal.clone();
     // Only a request with a span (or a client context in `_meta`) needs these for its spans.
     if crate::telemetry::otel::enabled()
         && (!tracing::Span::current().is_none() || req.params.contains_key("_meta"))

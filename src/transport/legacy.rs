@@ -662,6 +662,8 @@ async fn append_signals(app: AppState, sid: String) {
             Signal::SessionEnded { session } if session == sid => return,
             Signal::SessionEnded { .. }
             | Signal::SessionChanged { .. }
+            | Signal::TaskCancel { .. }
+            | Signal::TaskInput { .. }
             | Signal::Answer { .. }
             | Signal::Cancel { .. } => continue,
         };

@@ -46,6 +46,7 @@ mod record;
 mod scope;
 mod scripts;
 mod store;
+mod tasks;
 
 use cache::*;
 use connection::*;

@@ -20,6 +20,8 @@ use super::{
 };
 use crate::protocol::toolset::{DomainError, HistoryScope, ScopeStats};
 
+mod tasks;
+
 const SHARDS: usize = 32;
 
 /// Limits of the in-memory store.
@@ -127,6 +129,8 @@ struct Inner {
     /// Each session's streams, oldest first, to bound what a session keeps
     /// ([`crate::protocol::limits::MAX_RETAINED_STREAMS`]).
     session_streams: Mutex<HashMap<String, VecDeque<String>>>,
+    /// Durable tasks (the Tasks extension).
+    tasks: tasks::MemoryTasks,
 }
 
 /// The in-memory [`SessionStore`].
@@ -154,6 +158,7 @@ impl MemoryStore {
                 claims: Mutex::default(),
                 used_once: Mutex::default(),
                 session_streams: Mutex::default(),
+                tasks: Default::default(),
             }),
         };
         let weak = Arc::downgrade(&store.inner);
@@ -180,6 +185,7 @@ impl MemoryStore {
         let now = now_ms();
         let idle = self.inner.limits.policy.idle().as_millis() as u64;
         self.inner.used_once.lock().retain(|_, until| *until > now);
+        self.inner.tasks.sweep(now);
         let mut ended = Vec::new();
         let expired = self.inner.sessions.retain(|id, e| {
             let record = &e.state.lock().0;
