@@ -186,7 +186,9 @@ impl Toolset for Calculator {
             tools::CALCULATE => tools::calculate(&arguments, ctx).await?,
             tools::BATCH_CALCULATE => tools::batch(&arguments, ctx, &limits).await?,
             tools::ADVANCED_CALCULATE => tools::advanced(&arguments, ctx, &limits).await?,
-            tools::DEMO_PROGRESS => tools::demo_progress(&arguments, ctx, &limits).await?.into(),
+            tools::DEMO_PROGRESS => {
+                return tools::demo_progress(&arguments, &limits).map(|o| o.map(ToolResult::from))
+            }
             _ => {
                 let message = format!("Tool {name} not found");
                 return Err(DomainError::InvalidParams {

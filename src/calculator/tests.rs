@@ -58,6 +58,10 @@ async fn call(
     match c.call_tool(name, obj(args), ctx).await? {
         Outcome::Complete(r) => Ok(r.into_call_tool_result()),
         Outcome::InputRequired { .. } => panic!("unexpected InputRequired"),
+        // As for a client that did not declare tasks: the work runs inline.
+        Outcome::Task(work) => (work.run)(ctx.clone())
+            .await
+            .map(ToolResult::into_call_tool_result),
     }
 }
 
@@ -94,6 +98,7 @@ async fn invalid_args(c: &Calculator, name: &str, args: Value) -> String {
 
 async fn read_text(c: &Calculator, uri: &str, ctx: &RequestContext) -> Option<String> {
     match c.read_resource(uri, ctx).await.expect("read succeeds")? {
+        Outcome::Task(_) => panic!("resources never run as tasks"),
         Outcome::Complete(r) => match r.contents.as_slice() {
             [ResourceContents::TextResourceContents {
                 text,

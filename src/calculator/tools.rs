@@ -16,7 +16,9 @@ use super::history::{Calc, HistoryTarget, Recorded};
 use super::numfmt::{js_number, json_number, push_js_number, push_json_number, push_json_str};
 use super::ops::{AdvancedOp, BasicOp, OpError};
 use super::Limits;
-use crate::protocol::toolset::{DomainError, JsonObject, RequestContext, ToolResult};
+use crate::protocol::toolset::{
+    DomainError, JsonObject, Outcome, RequestContext, TaskSupport, ToolResult,
+};
 
 /// Name of the basic arithmetic tool.
 pub const CALCULATE: &str = "calculate";
@@ -534,19 +536,26 @@ pub async fn advanced(
     Ok(single_success(text, &calc, &recorded))
 }
 
-/// `demo_progress`: `steps` pauses of 200 ms, each followed by progress `i` of `steps`.
-pub async fn demo_progress(
+/// `demo_progress`: `steps` pauses of 200 ms, each followed by progress `i` of `steps`. A
+/// long-running tool, so it runs as a task for a client that declared tasks (its progress is
+/// then the task's status message); otherwise inline, with progress notifications.
+pub fn demo_progress(
     arguments: &JsonObject,
-    ctx: &RequestContext,
     limits: &Limits,
-) -> Result<CallToolResult, DomainError> {
+) -> Result<Outcome<CallToolResult>, DomainError> {
     let args = Args::new(arguments, &["steps"])?;
     let max = limits.steps_cap();
     let steps = args
         .opt_integer_in("steps", 1, max)?
         .unwrap_or(DEFAULT_STEPS.min(max));
+    Ok(Outcome::task(TaskSupport::Optional, move |ctx| {
+        progress_steps(steps, ctx)
+    }))
+}
+
+async fn progress_steps(steps: u64, ctx: RequestContext) -> Result<CallToolResult, DomainError> {
     for i in 1..=steps {
-        pause(ctx, DEMO_PAUSE).await?;
+        pause(&ctx, DEMO_PAUSE).await?;
         let message = format!("Step {i}/{steps} completed");
         ctx.progress(i as f64, Some(steps as f64), Some(message))
             .await;

@@ -50,6 +50,9 @@ async fn call(name: &str, args: Value, ctx: &RequestContext) -> Result<Value, Do
 fn outcome_json<T: serde::Serialize>(outcome: Outcome<T>) -> Value {
     match outcome {
         Outcome::Complete(result) => serde_json::to_value(result).unwrap_or(Value::Null),
+        Outcome::Task(work) => {
+            json!({ "resultType": "task", "support": format!("{:?}", work.support) })
+        }
         Outcome::InputRequired {
             input_requests,
             request_state,

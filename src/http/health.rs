@@ -123,6 +123,8 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         tokio::time::timeout(PROBE_TIMEOUT, app.store.ping()).await,
         Ok(Ok(()))
     );
+    app.metrics
+        .set_tasks_running(app.dispatcher.tasks.running());
     let text = app.metrics.render(live, up, app.store.counters());
     (
         [(

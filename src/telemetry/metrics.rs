@@ -142,6 +142,8 @@ fn intern(name: &str) -> &'static str {
 pub struct Metrics {
     registry: Registry,
     active_sessions: Gauge,
+    /// Tasks (the Tasks extension) running on this node.
+    tasks_running: Gauge,
     calculations: Family<OperationLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     durations: Family<DurationLabels, HistogramWithExemplars<TraceExemplar>>,
@@ -180,6 +182,12 @@ impl Metrics {
             "mcp_active_sessions",
             "Number of active sessions (live session records; never negative)",
             active_sessions.clone(),
+        );
+        let tasks_running = Gauge::default();
+        registry.register(
+            "abacus_tasks_running",
+            "Tasks (MCP Tasks extension) running on this node now",
+            tasks_running.clone(),
         );
         let calculations = Family::<OperationLabels, Counter>::default();
         registry.register(
@@ -340,6 +348,7 @@ impl Metrics {
             config_info,
             registry,
             active_sessions,
+            tasks_running,
             calculations,
             requests,
             durations,
@@ -438,6 +447,11 @@ impl Metrics {
     pub fn stream_guard(self: &Arc<Self>) -> StreamGuard {
         self.open_streams.inc();
         StreamGuard(self.clone())
+    }
+
+    /// Sets the number of tasks running on this node (read at each scrape).
+    pub fn set_tasks_running(&self, running: usize) {
+        self.tasks_running.set(running as i64);
     }
 
     /// Renders the exposition, after syncing session figures from the store.

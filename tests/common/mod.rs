@@ -648,6 +648,7 @@ pub fn modern_headers(body: &Value) -> Vec<(String, String)> {
     let key = match method.as_str() {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
         _ => None,
     };
     if let Some(name) = key.and_then(|k| body["params"][k].as_str()) {
