@@ -3,8 +3,9 @@
 # stack, in one run, server and load generator pinned to different cores: in-memory, Redis mode
 # on one node, and 3 Redis-mode nodes behind nginx round-robin. Plus RSS per idle session,
 # session creation rate, Redis memory per idle session, and cold-versus-warm first requests of
-# a session on a new node; and the cost of OTLP tracing (in memory, exporting to a local sink at
-# 10% and 100% sampling). Writes bench-results/latest.md (copy the tables into BENCHMARKS.md).
+# a session on a new node; the cost of OTLP tracing (in memory, exporting to a local sink at
+# 10% and 100% sampling); and task creation and `tasks/get` throughput (Tasks extension), in
+# memory and in Redis mode on one node. Writes bench-results/latest.md (copy the tables into BENCHMARKS.md).
 #
 # Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
 #      BENCH_IDLE_SESSIONS (10000).
@@ -51,12 +52,12 @@ cpu_ticks() { # pids (comma-separated): their summed user+system CPU ticks
   echo "$total"
 }
 
-run_wrk() { # label url sessions.lua server-pid
-  local label="$1" url="$2" lua="$3" spid="$4"
+run_wrk() { # label url sessions.lua server-pid [wrk script, default requests.lua]
+  local label="$1" url="$2" lua="$3" spid="$4" script="${5:-$ROOT/hack/bench/requests.lua}"
   local hostport; hostport=$(echo "$url" | sed -E 's#^http://([^/]+)/.*#\1#')
   local t0; t0=$(cpu_ticks "$spid")
-  BENCH_SESSIONS="$lua" pin "$gen_cpu" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency \
-    -s "$ROOT/hack/bench/requests.lua" "http://$hostport" >"$work/$label.wrk" 2>&1
+  BENCH_SESSIONS="$lua" BENCH_REQUESTS="$lua" pin "$gen_cpu" wrk -t1 -c"$CONNS" -d"${DUR}s" --latency \
+    -s "$script" "http://$hostport" >"$work/$label.wrk" 2>&1
   local t1; t1=$(cpu_ticks "$spid")
   echo "cpu_ticks: $((t1 - t0)) $(getconf CLK_TCK)" >>"$work/$label.wrk"
   python3 - "$label" "$work/$label.wrk" >>"$work/rounds.tsv" <<'PY'
@@ -75,7 +76,9 @@ p50 = ms(re.search(r"^\s+50%\s+(\S+)", t, re.M).group(1))
 p99 = ms(re.search(r"^\s+99%\s+(\S+)", t, re.M).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", t)
-errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0)
+rpc = re.search(r"JSON-RPC errors: (\d+)", t)
+errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0) \
+    + (int(rpc.group(1)) if rpc else 0)
 ticks, hz = map(int, re.search(r"cpu_ticks: (\d+) (\d+)", t).groups())
 cpu_us = ticks / hz * 1e6 / max(total, 1)
 print(f"{label}\t{rps:.0f}\t{p50:.3f}\t{p99:.3f}\t{errors}\t{total}\t{cpu_us:.2f}")
@@ -133,6 +136,19 @@ rurl=$(start_abacus redis1 RATE_LIMIT_MAX=0 LOG_LEVEL=warn MAX_SESSIONS=1000000 
 python3 "$ROOT/hack/bench/sessions.py" "$rurl" "$NSESS" "$work/redis1.lua" "$calc_body"
 redis1_pid="$(cat "$work/redis1.pid")"
 
+# Tasks (the Tasks extension, 2026-07-28 requests): creating one (a 1 ms `slow_compute`, stored
+# before the answer) and reading a finished one with `tasks/get`, in memory and in Redis mode.
+modern="$ROOT/hack/bench/modern.lua"
+tmurl=$(start_abacus tasksmem RATE_LIMIT_MAX=0 LOG_LEVEL=warn TOOLSETS=calculator,conformance)
+python3 "$ROOT/hack/bench/tasks.py" "$tmurl" create "$work/tcreate-mem.lua"
+python3 "$ROOT/hack/bench/tasks.py" "$tmurl" get "$work/tget-mem.lua" "$NSESS"
+tasksmem_pid="$(cat "$work/tasksmem.pid")"
+trurl=$(start_abacus tasksredis RATE_LIMIT_MAX=0 LOG_LEVEL=warn TOOLSETS=calculator,conformance \
+  USE_REDIS=true REDIS_URL="$redis_url")
+python3 "$ROOT/hack/bench/tasks.py" "$trurl" create "$work/tcreate-redis.lua"
+python3 "$ROOT/hack/bench/tasks.py" "$trurl" get "$work/tget-redis.lua" "$NSESS"
+tasksredis_pid="$(cat "$work/tasksredis.pid")"
+
 # 3 Redis-mode nodes behind nginx, all on the server core: this shows the cost of the extra hop
 # and of cross-node traffic, not scaling (which needs more cores than this machine has). The CPU
 # column sums the three nodes (nginx excluded).
@@ -149,6 +165,10 @@ for round in $(seq 1 "$ROUNDS"); do
   run_wrk "abacus-memory-traces-100pct" "$turl100" "$work/traces100.lua" "$traces100_pid"
   run_wrk "abacus-redis-1-node" "$rurl" "$work/redis1.lua" "$redis1_pid"
   run_wrk "abacus-redis-3-nodes-nginx" "$lburl" "$work/lb.lua" "$nodes_pids"
+  run_wrk "abacus-tasks-create-memory" "$tmurl" "$work/tcreate-mem.lua" "$tasksmem_pid" "$modern"
+  run_wrk "abacus-tasks-get-memory" "$tmurl" "$work/tget-mem.lua" "$tasksmem_pid" "$modern"
+  run_wrk "abacus-tasks-create-redis-1-node" "$trurl" "$work/tcreate-redis.lua" "$tasksredis_pid" "$modern"
+  run_wrk "abacus-tasks-get-redis-1-node" "$trurl" "$work/tget-redis.lua" "$tasksredis_pid" "$modern"
 done
 curl -fsS "${url%/mcp}/metrics" >"$work/metrics.txt"
 spans_of() { # url: "exported dropped failed" spans of that node
@@ -221,6 +241,11 @@ for l in ("abacus-redis-1-node", "abacus-redis-3-nodes-nginx"):
     if l in by:
         print(f"Redis ratio {l} / abacus-memory (medians): {float(median_row(by[l])[1]) / mem:.2f}; per round: "
               + ", ".join(f"{float(r[1]) / float(m[1]):.2f}" for m, r in zip(by["abacus-memory"], by[l])))
+for mode in ("memory", "redis-1-node"):
+    c, g = f"abacus-tasks-create-{mode}", f"abacus-tasks-get-{mode}"
+    if c in by and g in by:
+        print(f"Tasks ({mode}): creation {median_row(by[c])[1]} tasks/s, tasks/get {median_row(by[g])[1]} req/s (medians); "
+              f"ratio to abacus-memory tools/call: creation {float(median_row(by[c])[1]) / mem:.2f}, tasks/get {float(median_row(by[g])[1]) / mem:.2f}")
 for l in ("abacus-memory-traces-10pct", "abacus-memory-traces-100pct"):
     if l in by:
         ratio = float(median_row(by[l])[1]) / mem

@@ -577,10 +577,7 @@ async fn demo_progress_stops_when_cancelled() {
     let cancel = ctx.cancel.clone();
     let task = {
         let ctx = ctx.clone();
-        tokio::spawn(async move {
-            c.call_tool("demo_progress", obj(json!({"steps": 50})), &ctx)
-                .await
-        })
+        tokio::spawn(async move { call(&c, "demo_progress", json!({"steps": 50}), &ctx).await })
     };
     tokio::time::sleep(std::time::Duration::from_millis(450)).await;
     cancel.cancel();

@@ -62,10 +62,6 @@ impl Dispatcher {
         match era {
             Era::Legacy => {
                 caps["logging"] = json!({});
-                // 2025-11-25's experimental tasks: task-augmented `tools/call`.
-                caps["tasks"] = json!({
-                    "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } }
-                });
             }
             Era::Modern => {
                 caps["extensions"] = json!({ super::toolset::TASKS_EXTENSION: {} });
@@ -76,9 +72,16 @@ impl Dispatcher {
 
     /// The `initialize` result for a negotiated legacy version.
     pub fn initialize_result(&self, negotiated: &str) -> Value {
+        let mut capabilities = self.capabilities(Era::Legacy);
+        if version::has_legacy_tasks(negotiated) {
+            // 2025-11-25's experimental tasks: task-augmented `tools/call`, listed, cancellable.
+            capabilities["tasks"] = json!({
+                "list": {}, "cancel": {}, "requests": { "tools": { "call": {} } }
+            });
+        }
         json!({
             "protocolVersion": negotiated,
-            "capabilities": self.capabilities(Era::Legacy),
+            "capabilities": capabilities,
             "serverInfo": self.server_info,
             "instructions": "Abacus is a calculator. Use calculate, batch_calculate and advanced_calculate; \
                              results are kept in a per-session history readable as calculator://history/{calculationId}.",
@@ -163,7 +166,9 @@ impl Dispatcher {
             ("tasks/get" | "tasks/update" | "tasks/cancel", Era::Modern) => {
                 self.task_method(method, params, ctx).await
             }
-            ("tasks/get" | "tasks/result" | "tasks/list" | "tasks/cancel", Era::Legacy) => {
+            ("tasks/get" | "tasks/result" | "tasks/list" | "tasks/cancel", Era::Legacy)
+                if version::has_legacy_tasks(&ctx.protocol_version) =>
+            {
                 self.legacy_task_method(method, params, ctx).await
             }
             _ => Err(ProtocolError::MethodNotFound(method.to_owned())),

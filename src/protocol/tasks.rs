@@ -53,7 +53,10 @@ impl Dispatcher {
     ) -> Result<Started, ProtocolError> {
         let ttl = match ctx.era {
             Era::Modern if ctx.declares_tasks() => Some(TASK_TTL),
-            Era::Legacy => legacy_ttl(params)?,
+            Era::Legacy if super::version::has_legacy_tasks(&ctx.protocol_version) => {
+                legacy_ttl(params)?
+            }
+            Era::Legacy => None,
             Era::Modern => None,
         };
         let Some(ttl) = ttl else {

@@ -44,6 +44,12 @@ pub fn validation_is_tool_error(v: &str) -> bool {
     v >= "2025-11-25"
 }
 
+/// True if a legacy session may use 2025-11-25's experimental tasks (`params.task`,
+/// `tasks/*`): older versions have no tasks at all.
+pub fn has_legacy_tasks(v: &str) -> bool {
+    v == "2025-11-25"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

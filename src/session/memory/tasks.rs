@@ -1,7 +1,8 @@
 //! Tasks in the single-node store: one map behind one lock, with the state machine of
-//! [`TaskRecord::apply`]. Records expire `ttl` after creation, as in Redis.
+//! [`TaskRecord::apply`], and each owner's live tasks indexed so that the cap costs no scan.
+//! Records expire `ttl` after creation, as in Redis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -13,15 +14,46 @@ use crate::session::{now_ms, StoreError};
 /// Every task this node holds.
 #[derive(Default)]
 pub(super) struct MemoryTasks {
-    tasks: Mutex<HashMap<String, TaskRecord>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    tasks: HashMap<String, TaskRecord>,
+    /// Owner → ids of its live (non-terminal) tasks.
+    live: HashMap<String, HashSet<String>>,
+}
+
+fn expired(t: &TaskRecord, now: u64) -> bool {
+    now >= t.created_ms.saturating_add(t.ttl_ms)
+}
+
+impl State {
+    /// The owner's live tasks, without the ones that ended or expired meanwhile.
+    fn live_count(&mut self, owner: &str, now: u64) -> usize {
+        let Some(ids) = self.live.get_mut(owner) else {
+            return 0;
+        };
+        let tasks = &self.tasks;
+        ids.retain(|id| {
+            tasks
+                .get(id)
+                .is_some_and(|t| !t.status.is_terminal() && !expired(t, now))
+        });
+        ids.len()
+    }
 }
 
 impl MemoryTasks {
     /// Drops expired tasks (the sweep calls this).
     pub(super) fn sweep(&self, now: u64) {
-        self.tasks
-            .lock()
-            .retain(|_, t| now < t.created_ms.saturating_add(t.ttl_ms));
+        let mut state = self.state.lock();
+        state.tasks.retain(|_, t| !expired(t, now));
+        let State { tasks, live } = &mut *state;
+        live.retain(|_, ids| {
+            ids.retain(|id| tasks.contains_key(id));
+            !ids.is_empty()
+        });
     }
 }
 
@@ -29,43 +61,48 @@ impl MemoryTasks {
 impl TaskStore for MemoryStore {
     async fn create_task(&self, task: &TaskRecord, max_live: usize) -> Result<(), StoreError> {
         let now = now_ms();
-        let mut tasks = self.inner.tasks.tasks.lock();
-        let live = tasks
-            .values()
-            .filter(|t| t.owner == task.owner && !t.status.is_terminal())
-            .filter(|t| now < t.created_ms.saturating_add(t.ttl_ms))
-            .count();
-        if live >= max_live {
+        let mut state = self.inner.tasks.state.lock();
+        if state.live_count(&task.owner, now) >= max_live {
             return Err(crate::session::too_many_tasks(max_live));
         }
-        tasks.insert(task.id.clone(), task.clone());
+        state
+            .live
+            .entry(task.owner.clone())
+            .or_default()
+            .insert(task.id.clone());
+        state.tasks.insert(task.id.clone(), task.clone());
         Ok(())
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let now = now_ms();
-        let tasks = self.inner.tasks.tasks.lock();
-        Ok(tasks
-            .get(id)
-            .filter(|t| now < t.created_ms.saturating_add(t.ttl_ms))
-            .cloned())
+        let state = self.inner.tasks.state.lock();
+        Ok(state.tasks.get(id).filter(|t| !expired(t, now)).cloned())
     }
 
     async fn step_task(&self, id: &str, step: TaskStep) -> Result<Transition, StoreError> {
         let now = now_ms();
-        let mut tasks = self.inner.tasks.tasks.lock();
-        match tasks.get_mut(id) {
-            Some(t) if now < t.created_ms.saturating_add(t.ttl_ms) => Ok(t.apply(&step, now)),
-            _ => Ok(Transition::Missing),
+        let mut state = self.inner.tasks.state.lock();
+        let Some(task) = state.tasks.get_mut(id).filter(|t| !expired(t, now)) else {
+            return Ok(Transition::Missing);
+        };
+        let t = task.apply(&step, now);
+        if task.status.is_terminal() {
+            let owner = task.owner.clone();
+            if let Some(ids) = state.live.get_mut(&owner) {
+                ids.remove(id);
+            }
         }
+        Ok(t)
     }
 
     async fn owner_tasks(&self, owner: &str) -> Result<Vec<String>, StoreError> {
         let now = now_ms();
-        let tasks = self.inner.tasks.tasks.lock();
-        let mut mine: Vec<_> = tasks
+        let state = self.inner.tasks.state.lock();
+        let mut mine: Vec<_> = state
+            .tasks
             .values()
-            .filter(|t| t.owner == owner && now < t.created_ms.saturating_add(t.ttl_ms))
+            .filter(|t| t.owner == owner && !expired(t, now))
             .map(|t| (t.created_ms, t.id.clone()))
             .collect();
         mine.sort();
