@@ -256,12 +256,7 @@ async fn route_signals(app: std::sync::Weak<App>) {
         Some(app) => app.store.signals(),
         None => return,
     };
-    loop {
-        let envelope = match signals.recv().await {
-            Ok(e) => e,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        };
+    while let Some(envelope) = crate::session::next_signal(&mut signals).await {
         let Some(app) = app.upgrade() else { return };
         let producer = envelope.traceparent().map(str::to_owned);
         match envelope.payload {

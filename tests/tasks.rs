@@ -71,6 +71,11 @@ fn status(wanted: &'static str) -> impl Fn(&Value) -> bool {
     move |task| task["status"] == wanted
 }
 
+/// A client of each of the three nodes.
+fn clients(cluster: &Cluster) -> [Mcp; 3] {
+    [0, 1, 2].map(|i| cluster.node(i).mcp())
+}
+
 /// Tasks running on a node, from its `/metrics`.
 async fn running(server: &Server) -> f64 {
     metric(&server.metrics().await, "abacus_tasks_running", &[])
@@ -79,11 +84,7 @@ async fn running(server: &Server) -> f64 {
 #[tokio::test]
 async fn a_task_created_on_one_node_is_polled_and_read_on_the_others() {
     let cluster = Cluster::start(3, &[FIXTURES]);
-    let (a, b, c) = (
-        cluster.node(0).mcp(),
-        cluster.node(1).mcp(),
-        cluster.node(2).mcp(),
-    );
+    let [a, b, c] = clients(&cluster);
     let id = create(
         &a,
         "slow_compute",
@@ -114,11 +115,7 @@ async fn a_task_created_on_one_node_is_polled_and_read_on_the_others() {
 #[tokio::test]
 async fn a_cancel_through_another_node_stops_the_task_where_it_runs() {
     let cluster = Cluster::start(3, &[FIXTURES]);
-    let (a, b, c) = (
-        cluster.node(0).mcp(),
-        cluster.node(1).mcp(),
-        cluster.node(2).mcp(),
-    );
+    let [a, b, c] = clients(&cluster);
     let id = create(
         &a,
         "slow_compute",
@@ -148,11 +145,7 @@ async fn a_cancel_through_another_node_stops_the_task_where_it_runs() {
 #[tokio::test]
 async fn input_given_through_a_third_node_reaches_the_task_waiting_on_the_first() {
     let cluster = Cluster::start(3, &[FIXTURES]);
-    let (a, b, c) = (
-        cluster.node(0).mcp(),
-        cluster.node(1).mcp(),
-        cluster.node(2).mcp(),
-    );
+    let [a, b, c] = clients(&cluster);
     let id = create(&a, "confirm_delete", json!({"filename": "ledger.csv"})).await;
     let waiting = wait_for(&b, &id, Duration::from_secs(5), status("input_required")).await;
     assert_eq!(waiting["status"], "input_required", "{waiting}");
@@ -182,11 +175,7 @@ async fn input_given_through_a_third_node_reaches_the_task_waiting_on_the_first(
 #[tokio::test]
 async fn partial_answers_through_different_nodes_keep_the_task_waiting_for_the_rest() {
     let cluster = Cluster::start(3, &[FIXTURES]);
-    let (a, b, c) = (
-        cluster.node(0).mcp(),
-        cluster.node(1).mcp(),
-        cluster.node(2).mcp(),
-    );
+    let [a, b, c] = clients(&cluster);
     let id = create(&a, "multi_input", json!({})).await;
     let waiting = wait_for(&b, &id, Duration::from_secs(5), status("input_required")).await;
     let keys: Vec<String> = waiting["inputRequests"]

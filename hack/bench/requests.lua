@@ -5,18 +5,26 @@
 local reqs = {}
 local n = 0
 
+-- Each session cycles through IDS distinct JSON-RPC ids: a legacy session remembers its last 16
+-- requests so that a retried one records nothing twice, and a body repeated with one id would
+-- measure that shortcut instead of a real call.
+local IDS = 32
+
 function init(args)
   dofile(os.getenv("BENCH_SESSIONS"))
-  for i, sid in ipairs(sessions) do
-    local headers = {
-      ["Content-Type"] = "application/json",
-      ["Accept"] = "application/json, text/event-stream",
-    }
-    if sid ~= "" then
-      headers["Mcp-Session-Id"] = sid
-      headers["MCP-Protocol-Version"] = "2025-11-25"
+  for k = 1, IDS do
+    local numbered = string.gsub(body, '"id":7', '"id":' .. k, 1)
+    for _, sid in ipairs(sessions) do
+      local headers = {
+        ["Content-Type"] = "application/json",
+        ["Accept"] = "application/json, text/event-stream",
+      }
+      if sid ~= "" then
+        headers["Mcp-Session-Id"] = sid
+        headers["MCP-Protocol-Version"] = "2025-11-25"
+      end
+      reqs[#reqs + 1] = wrk.format("POST", "/mcp", headers, numbered)
     end
-    reqs[i] = wrk.format("POST", "/mcp", headers, body)
   end
   n = math.random(#reqs)
 end

@@ -236,6 +236,18 @@ impl Signal {
     }
 }
 
+/// The next signal a listener gets, skipping over a lag (a listener that fell behind lost
+/// signals it can do nothing about now); `None` once the store is gone.
+pub async fn next_signal(signals: &mut broadcast::Receiver<Envelope>) -> Option<Envelope> {
+    loop {
+        match signals.recv().await {
+            Ok(e) => return Some(e),
+            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
 /// Serializable mirror of [`ListKind`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

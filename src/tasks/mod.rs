@@ -153,7 +153,7 @@ impl Tasks {
         let task_ctx = ctx.for_task(task.id.clone(), services, cancel);
         let runner = self.clone();
         let id = task.id.clone();
-        let span = tracing::info_span!("task", task.id = %id, tool = %tool);
+        let span = tracing::info_span!("task", task = log_id(&id), tool = %tool);
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 let outcome = run(task_ctx).await;
@@ -200,18 +200,18 @@ impl Tasks {
                 .await
             {
                 Ok(Transition::Applied(status)) => {
-                    tracing::debug!(task = id, status = status.as_str(), "task finished");
+                    tracing::debug!(task = log_id(id), status = status.as_str(), "task finished");
                     return;
                 }
                 Ok(_) => return,
                 Err(e) => {
-                    tracing::warn!(task = id, "cannot record the task's end yet: {e}");
+                    tracing::warn!(task = log_id(id), "cannot record the task's end yet: {e}");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
             }
         }
         tracing::error!(
-            task = id,
+            task = log_id(id),
             "the task's end could not be recorded; it will be failed with this node"
         );
     }
@@ -298,6 +298,12 @@ impl Tasks {
     }
 }
 
+/// A task id as logs show it: its first 8 characters. The whole id is a bearer handle (without
+/// auth, whoever holds it may read and cancel the task), so it never reaches a log.
+fn log_id(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
 /// The failed ending of a JSON-RPC error.
 fn failed(e: &DomainError) -> TaskEnd {
     let p = crate::protocol::error::ProtocolError::from(e.clone());
@@ -337,12 +343,7 @@ async fn route_signals(tasks: Weak<Tasks>) {
         Some(t) => t.store.signals(),
         None => return,
     };
-    loop {
-        let envelope = match signals.recv().await {
-            Ok(e) => e,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        };
+    while let Some(envelope) = crate::session::next_signal(&mut signals).await {
         let Some(tasks) = tasks.upgrade() else { return };
         if matches!(
             envelope.payload,
@@ -378,7 +379,7 @@ async fn sweep_orphans(tasks: Weak<Tasks>) {
                 if let Ok(Transition::Applied(_)) =
                     tasks.store.step_task(&id, orphaned(&node)).await
                 {
-                    tracing::warn!(task = %id, node = %node, "failed a task whose node is gone");
+                    tracing::warn!(task = log_id(&id), node = %node, "failed a task whose node is gone");
                 }
             }
             let _ = tasks.store.forget_task_node(&node).await;

@@ -625,12 +625,7 @@ async fn standalone(app: &AppState, sid: String, cursor: u64) -> Response {
 /// session's own resource updates are appended by whichever node makes them).
 async fn append_signals(app: AppState, sid: String) {
     let mut signals = app.store.signals();
-    loop {
-        let envelope = match signals.recv().await {
-            Ok(e) => e,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-            Err(_) => return,
-        };
+    while let Some(envelope) = crate::session::next_signal(&mut signals).await {
         let (name, producer) = (
             envelope.payload.name(),
             envelope.traceparent().map(str::to_owned),

@@ -19,7 +19,9 @@ pub(super) struct MemoryTasks {
 
 #[derive(Default)]
 struct State {
-    tasks: HashMap<String, TaskRecord>,
+    /// Boxed: a record is a few hundred bytes, and growing a map of a million of them inline
+    /// would move them all while the lock is held.
+    tasks: HashMap<String, Box<TaskRecord>>,
     /// Owner → ids of its live (non-terminal) tasks.
     live: HashMap<String, HashSet<String>>,
 }
@@ -70,14 +72,18 @@ impl TaskStore for MemoryStore {
             .entry(task.owner.clone())
             .or_default()
             .insert(task.id.clone());
-        state.tasks.insert(task.id.clone(), task.clone());
+        state.tasks.insert(task.id.clone(), Box::new(task.clone()));
         Ok(())
     }
 
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
         let now = now_ms();
         let state = self.inner.tasks.state.lock();
-        Ok(state.tasks.get(id).filter(|t| !expired(t, now)).cloned())
+        Ok(state
+            .tasks
+            .get(id)
+            .filter(|t| !expired(t, now))
+            .map(|t| (**t).clone()))
     }
 
     async fn step_task(&self, id: &str, step: TaskStep) -> Result<Transition, StoreError> {
