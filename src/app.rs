@@ -124,7 +124,7 @@ impl App {
             tokio::sync::watch::channel(calculator_settings(&settings));
         let registry = Arc::new(Registry::new(toolsets(calculator_rx)?, &settings.toolsets)?);
         let metrics = Arc::new(Metrics::new());
-        let tasks = crate::tasks::Tasks::new(store.clone());
+        let tasks = crate::tasks::Tasks::new(store.clone(), live.clone());
         tasks.listen();
         let dispatcher = Arc::new(Dispatcher {
             tasks,

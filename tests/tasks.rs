@@ -451,3 +451,122 @@ async fn legacy_sessions_get_durable_tasks_of_their_own() {
         .unwrap()
         .contains("params.task"));
 }
+
+/// `spec.tasks` sets retention and the per-owner cap; a cancelled task frees its place.
+#[tokio::test]
+async fn the_configuration_sets_task_retention_and_caps() {
+    let path = temp_path("tasks-config.yaml");
+    std::fs::write(
+        &path,
+        "apiVersion: abacus.dev/v1\nkind: AbacusConfig\nspec:\n  toolsets: [calculator, conformance]\n  \
+         tasks:\n    ttlMs: 5000\n    pollIntervalMs: 250\n    maxLivePerOwner: 2\n",
+    )
+    .unwrap();
+    let server = Server::start_with_args(&["--config", path.to_str().unwrap()], &[]);
+    let mcp = server.mcp();
+    let args = json!({"seconds": 30});
+    let answer = call(
+        &mcp,
+        "tools/call",
+        json!({"name": "slow_compute", "arguments": args}),
+    )
+    .await;
+    assert_eq!(answer["result"]["ttlMs"], 5000, "{answer}");
+    assert_eq!(answer["result"]["pollIntervalMs"], 250, "{answer}");
+    let first = answer["result"]["taskId"].as_str().unwrap().to_owned();
+    create(&mcp, "slow_compute", args.clone()).await;
+    let refused = call(
+        &mcp,
+        "tools/call",
+        json!({"name": "slow_compute", "arguments": args}),
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], -32602, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 tasks"),
+        "{refused}"
+    );
+    call(&mcp, "tasks/cancel", json!({"taskId": first})).await;
+    create(&mcp, "slow_compute", args).await;
+    // Past its TTL a task is gone.
+    let gone = wait_for(&mcp, &first, Duration::from_secs(8), |t| {
+        t.get("error").is_some()
+    })
+    .await;
+    assert_eq!(gone["error"]["code"], -32602, "{gone}");
+}
+
+/// `subscriptions/listen` with `notifications.taskIds` on node B: the task's state at once,
+/// then `notifications/tasks` as the task, running on node A, changes; ids the caller cannot
+/// see are left out of the acknowledgement.
+#[tokio::test]
+async fn a_listen_stream_on_another_node_follows_a_task() {
+    let cluster = Cluster::start(2, &[FIXTURES]);
+    let (a, b) = (cluster.node(0).mcp(), cluster.node(1).mcp());
+    let id = create(&a, "confirm_delete", json!({"filename": "watched"})).await;
+    let body = request(
+        9,
+        "subscriptions/listen",
+        declaring(json!({"notifications": {"taskIds": [id, "not-a-task"]}})),
+    );
+    let mut stream = b.modern_stream(&body).await;
+    let ack = stream
+        .next_message(Duration::from_secs(5))
+        .await
+        .expect("acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    assert_eq!(
+        ack["params"]["notifications"]["taskIds"],
+        json!([id]),
+        "{ack}"
+    );
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let Some(note) = stream.next_message(Duration::from_secs(5)).await else {
+            break;
+        };
+
+        assert_eq!(note["method"], "notifications/tasks", "{note}");
+        assert_eq!(note["params"]["taskId"], id, "{note}");
+        assert!(note["params"].get("resultType").is_none(), "{note}");
+        let status = note["params"]["status"].as_str().unwrap().to_owned();
+        if status == "input_required" && !seen.contains(&status) {
+            let answer = json!({"action": "accept", "content": {"confirm": false}});
+            call(
+                &b,
+                "tasks/update",
+                json!({"taskId": id, "inputResponses": {"confirm": answer}}),
+            )
+            .await;
+        }
+        seen.push(status.clone());
+        if status == "completed" {
+            assert_eq!(
+                note["params"]["result"]["content"][0]["text"],
+                "confirm_delete(watched): confirmed = false"
+            );
+            break;
+        }
+    }
+    assert!(seen.contains(&"input_required".to_owned()), "{seen:?}");
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("completed"),
+        "{seen:?}"
+    );
+    // Without declaring the extension, asking for task notifications is -32021.
+    let body = modern_request(
+        10,
+        "subscriptions/listen",
+        json!({"notifications": {"taskIds": [id]}}),
+    );
+    let refused = b.modern_raw(&body, &[]).await.single_answer();
+    assert_eq!(refused["error"]["code"], -32021, "{refused}");
+}

@@ -190,6 +190,8 @@ pub struct Settings {
     /// Calculator bounds (no environment variables: set them in the document).
     #[schemars(extend("x-abacus-reload" = "live"))]
     pub limits: Limits,
+    /// Durable tasks (the MCP Tasks extension): retention and caps (document only).
+    pub tasks: crate::tasks::TaskSettings,
 }
 
 impl Default for Settings {
@@ -231,6 +233,7 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             allowed_hosts: Vec::new(),
             limits: Limits::default(),
+            tasks: Default::default(),
         }
     }
 }
@@ -485,6 +488,9 @@ impl Settings {
         self.limits
             .validate()
             .map_err(|e| invalid("limits", "-", e.to_string()))?;
+        self.tasks
+            .validate()
+            .map_err(|e| invalid("tasks", "-", e))?;
         if let Some(name) = self.sample_tool() {
             crate::calculator::check_sample_name(name)
                 .map_err(|e| invalid("sampleToolName", "SAMPLE_TOOL_NAME", e.to_string()))?;

@@ -16,7 +16,7 @@ use super::toolset::{
     DomainError, Era, Outcome, RequestContext, TaskSupport, TaskWork, ToolResult, TASKS_EXTENSION,
 };
 use crate::session::tasks::{TaskRecord, TaskStatus, Transition};
-use crate::tasks::{wire, Tasks, MAX_INPUT_BYTES, TASK_TTL};
+use crate::tasks::{wire, Tasks, MAX_INPUT_BYTES};
 
 /// What a tool that may run as a task turned into.
 pub enum Started {
@@ -51,10 +51,11 @@ impl Dispatcher {
         work: TaskWork<ToolResult>,
         ctx: &RequestContext,
     ) -> Result<Started, ProtocolError> {
+        let longest = Duration::from_millis(self.tasks.settings().ttl_ms);
         let ttl = match ctx.era {
-            Era::Modern if ctx.declares_tasks() => Some(TASK_TTL),
+            Era::Modern if ctx.declares_tasks() => Some(longest),
             Era::Legacy if super::version::has_legacy_tasks(&ctx.protocol_version) => {
-                legacy_ttl(params)?
+                legacy_ttl(params, longest)?
             }
             Era::Legacy => None,
             Era::Modern => None,
@@ -231,8 +232,12 @@ impl Dispatcher {
     }
 }
 
-/// The TTL a legacy `tools/call` asks for with `params.task`, or `None` without it.
-fn legacy_ttl(params: &Map<String, Value>) -> Result<Option<Duration>, ProtocolError> {
+/// The TTL a legacy `tools/call` asks for with `params.task` (at most `longest`), or `None`
+/// without it.
+fn legacy_ttl(
+    params: &Map<String, Value>,
+    longest: Duration,
+) -> Result<Option<Duration>, ProtocolError> {
     let Some(task) = params.get("task").filter(|t| !t.is_null()) else {
         return Ok(None);
     };
@@ -240,13 +245,13 @@ fn legacy_ttl(params: &Map<String, Value>) -> Result<Option<Duration>, ProtocolE
         .as_object()
         .ok_or_else(|| invalid_params("task must be an object".into()))?;
     let ttl = match task.get("ttl") {
-        None | Some(Value::Null) => TASK_TTL,
+        None | Some(Value::Null) => longest,
         Some(v) => Duration::from_millis(
             v.as_u64()
                 .ok_or_else(|| invalid_params("task.ttl must be a whole number of ms".into()))?,
         ),
     };
-    Ok(Some(ttl.clamp(MIN_TTL, TASK_TTL)))
+    Ok(Some(ttl.clamp(MIN_TTL, longest.max(MIN_TTL))))
 }
 
 /// `params.inputResponses` as key → JSON text, bounded.

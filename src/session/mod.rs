@@ -218,6 +218,8 @@ pub enum Signal {
     TaskCancel { task: String },
     /// A task's input requests are all answered: the node running it reads the answers.
     TaskInput { task: String },
+    /// A task's status changed: listen streams watching it send `notifications/tasks`.
+    TaskChanged { task: String },
 }
 
 impl Signal {
@@ -232,6 +234,7 @@ impl Signal {
             Signal::Cancel { .. } => "cancel",
             Signal::TaskCancel { .. } => "task_cancel",
             Signal::TaskInput { .. } => "task_input",
+            Signal::TaskChanged { .. } => "task_changed",
         }
     }
 }

@@ -11,7 +11,10 @@
 //! the grace period, and surviving nodes fail the tasks of a node whose liveness lease expired.
 
 mod services;
+mod settings;
 pub mod wire;
+
+pub use settings::TaskSettings;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,15 +31,6 @@ use crate::protocol::toolset::{DomainError, Era, RequestContext, TaskRun, ToolRe
 use crate::session::tasks::{TaskEnd, TaskRecord, TaskStatus, TaskStep, Transition};
 use crate::session::{Envelope, SessionStore, Signal, StoreError};
 
-/// How long a task's record is kept after its creation (`ttlMs`).
-pub const TASK_TTL: Duration = Duration::from_secs(3600);
-/// The poll interval suggested to clients (`pollIntervalMs`).
-pub const POLL_INTERVAL: Duration = Duration::from_millis(1000);
-/// Live tasks one owner (a principal, a legacy session, or all anonymous callers together) may
-/// have at once.
-pub const MAX_LIVE_PER_OWNER: usize = 1000;
-/// Tasks one node runs at once; beyond, creation answers 503 so the balancer tries another.
-pub const MAX_RUNNING_PER_NODE: usize = 1000;
 /// The largest result a task keeps (JSON bytes); a larger one fails the task.
 pub const MAX_RESULT_BYTES: usize = 1 << 20;
 /// The largest `inputResponses` one `tasks/update` may carry (JSON bytes).
@@ -57,6 +51,8 @@ struct Running {
 /// This node's task runner.
 pub struct Tasks {
     store: Arc<dyn SessionStore>,
+    /// The live configuration: retention and caps apply from the next task on.
+    live: crate::config::live::LiveSettings,
     node: String,
     running: Mutex<HashMap<String, Running>>,
     tracker: TaskTracker,
@@ -65,8 +61,9 @@ pub struct Tasks {
 
 impl Tasks {
     /// A runner over `store`; [`Tasks::listen`] starts its signal and orphan loops.
-    pub fn new(store: Arc<dyn SessionStore>) -> Arc<Self> {
+    pub fn new(store: Arc<dyn SessionStore>, live: crate::config::live::LiveSettings) -> Arc<Self> {
         Arc::new(Self {
+            live,
             node: store.task_node(),
             store,
             running: Mutex::default(),
@@ -78,6 +75,11 @@ impl Tasks {
     /// The store the tasks live in.
     pub fn store(&self) -> &Arc<dyn SessionStore> {
         &self.store
+    }
+
+    /// The task settings in force now.
+    pub fn settings(&self) -> TaskSettings {
+        self.live.current().tasks
     }
 
     /// Tasks running on this node now.
@@ -97,15 +99,22 @@ impl Tasks {
     /// Whom a request's tasks belong to: its principal when auth is on, else its legacy
     /// session, else everyone who knows the id.
     pub fn owner(ctx: &RequestContext) -> String {
-        match (&ctx.principal, &ctx.session_id) {
+        let session = ctx.session_id.as_deref().filter(|_| ctx.era == Era::Legacy);
+        Self::owner_of(ctx.principal.as_deref(), session)
+    }
+
+    /// [`Tasks::owner`] from its parts: the principal, and the legacy session.
+    pub fn owner_of(principal: Option<&str>, legacy_session: Option<&str>) -> String {
+        match (principal, legacy_session) {
             (Some(p), _) => format!("p:{p}"),
-            (None, Some(s)) if ctx.era == Era::Legacy => format!("s:{s}"),
+            (None, Some(s)) => format!("s:{s}"),
             _ => String::new(),
         }
     }
 
-    /// Stores a task for `tool` and runs `run` in the background with the task's context;
-    /// returns the stored record once any node can read it.
+    /// Stores a task for `tool`, kept `ttl_ms` (at most the configured TTL), and runs `run` in
+    /// the background with the task's context; returns the stored record once any node can
+    /// read it.
     pub async fn start(
         self: &Arc<Self>,
         ctx: &RequestContext,
@@ -118,9 +127,11 @@ impl Tasks {
                 "this server instance is stopping; retry and another one takes the task".into(),
             ));
         }
-        if self.running() >= MAX_RUNNING_PER_NODE {
+        let settings = self.settings();
+        if self.running() >= settings.max_running_per_node {
             return Err(DomainError::Unavailable(format!(
-                "this server instance runs its maximum of {MAX_RUNNING_PER_NODE} tasks; retry"
+                "this server instance runs its maximum of {} tasks; retry",
+                settings.max_running_per_node
             )));
         }
         let mut task = TaskRecord::new(
@@ -128,11 +139,11 @@ impl Tasks {
             self.node.clone(),
             tool.to_owned(),
             ttl_ms,
-            POLL_INTERVAL.as_millis() as u64,
+            settings.poll_interval_ms,
         );
         task.trace = crate::telemetry::context::current_traceparent();
         self.store
-            .create_task(&task, MAX_LIVE_PER_OWNER)
+            .create_task(&task, settings.max_live_per_owner)
             .await
             .map_err(store_error)?;
         let cancel = CancellationToken::new();
@@ -194,11 +205,7 @@ impl Tasks {
             Err(e) => failed(&e),
         };
         for attempt in 0..3u32 {
-            match self
-                .store
-                .step_task(id, TaskStep::Finish(end.clone()))
-                .await
-            {
+            match self.step(id, TaskStep::Finish(end.clone())).await {
                 Ok(Transition::Applied(status)) => {
                     tracing::debug!(task = log_id(id), status = status.as_str(), "task finished");
                     return;
@@ -216,11 +223,27 @@ impl Tasks {
         );
     }
 
+    /// Applies a step to a task's record and, when its status changed, tells every node, so
+    /// that `subscriptions/listen` streams watching the task send `notifications/tasks`.
+    pub async fn step(&self, id: &str, step: TaskStep) -> Result<Transition, StoreError> {
+        let progress = matches!(step, TaskStep::Progress(_));
+        let t = self.store.step_task(id, step).await?;
+        if matches!(t, Transition::Applied(_)) && !progress {
+            let changed = Envelope::new(Signal::TaskChanged {
+                task: id.to_owned(),
+            });
+            if let Err(e) = self.store.publish(changed).await {
+                tracing::debug!(task = log_id(id), "cannot announce the task's change: {e}");
+            }
+        }
+        Ok(t)
+    }
+
     /// Cancels a task for a client: the record first (so every node reads `cancelled` at once
     /// and a racing completion loses), then its runner, wherever it is.
     pub async fn cancel(&self, task: &TaskRecord) -> Result<Transition, StoreError> {
         let step = TaskStep::Finish(TaskEnd::Cancelled("The client cancelled the task".into()));
-        let t = self.store.step_task(&task.id, step).await?;
+        let t = self.step(&task.id, step).await?;
         if matches!(t, Transition::Applied(_)) {
             self.signal(Signal::TaskCancel {
                 task: task.id.clone(),
@@ -236,10 +259,7 @@ impl Tasks {
         task: &TaskRecord,
         answers: std::collections::BTreeMap<String, String>,
     ) -> Result<Transition, StoreError> {
-        let t = self
-            .store
-            .step_task(&task.id, TaskStep::Answer(answers))
-            .await?;
+        let t = self.step(&task.id, TaskStep::Answer(answers)).await?;
         if t == Transition::Applied(TaskStatus::Working) {
             self.signal(Signal::TaskInput {
                 task: task.id.clone(),
@@ -289,7 +309,7 @@ impl Tasks {
                 "shutdown: failing the tasks still running at the end of the grace period"
             );
             for (id, cancel) in left {
-                let _ = self.store.step_task(&id, orphaned(&self.node)).await;
+                let _ = self.step(&id, orphaned(&self.node)).await;
                 cancel.cancel();
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), self.tracker.wait()).await;
@@ -300,7 +320,7 @@ impl Tasks {
 
 /// A task id as logs show it: its first 8 characters. The whole id is a bearer handle (without
 /// auth, whoever holds it may read and cancel the task), so it never reaches a log.
-fn log_id(id: &str) -> &str {
+pub fn log_id(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
 }
 
@@ -376,9 +396,7 @@ async fn sweep_orphans(tasks: Weak<Tasks>) {
                 continue;
             }
             for id in ids {
-                if let Ok(Transition::Applied(_)) =
-                    tasks.store.step_task(&id, orphaned(&node)).await
-                {
+                if let Ok(Transition::Applied(_)) = tasks.step(&id, orphaned(&node)).await {
                     tracing::warn!(task = log_id(&id), node = %node, "failed a task whose node is gone");
                 }
             }

@@ -87,7 +87,7 @@ impl ContextServices for TaskServices {
             *last = Some(Instant::now());
         }
         let step = TaskStep::Progress(message.to_owned());
-        let _ = self.tasks.store.step_task(&self.id, step).await;
+        let _ = self.tasks.step(&self.id, step).await;
     }
 
     async fn request(&self, _method: &str, _params: Value) -> Result<Value, DomainError> {
@@ -104,8 +104,7 @@ impl ContextServices for TaskServices {
         let asked: Vec<String> = requests.keys().cloned().collect();
         match self
             .tasks
-            .store
-            .step_task(&self.id, TaskStep::Ask(requests))
+            .step(&self.id, TaskStep::Ask(requests))
             .await
             .map_err(Self::unavailable)?
         {

@@ -62,6 +62,16 @@ pub fn detailed(task: &TaskRecord) -> Value {
     Value::Object(m)
 }
 
+/// The params of `notifications/tasks`: the `DetailedTask`, as `tasks/get` would return it,
+/// without the result envelope's `resultType`.
+pub fn notification(task: &TaskRecord) -> Value {
+    let mut v = detailed(task);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("resultType");
+    }
+    v
+}
+
 /// The legacy (2025-11-25) `Task`.
 pub fn legacy(task: &TaskRecord) -> Value {
     Value::Object(common(task, false))

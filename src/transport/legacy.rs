@@ -659,6 +659,7 @@ async fn append_signals(app: AppState, sid: String) {
             | Signal::SessionChanged { .. }
             | Signal::TaskCancel { .. }
             | Signal::TaskInput { .. }
+            | Signal::TaskChanged { .. }
             | Signal::Answer { .. }
             | Signal::Cancel { .. } => continue,
         };

@@ -23,6 +23,7 @@ use crate::protocol::version::{
     META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION, META_SUBSCRIPTION_ID,
     MODERN_VERSION,
 };
+use crate::session::tasks::TaskRecord;
 use crate::session::Signal;
 
 /// True if a request selects the modern era: its `_meta` names a protocol version, or (with
@@ -86,7 +87,16 @@ pub async fn post(
     };
     let resp = match validate(app, headers, &method, &params) {
         Err(e) => reject(e, Some(id)),
-        Ok(meta) if method == "subscriptions/listen" => listen(app, id, &params, meta).await,
+        Ok(meta) if method == "subscriptions/listen" => {
+            listen(
+                app,
+                id,
+                &params,
+                meta,
+                caller.as_ref().map(|p| p.0.as_str()),
+            )
+            .await
+        }
         Ok(meta) => {
             exec::run(
                 app,
@@ -183,6 +193,9 @@ fn tool_schema<'a>(active: &'a Active, name: &str) -> Option<&'a Value> {
         .and_then(|t| t.get("inputSchema"))
 }
 
+/// Task ids one listen stream may watch.
+const MAX_WATCHED_TASKS: usize = 64;
+
 /// The subset of a listen filter Abacus honours.
 #[derive(Debug, Default, Clone, PartialEq)]
 struct Filter {
@@ -190,6 +203,9 @@ struct Filter {
     prompts: bool,
     resources: bool,
     uris: Option<Vec<String>>,
+    /// Tasks whose status changes the client wants (`notifications/tasks`, Tasks extension):
+    /// as asked, then only those the caller may see.
+    task_ids: Option<Vec<String>>,
 }
 
 impl Filter {
@@ -208,7 +224,43 @@ impl Filter {
                         .map(str::to_owned)
                         .collect()
                 }),
+            task_ids: v.get("taskIds").and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .filter(|id| id.len() <= 128)
+                    .take(MAX_WATCHED_TASKS)
+                    .map(str::to_owned)
+                    .collect()
+            }),
         }
+    }
+
+    /// Keeps the watched tasks the caller may see (unknown, expired and foreign ids are
+    /// dropped, so the acknowledgement lists what will really be sent) and returns them.
+    async fn agree_tasks(
+        &mut self,
+        app: &AppState,
+        owner: &str,
+    ) -> Result<Vec<TaskRecord>, ProtocolError> {
+        let Some(ids) = self.task_ids.take() else {
+            return Ok(Vec::new());
+        };
+        let mut agreed = Vec::new();
+        for id in ids {
+            if let Some(task) = app.dispatcher.tasks.store().get_task(&id).await? {
+                if task.owner == owner {
+                    agreed.push(task);
+                }
+            }
+        }
+        self.task_ids = Some(agreed.iter().map(|t| t.id.clone()).collect());
+        Ok(agreed)
+    }
+
+    fn watches_task(&self, id: &str) -> bool {
+        self.task_ids
+            .as_ref()
+            .is_some_and(|ids| ids.iter().any(|t| t == id))
     }
 
     fn to_json(&self) -> Value {
@@ -224,6 +276,9 @@ impl Filter {
         }
         if let Some(uris) = &self.uris {
             o.insert("resourceSubscriptions".into(), json!(uris));
+        }
+        if let Some(ids) = self.task_ids.as_ref().filter(|ids| !ids.is_empty()) {
+            o.insert("taskIds".into(), json!(ids));
         }
         Value::Object(o)
     }
@@ -257,10 +312,30 @@ impl Filter {
 
 /// `subscriptions/listen`: acknowledge, then forward matching changes from every node until
 /// the client leaves or the server drains (then answer with a complete result).
-async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: Meta) -> Response {
-    let filter = Filter::parse(params.get("notifications").unwrap_or(&Value::Null));
+async fn listen(
+    app: &AppState,
+    id: Value,
+    params: &Map<String, Value>,
+    meta: Meta,
+    principal: Option<&str>,
+) -> Response {
+    let mut filter = Filter::parse(params.get("notifications").unwrap_or(&Value::Null));
     let sub_meta = json!({ META_SUBSCRIPTION_ID: id });
+    // Subscribed before the tasks are read, so that no change falls between the two.
     let mut signals = app.store.signals();
+    let watched = if filter.task_ids.is_some() {
+        if !declares_tasks(&meta.capabilities) {
+            let caps = json!({ "extensions": { crate::protocol::toolset::TASKS_EXTENSION: {} } });
+            return reject(ProtocolError::MissingCapability(caps), Some(id));
+        }
+        let owner = crate::tasks::Tasks::owner_of(principal, None);
+        match filter.agree_tasks(app, &owner).await {
+            Ok(tasks) => tasks,
+            Err(e) => return reject(e, Some(id)),
+        }
+    } else {
+        Vec::new()
+    };
     let (writer, body) = SseWriter::channel();
     let app = app.clone();
     let span = tracing::Span::current();
@@ -273,11 +348,29 @@ async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: M
         if !send(&writer, &ack).await {
             return;
         }
+        // Where each watched task stands now; later changes follow as they happen.
+        for task in &watched {
+            if !send(&writer, &task_note(task, &sub_meta)).await {
+                return;
+            }
+        }
         let keepalive = Duration::from_millis(app.live.current().sse_keepalive_ms);
         loop {
             tokio::select! {
                 signal = signals.recv() => match signal {
                     Ok(env) => {
+                        if let Signal::TaskChanged { task } = &env.payload {
+                            if filter.watches_task(task) {
+                                let hop = crate::telemetry::context::receive_span(env.payload.name(), env.traceparent());
+                                let Ok(Some(task)) = app.dispatcher.tasks.store().get_task(task).await else {
+                                    continue;
+                                };
+                                if !send(&writer, &task_note(&task, &sub_meta)).instrument(hop).await {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
                         if let Some((method, mut p)) = filter.notification(&env.payload) {
                             let hop = crate::telemetry::context::receive_span(env.payload.name(), env.traceparent());
                             p.insert("_meta".into(), sub_meta.clone());
@@ -308,6 +401,21 @@ async fn listen(app: &AppState, id: Value, params: &Map<String, Value>, _meta: M
     };
     tokio::spawn(stream.instrument(span));
     sse::response(body, None)
+}
+
+/// Whether `_meta`'s client capabilities declare the Tasks extension.
+fn declares_tasks(capabilities: &Value) -> bool {
+    capabilities
+        .get("extensions")
+        .and_then(|e| e.get(crate::protocol::toolset::TASKS_EXTENSION))
+        .is_some_and(|v| !v.is_null())
+}
+
+/// `notifications/tasks` for one task on a listen stream.
+fn task_note(task: &TaskRecord, sub_meta: &Value) -> Value {
+    let mut params = crate::tasks::wire::notification(task);
+    params["_meta"] = sub_meta.clone();
+    jsonrpc::notification("notifications/tasks", params)
 }
 
 async fn send(writer: &SseWriter, msg: &Value) -> bool {
