@@ -235,8 +235,14 @@ pub trait TaskStore: Send + Sync {
     async fn create_task(&self, task: &TaskRecord, max_live: usize) -> Result<(), StoreError>;
     /// The task, if it exists (any owner: callers check).
     async fn get_task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError>;
-    /// Applies one step atomically.
-    async fn step_task(&self, id: &str, step: TaskStep) -> Result<Transition, StoreError>;
+    /// Applies one step atomically; when it applies, `announce` goes to every node in the
+    /// same step (Redis: published by the step's script, no extra round trip).
+    async fn step_task(
+        &self,
+        id: &str,
+        step: TaskStep,
+        announce: Option<super::Envelope>,
+    ) -> Result<Transition, StoreError>;
     /// The ids of `owner`'s tasks that have not expired, oldest first (legacy `tasks/list`).
     async fn owner_tasks(&self, owner: &str) -> Result<Vec<String>, StoreError>;
     /// Live tasks of nodes whose liveness lease expired: `(node, task ids)`. Empty where

@@ -226,17 +226,12 @@ impl Tasks {
     /// Applies a step to a task's record and, when its status changed, tells every node, so
     /// that `subscriptions/listen` streams watching the task send `notifications/tasks`.
     pub async fn step(&self, id: &str, step: TaskStep) -> Result<Transition, StoreError> {
-        let progress = matches!(step, TaskStep::Progress(_));
-        let t = self.store.step_task(id, step).await?;
-        if matches!(t, Transition::Applied(_)) && !progress {
-            let changed = Envelope::new(Signal::TaskChanged {
+        let announce = (!matches!(step, TaskStep::Progress(_))).then(|| {
+            Envelope::new(Signal::TaskChanged {
                 task: id.to_owned(),
-            });
-            if let Err(e) = self.store.publish(changed).await {
-                tracing::debug!(task = log_id(id), "cannot announce the task's change: {e}");
-            }
-        }
-        Ok(t)
+            })
+        });
+        self.store.step_task(id, step, announce).await
     }
 
     /// Cancels a task for a client: the record first (so every node reads `cancelled` at once

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 
 use super::MemoryStore;
 use crate::session::tasks::{TaskRecord, TaskStep, TaskStore, Transition};
-use crate::session::{now_ms, StoreError};
+use crate::session::{now_ms, Envelope, SessionStore, StoreError};
 
 /// Every task this node holds.
 #[derive(Default)]
@@ -47,6 +47,23 @@ impl State {
 }
 
 impl MemoryTasks {
+    /// Applies a step under the lock.
+    fn step(&self, id: &str, step: &TaskStep) -> Transition {
+        let now = now_ms();
+        let mut state = self.state.lock();
+        let Some(task) = state.tasks.get_mut(id).filter(|t| !expired(t, now)) else {
+            return Transition::Missing;
+        };
+        let t = task.apply(step, now);
+        if task.status.is_terminal() {
+            let owner = task.owner.clone();
+            if let Some(ids) = state.live.get_mut(&owner) {
+                ids.remove(id);
+            }
+        }
+        t
+    }
+
     /// Drops expired tasks (the sweep calls this).
     pub(super) fn sweep(&self, now: u64) {
         let mut state = self.state.lock();
@@ -86,18 +103,15 @@ impl TaskStore for MemoryStore {
             .map(|t| (**t).clone()))
     }
 
-    async fn step_task(&self, id: &str, step: TaskStep) -> Result<Transition, StoreError> {
-        let now = now_ms();
-        let mut state = self.inner.tasks.state.lock();
-        let Some(task) = state.tasks.get_mut(id).filter(|t| !expired(t, now)) else {
-            return Ok(Transition::Missing);
-        };
-        let t = task.apply(&step, now);
-        if task.status.is_terminal() {
-            let owner = task.owner.clone();
-            if let Some(ids) = state.live.get_mut(&owner) {
-                ids.remove(id);
-            }
+    async fn step_task(
+        &self,
+        id: &str,
+        step: TaskStep,
+        announce: Option<Envelope>,
+    ) -> Result<Transition, StoreError> {
+        let t = self.inner.tasks.step(id, &step);
+        if let (Transition::Applied(_), Some(e)) = (t, announce) {
+            self.publish(e).await?;
         }
         Ok(t)
     }

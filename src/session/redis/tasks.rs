@@ -23,6 +23,7 @@ use std::sync::LazyLock;
 
 use super::*;
 use crate::session::tasks::{TaskEnd, TaskRecord, TaskStatus, TaskStep, TaskStore, Transition};
+use crate::session::Envelope;
 
 const NODES_WITH_TASKS: &str = "abacus:tasks:nodes";
 
@@ -57,6 +58,9 @@ local function clear_input(task)
 end
 local function terminal(s)
   return s == 'completed' or s == 'failed' or s == 'cancelled'
+end
+local function announce(envelope)
+  if envelope ~= '' then redis.call('PUBLISH', 'abacus:signals', envelope) end
 end
 "#;
 
@@ -95,26 +99,29 @@ redis.call('SADD', KEYS[5], ARGV[5])
 return 1
 "#,
     ),
-    // KEYS: task. ARGV: now, id, then key/request pairs. working → input_required.
+    // The step scripts: KEYS: task. ARGV: now, id, the change's announcement ('' for none:
+    // published on `abacus:signals` in the same step when the change applies, so announcing
+    // costs no round trip), then the step's own arguments.
+    // working → input_required with key/request pairs.
     ask: script(
         r#"
 local s = redis.call('HGET', KEYS[1], 's')
 if not s then return false end
 if s ~= 'working' then return {0, s} end
 clear_input(KEYS[1])
-for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], 'q:' .. ARGV[i], ARGV[i + 1]) end
+for i = 4, #ARGV, 2 do redis.call('HSET', KEYS[1], 'q:' .. ARGV[i], ARGV[i + 1]) end
 redis.call('HSET', KEYS[1], 's', 'input_required', 'u', ARGV[1])
+announce(ARGV[3])
 return {1, 'input_required'}
 "#,
     ),
-    // KEYS: task. ARGV: now, id, then key/answer pairs. Answers outstanding keys only; back to
-    // working when none is left.
+    // Key/answer pairs: answers outstanding keys only; back to working when none is left.
     answer: script(
         r#"
 local s = redis.call('HGET', KEYS[1], 's')
 if not s then return false end
 if s ~= 'input_required' then return {0, s} end
-for i = 3, #ARGV, 2 do
+for i = 4, #ARGV, 2 do
   if redis.call('HDEL', KEYS[1], 'q:' .. ARGV[i]) == 1 then
     redis.call('HSET', KEYS[1], 'a:' .. ARGV[i], ARGV[i + 1])
   end
@@ -125,47 +132,51 @@ for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
 end
 if not left then s = 'working' end
 redis.call('HSET', KEYS[1], 's', s, 'u', ARGV[1])
+announce(ARGV[3])
 return {1, s}
 "#,
     ),
-    // KEYS: task. ARGV: now, id, message.
+    // A message.
     progress: script(
         r#"
 local s = redis.call('HGET', KEYS[1], 's')
 if not s then return false end
 if terminal(s) then return {0, s} end
-redis.call('HSET', KEYS[1], 'm', ARGV[3], 'u', ARGV[1])
+redis.call('HSET', KEYS[1], 'm', ARGV[4], 'u', ARGV[1])
+announce(ARGV[3])
 return {1, s}
 "#,
     ),
-    // KEYS: task. ARGV: now, id, status, message, result, error ('' for none).
+    // Status, message, result, error ('' for none).
     finish: script(
         r#"
 local s = redis.call('HGET', KEYS[1], 's')
 if not s then return false end
 if terminal(s) then return {0, s} end
 clear_input(KEYS[1])
-redis.call('HSET', KEYS[1], 's', ARGV[3], 'u', ARGV[1])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'm', ARGV[4]) end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'r', ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'e', ARGV[6]) end
+redis.call('HSET', KEYS[1], 's', ARGV[4], 'u', ARGV[1])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'm', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'r', ARGV[6]) end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'e', ARGV[7]) end
 ended(KEYS[1], ARGV[2])
-return {1, ARGV[3]}
+announce(ARGV[3])
+return {1, ARGV[4]}
 "#,
     ),
-    // KEYS: task. ARGV: now, id, node, message, error. A live task of that node → failed; a
-    // task that expired meanwhile leaves the node's set.
+    // Node, message, error: a live task of that node → failed; a task that expired meanwhile
+    // leaves the node's set.
     orphan: script(
         r#"
 local s = redis.call('HGET', KEYS[1], 's')
 if not s then
-  redis.call('SREM', 'abacus:tasks:node:' .. ARGV[3], ARGV[2])
+  redis.call('SREM', 'abacus:tasks:node:' .. ARGV[4], ARGV[2])
   return false
 end
-if terminal(s) or redis.call('HGET', KEYS[1], 'n') ~= ARGV[3] then return {0, s} end
+if terminal(s) or redis.call('HGET', KEYS[1], 'n') ~= ARGV[4] then return {0, s} end
 clear_input(KEYS[1])
-redis.call('HSET', KEYS[1], 's', 'failed', 'u', ARGV[1], 'm', ARGV[4], 'e', ARGV[5])
+redis.call('HSET', KEYS[1], 's', 'failed', 'u', ARGV[1], 'm', ARGV[5], 'e', ARGV[6])
 ended(KEYS[1], ARGV[2])
+announce(ARGV[3])
 return {1, 'failed'}
 "#,
     ),
@@ -294,17 +305,38 @@ impl TaskStore for RedisStore {
         decode(id, fields)
     }
 
-    async fn step_task(&self, id: &str, step: TaskStep) -> Result<Transition, StoreError> {
+    async fn step_task(
+        &self,
+        id: &str,
+        step: TaskStep,
+        announce: Option<Envelope>,
+    ) -> Result<Transition, StoreError> {
         let (name, script, args) = step_args(&step);
+        let announcement = match announce {
+            Some(mut e) => {
+                e.meta
+                    .insert("node".to_owned(), self.inner.cfg.node_id.clone());
+                serde_json::to_string(&e).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+            None => String::new(),
+        };
+        let announced = !announcement.is_empty();
         let mut inv = script.prepare_invoke();
-        inv.key(task_key(id)).arg(now_ms()).arg(id);
+        inv.key(task_key(id))
+            .arg(now_ms())
+            .arg(id)
+            .arg(announcement);
         for a in args {
             inv.arg(a);
         }
         let reply: Option<(i64, String)> = self
             .bounded(Op::Script(name), inv.invoke_async(&mut self.conn()))
             .await?;
-        transition(reply)
+        let t = transition(reply)?;
+        if announced && matches!(t, Transition::Applied(_)) {
+            SessionCounters::add(&self.inner.counters.signals_sent, 1);
+        }
+        Ok(t)
     }
 
     async fn owner_tasks(&self, owner: &str) -> Result<Vec<String>, StoreError> {
