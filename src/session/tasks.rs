@@ -250,6 +250,15 @@ pub trait TaskStore: Send + Sync {
     async fn orphaned_tasks(&self) -> Result<Vec<(String, Vec<String>)>, StoreError> {
         Ok(Vec::new())
     }
+    /// Some listen stream watches these tasks for `ttl` (renewed while it lives): their
+    /// changes must be announced to every node. A store that always announces ignores this.
+    async fn watch_tasks(
+        &self,
+        _ids: &[String],
+        _ttl: std::time::Duration,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// This node's id as task records name it (`local` where there is one node).
     fn task_node(&self) -> String {
         "local".into()

@@ -195,6 +195,9 @@ fn tool_schema<'a>(active: &'a Active, name: &str) -> Option<&'a Value> {
 
 /// Task ids one listen stream may watch.
 const MAX_WATCHED_TASKS: usize = 64;
+/// How long a listen stream's watch on its tasks lasts unless renewed, and how often it is.
+const WATCH_TTL: Duration = Duration::from_secs(60);
+const WATCH_RENEW: Duration = Duration::from_secs(20);
 
 /// The subset of a listen filter Abacus honours.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -329,10 +332,25 @@ async fn listen(
             return reject(ProtocolError::MissingCapability(caps), Some(id));
         }
         let owner = crate::tasks::Tasks::owner_of(principal, None);
-        match filter.agree_tasks(app, &owner).await {
+        let tasks = match filter.agree_tasks(app, &owner).await {
             Ok(tasks) => tasks,
             Err(e) => return reject(e, Some(id)),
+        };
+        // Watched before the states are read for the client, so no change falls between.
+        let ids: Vec<String> = tasks.iter().map(|t| t.id.clone()).collect();
+        let store = app.dispatcher.tasks.store();
+        if let Err(e) = store.watch_tasks(&ids, WATCH_TTL).await {
+            return reject(e.into(), Some(id));
         }
+        let mut fresh = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            match store.get_task(&task.id).await {
+                Ok(Some(t)) => fresh.push(t),
+                Ok(None) => {}
+                Err(e) => return reject(e.into(), Some(id)),
+            }
+        }
+        fresh
     } else {
         Vec::new()
     };
@@ -355,8 +373,14 @@ async fn listen(
             }
         }
         let keepalive = Duration::from_millis(app.live.current().sse_keepalive_ms);
+        let mut renew_watch = tokio::time::interval(WATCH_RENEW);
+        renew_watch.tick().await;
         loop {
             tokio::select! {
+                _ = renew_watch.tick(), if !watched.is_empty() => {
+                    let ids: Vec<String> = watched.iter().map(|t| t.id.clone()).collect();
+                    let _ = app.dispatcher.tasks.store().watch_tasks(&ids, WATCH_TTL).await;
+                }
                 signal = signals.recv() => match signal {
                     Ok(env) => {
                         if let Signal::TaskChanged { task } = &env.payload {

@@ -14,6 +14,8 @@
 //! - `abacus:tasks:node:<node>`: set of the live task ids a node runs, and `abacus:tasks:nodes`,
 //!   the set of nodes that have such a set: a surviving node fails the tasks of a node whose
 //!   liveness key is gone.
+//! - `abacus:tasks:watched`: task ids that `subscriptions/listen` streams watch, scored by when
+//!   the watch lapses (streams renew it): only their changes are published to every node.
 //!
 //! The scripts name the owner's and node's keys from the task's own fields, so they touch
 //! keys outside `KEYS` (fine on a single primary, with or without Sentinel; Redis Cluster would
@@ -26,6 +28,9 @@ use crate::session::tasks::{TaskEnd, TaskRecord, TaskStatus, TaskStep, TaskStore
 use crate::session::Envelope;
 
 const NODES_WITH_TASKS: &str = "abacus:tasks:nodes";
+
+/// Sorted set of task ids some listen stream watches, scored by when the watch lapses.
+const WATCHED: &str = "abacus:tasks:watched";
 
 fn task_key(id: &str) -> String {
     format!("abacus:task:{{{id}}}")
@@ -60,7 +65,11 @@ local function terminal(s)
   return s == 'completed' or s == 'failed' or s == 'cancelled'
 end
 local function announce(envelope)
-  if envelope ~= '' then redis.call('PUBLISH', 'abacus:signals', envelope) end
+  if envelope == '' then return end
+  local lapse = tonumber(redis.call('ZSCORE', 'abacus:tasks:watched', ARGV[2]))
+  if lapse and lapse > tonumber(ARGV[1]) then
+    redis.call('PUBLISH', 'abacus:signals', envelope)
+  end
 end
 "#;
 
@@ -100,8 +109,9 @@ return 1
 "#,
     ),
     // The step scripts: KEYS: task. ARGV: now, id, the change's announcement ('' for none:
-    // published on `abacus:signals` in the same step when the change applies, so announcing
-    // costs no round trip), then the step's own arguments.
+    // published on `abacus:signals` in the same step when the change applies and a listen
+    // stream watches the task, so announcing costs no round trip and unwatched tasks cost no
+    // fan-out to every node), then the step's own arguments.
     // working → input_required with key/request pairs.
     ask: script(
         r#"
@@ -376,6 +386,30 @@ impl TaskStore for RedisStore {
             orphans.push((node, ids));
         }
         Ok(orphans)
+    }
+
+    async fn watch_tasks(&self, ids: &[String], ttl: Duration) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let until = now + ms(ttl);
+        let mut pipe = redis::pipe();
+        pipe.cmd("ZREMRANGEBYSCORE")
+            .arg(WATCHED)
+            .arg("-inf")
+            .arg(now)
+            .ignore();
+        let add = pipe.cmd("ZADD").arg(WATCHED).arg("GT");
+        for id in ids {
+            add.arg(until).arg(id);
+        }
+        add.ignore();
+        self.bounded(
+            Op::Command("ZADD"),
+            pipe.query_async::<()>(&mut self.conn()),
+        )
+        .await
     }
 
     fn task_node(&self) -> String {
