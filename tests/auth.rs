@@ -290,6 +290,63 @@ async fn modern_requests_need_a_token_too() {
     assert!(resp.answer(&json!(1))["result"]["tools"].is_array());
 }
 
+/// A task belongs to the principal that created it: another principal gets "not found" for
+/// it, as for an id that never existed, and changes nothing.
+#[tokio::test]
+async fn another_principals_task_is_not_found() {
+    let (server, issuer, _) = setup_with(&[
+        ("RATE_LIMIT_MAX", "0"),
+        ("TOOLSETS", "calculator,conformance"),
+    ]);
+    let mcp = server.mcp();
+    let alice = bearer(&issuer.for_subject("alice", "mcp:tools"));
+    let bob = bearer(&issuer.for_subject("bob", "mcp:tools"));
+    let declaring = |method: &str, params: Value| {
+        let mut params = params;
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/clientCapabilities":
+                { "extensions": { "io.modelcontextprotocol/tasks": {} } }
+        });
+        modern_request(1, method, params)
+    };
+    let create = declaring(
+        "tools/call",
+        json!({"name": "slow_compute", "arguments": {"seconds": 30}}),
+    );
+    let created = mcp
+        .modern_raw(&create, &[("Authorization", &alice)])
+        .await
+        .single_answer();
+    let id = created["result"]["taskId"]
+        .as_str()
+        .expect("a task")
+        .to_owned();
+    for method in ["tasks/get", "tasks/cancel", "tasks/update"] {
+        let body = declaring(method, json!({"taskId": id, "inputResponses": {}}));
+        let answer = mcp
+            .modern_raw(&body, &[("Authorization", &bob)])
+            .await
+            .single_answer();
+        assert_eq!(answer["error"]["code"], -32602, "{method}: {answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not found"),
+            "{answer}"
+        );
+    }
+    let body = declaring("tasks/get", json!({"taskId": id}));
+    let mine = mcp
+        .modern_raw(&body, &[("Authorization", &alice)])
+        .await
+        .single_answer();
+    assert_eq!(
+        mine["result"]["status"], "working",
+        "bob's cancel changed nothing: {mine}"
+    );
+}
+
 #[tokio::test]
 async fn a_half_configured_issuer_stops_start_up() {
     let out = run_to_exit(
