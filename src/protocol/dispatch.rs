@@ -435,7 +435,7 @@ impl Dispatcher {
     }
 }
 
-pub(super) fn outcome_json<T: serde::Serialize>(
+fn outcome_json<T: serde::Serialize>(
     outcome: Outcome<T>,
     ctx: &RequestContext,
 ) -> Result<Value, ProtocolError> {

@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 use super::dispatch::{invalid_params, required_str, Dispatcher};
 use super::error::ProtocolError;
 use super::toolset::{
-    DomainError, Era, Outcome, RequestContext, TaskSupport, TaskWork, ToolResult, TASKS_EXTENSION,
+    DomainError, Era, Outcome, RequestContext, TaskSupport, TaskWork, ToolResult,
 };
 use crate::session::tasks::{TaskRecord, TaskStatus, Transition};
 use crate::tasks::{wire, Tasks, MAX_INPUT_BYTES};
@@ -33,7 +33,7 @@ const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// The -32021 a client gets for tasks it did not declare.
 fn tasks_not_declared() -> DomainError {
-    DomainError::MissingCapability(json!({ "extensions": { TASKS_EXTENSION: {} } }))
+    DomainError::MissingCapability(super::toolset::tasks_required())
 }
 
 /// What a client gets for a task it cannot see: never there, expired, or someone else's.

@@ -18,6 +18,19 @@ use tokio_util::sync::CancellationToken;
 /// The Tasks extension's identifier (capabilities, `-32021` data).
 pub const TASKS_EXTENSION: &str = "io.modelcontextprotocol/tasks";
 
+/// Whether client capabilities (per-request `_meta`) declare the Tasks extension.
+pub fn declares_tasks(capabilities: &Value) -> bool {
+    capabilities
+        .get("extensions")
+        .and_then(|e| e.get(TASKS_EXTENSION))
+        .is_some_and(|v| !v.is_null())
+}
+
+/// The capabilities a -32021 names when a request needs the Tasks extension.
+pub fn tasks_required() -> Value {
+    serde_json::json!({ "extensions": { TASKS_EXTENSION: {} } })
+}
+
 /// A JSON object, as tool arguments and `inputRequests` are.
 pub type JsonObject = serde_json::Map<String, Value>;
 
@@ -480,12 +493,7 @@ impl RequestContext {
 
     /// Whether this request declared the Tasks extension (modern era, per request).
     pub fn declares_tasks(&self) -> bool {
-        self.era == Era::Modern
-            && self
-                .client_capabilities
-                .get("extensions")
-                .and_then(|e| e.get(TASKS_EXTENSION))
-                .is_some_and(|v| !v.is_null())
+        self.era == Era::Modern && declares_tasks(&self.client_capabilities)
     }
 
     /// Inside a task: asks the client for input (see [`ContextServices::ask`]).

@@ -327,8 +327,8 @@ async fn listen(
     // Subscribed before the tasks are read, so that no change falls between the two.
     let mut signals = app.store.signals();
     let watched = if filter.task_ids.is_some() {
-        if !declares_tasks(&meta.capabilities) {
-            let caps = json!({ "extensions": { crate::protocol::toolset::TASKS_EXTENSION: {} } });
+        if !crate::protocol::toolset::declares_tasks(&meta.capabilities) {
+            let caps = crate::protocol::toolset::tasks_required();
             return reject(ProtocolError::MissingCapability(caps), Some(id));
         }
         let owner = crate::tasks::Tasks::owner_of(principal, None);
@@ -425,14 +425,6 @@ async fn listen(
     };
     tokio::spawn(stream.instrument(span));
     sse::response(body, None)
-}
-
-/// Whether `_meta`'s client capabilities declare the Tasks extension.
-fn declares_tasks(capabilities: &Value) -> bool {
-    capabilities
-        .get("extensions")
-        .and_then(|e| e.get(crate::protocol::toolset::TASKS_EXTENSION))
-        .is_some_and(|v| !v.is_null())
 }
 
 /// `notifications/tasks` for one task on a listen stream.
