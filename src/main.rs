@@ -130,6 +130,7 @@ async fn main() -> ExitCode {
         app.settings.host.parse().expect("validated"),
         app.settings.port,
     );
+    let stop = shutdown_signal();
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -153,7 +154,7 @@ async fn main() -> ExitCode {
         abacus::http::server::ConnectionLimits::from_settings(&app.settings),
         lifecycle.clone(),
     ));
-    shutdown_signal().await;
+    stop.await;
     drain(&app, &lifecycle, server).await;
     if let Some(traces) = traces {
         // The spans of the last requests, exported before the process exits.
@@ -238,23 +239,31 @@ fn healthcheck() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGTERM or SIGINT, registered at once (before the listener is bound): a signal that arrives
+/// while the first connections are being served must start the drain, not kill the process
+/// through the default action.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {},
+                        _ = int.recv() => {},
+                    }
+                }
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
-            Err(_) => std::future::pending().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
