@@ -559,6 +559,7 @@ async fn hops_between_nodes_leave_linked_spans() {
     let all = collected(&exports, |all| {
         !session_spans(all, "resume stream", &sid).is_empty()
             && all.iter().any(|s| s.name == "receive answer")
+            && all.iter().any(|s| s.name == "receive wake-up")
             && !session_spans(all, "tools/call test_sampling", &sampled).is_empty()
     })
     .await;
@@ -581,6 +582,29 @@ async fn hops_between_nodes_leave_linked_spans() {
     assert!(
         resume.events.iter().any(|e| e == "sse.message"),
         "{resume:#?}"
+    );
+    // Each wake-up of the reader on B by A's writes: a `receive wake-up` span inside the
+    // resume, linked to the span on A that wrote the event.
+    let wake = all
+        .iter()
+        .find(|s| s.name == "receive wake-up" && s.parent == resume.span_id)
+        .unwrap_or_else(|| panic!("no wake-up inside {resume:#?}: {all:#?}"));
+    assert_eq!(wake.instance(), resume.instance());
+    let (_, writer, _) = wake
+        .links
+        .iter()
+        .find(|(_, _, w)| w == "producer")
+        .unwrap_or_else(|| panic!("no producer link: {wake:#?}"))
+        .clone();
+    let writer = by_id(&all, &writer);
+    assert_ne!(
+        writer.instance(),
+        wake.instance(),
+        "written on the other pod"
+    );
+    assert_eq!(
+        writer.trace_id, resume.trace_id,
+        "both in the session's trace"
     );
     // Both are in the session's trace.
     let init = session_spans(&all, "initialize", &sid)[0];

@@ -298,6 +298,16 @@ pub fn place_operation(span: &tracing::Span, client: Option<Context>, session: O
 /// A span for a message another pod produced (a cross-pod hop through Redis): a consumer span
 /// named `receive {what}`, a child of the span running now, linked to the producer.
 pub fn receive_span(what: &'static str, producer: Option<&str>) -> tracing::Span {
+    receive_span_on("abacus:signals", what, producer)
+}
+
+/// [`receive_span`] for a message that came through `channel` (`abacus:events` for the
+/// wake-up of a stream's reader by the pod writing it).
+pub fn receive_span_on(
+    channel: &'static str,
+    what: &'static str,
+    producer: Option<&str>,
+) -> tracing::Span {
     if !enabled() || producer.is_none() {
         return tracing::Span::none();
     }
@@ -307,7 +317,7 @@ pub fn receive_span(what: &'static str, producer: Option<&str>) -> tracing::Span
         otel.kind = "consumer",
         messaging.system = "redis",
         messaging.operation.type = "receive",
-        messaging.destination.name = "abacus:signals",
+        messaging.destination.name = channel,
         abacus.signal = what,
     );
     link(&span, producer, "producer");

@@ -8,6 +8,16 @@ pub(super) fn waiter_key(session: &str, stream: &str) -> String {
     format!("{session} {stream}")
 }
 
+/// What a stream's writer publishes on `abacus:events`: the waiter key, and after a newline
+/// the writing span's `traceparent` when traces are on and it is sampled.
+pub(super) fn wake_up(session: &str, stream: &str) -> String {
+    let key = waiter_key(session, stream);
+    match crate::telemetry::context::current_traceparent() {
+        Some(tp) => format!("{key}\n{tp}"),
+        None => key,
+    }
+}
+
 /// Keeps the pub/sub subscription up: signals go to local listeners (after cache
 /// invalidation), event wake-ups to local readers. While it is down, caches are not trusted.
 pub(super) async fn subscribe_loop(weak: Weak<Inner>) {
@@ -51,14 +61,17 @@ pub(super) async fn subscribe_loop(weak: Weak<Inner>) {
             let Some(inner) = weak.upgrade() else { return };
             let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
             if msg.get_channel_name() == EVENTS {
-                let key = String::from_utf8_lossy(&payload);
-                let waiter = inner
-                    .waiters
-                    .lock()
-                    .get(key.as_ref())
-                    .and_then(Weak::upgrade);
-                if let Some(n) = waiter {
-                    n.notify_waiters();
+                let text = String::from_utf8_lossy(&payload);
+                let (key, producer) = match text.split_once('\n') {
+                    Some((key, tp)) => (key, Some(tp)),
+                    None => (text.as_ref(), None),
+                };
+                let waiter = inner.waiters.lock().get(key).and_then(Weak::upgrade);
+                if let Some(w) = waiter {
+                    if let Some(tp) = producer {
+                        *w.producer.lock() = Some(tp.to_owned());
+                    }
+                    w.notify.notify_waiters();
                 }
                 continue;
             }
@@ -77,7 +90,7 @@ pub(super) async fn subscribe_loop(weak: Weak<Inner>) {
                         .filter(|(k, _)| k.starts_with(&prefix))
                         .filter_map(|(_, w)| w.upgrade())
                         .collect();
-                    ws.iter().for_each(|n| n.notify_waiters());
+                    ws.iter().for_each(|w| w.notify.notify_waiters());
                 }
                 Signal::SessionChanged { session } => {
                     inner.cache.of(session).lock().pop(session);
@@ -100,8 +113,8 @@ pub(super) async fn subscribe_loop(weak: Weak<Inner>) {
 pub(super) fn wake_all(inner: &Inner) {
     let mut waiters = inner.waiters.lock();
     waiters.retain(|_, w| w.strong_count() > 0);
-    for n in waiters.values().filter_map(Weak::upgrade) {
-        n.notify_waiters();
+    for w in waiters.values().filter_map(Weak::upgrade) {
+        w.notify.notify_waiters();
     }
 }
 
@@ -114,15 +127,15 @@ impl RedisStore {
         envelope
     }
 
-    pub(super) fn waiter(&self, session: &str, stream: &str) -> Arc<Notify> {
+    pub(super) fn waiter(&self, session: &str, stream: &str) -> Arc<Waiter> {
         let key = waiter_key(session, stream);
         let mut waiters = self.inner.waiters.lock();
-        if let Some(n) = waiters.get(&key).and_then(Weak::upgrade) {
-            return n;
+        if let Some(w) = waiters.get(&key).and_then(Weak::upgrade) {
+            return w;
         }
-        let n = Arc::new(Notify::new());
-        waiters.insert(key, Arc::downgrade(&n));
-        n
+        let w = Arc::new(Waiter::default());
+        waiters.insert(key, Arc::downgrade(&w));
+        w
     }
 
     pub(super) async fn read_events(
@@ -180,20 +193,27 @@ impl RedisStore {
     }
 
     /// `next_events` proper: reads, and waits for a wake-up (or the owner's death) if empty.
+    /// A read after another pod's wake-up runs in a `receive wake-up` span linked to the
+    /// writer.
     pub(super) async fn wait_events(
         &self,
-        notify: &Notify,
+        waiter: &Waiter,
         session: &str,
         stream: &str,
         after: u64,
         wait: Duration,
     ) -> Result<EventBatch, StoreError> {
+        use tracing::Instrument as _;
         let deadline = tokio::time::Instant::now() + wait;
+        let mut hop = tracing::Span::none();
         loop {
-            let notified = notify.notified();
+            let notified = waiter.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let (batch, owner) = self.read_events(session, stream, after).await?;
+            let (batch, owner) = self
+                .read_events(session, stream, after)
+                .instrument(std::mem::replace(&mut hop, tracing::Span::none()))
+                .await?;
             if !batch.events.is_empty() || batch.closed || batch.gone {
                 return Ok(batch);
             }
@@ -208,6 +228,9 @@ impl RedisStore {
             };
             if tokio::time::timeout(slice, notified).await.is_err() {
                 self.end_if_orphaned(session, stream, &owner).await?;
+            } else if let Some(producer) = waiter.producer.lock().take() {
+                hop =
+                    crate::telemetry::context::receive_span_on(EVENTS, "wake-up", Some(&producer));
             }
         }
     }

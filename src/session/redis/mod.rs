@@ -157,7 +157,7 @@ struct Inner {
     /// Requests served from cache and not yet counted in Redis, per scope.
     pending: Sharded<HashMap<String, u64>>,
     /// Local readers waiting for events, per `<session> <stream>`.
-    waiters: Mutex<HashMap<String, Weak<Notify>>>,
+    waiters: Mutex<HashMap<String, Weak<Waiter>>>,
     /// Standalone-stream claims held by this node (refreshed by the heartbeat).
     claims: Mutex<HashSet<String>>,
     /// Whether the signal subscription is up (caches are only trusted while it is).
@@ -338,4 +338,12 @@ mod tests {
             ("unsub", "u".to_owned())
         );
     }
+}
+
+/// A stream's local readers: woken by the pod that writes the stream, which says who it was
+/// (the writing span's `traceparent`, when traces are on), so the reader's span links to it.
+#[derive(Default)]
+pub(super) struct Waiter {
+    notify: Notify,
+    producer: Mutex<Option<String>>,
 }

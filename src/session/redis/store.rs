@@ -322,7 +322,7 @@ impl SessionStore for RedisStore {
                     .arg(self.inner.cfg.events_per_stream)
                     .arg(ms(self.inner.cfg.policy.idle()))
                     .arg(EVENTS)
-                    .arg(waiter_key(session, stream))
+                    .arg(wake_up(session, stream))
                     .arg(if last { 1 } else { 0 })
                     .invoke_async(&mut self.conn()),
             )
@@ -339,7 +339,7 @@ impl SessionStore for RedisStore {
                     .close_stream
                     .key(meta_key(session, stream))
                     .arg(EVENTS)
-                    .arg(waiter_key(session, stream))
+                    .arg(wake_up(session, stream))
                     .invoke_async(&mut self.conn()),
             )
             .await?;
@@ -353,11 +353,11 @@ impl SessionStore for RedisStore {
         after: u64,
         wait: Duration,
     ) -> Result<EventBatch, StoreError> {
-        let notify = self.waiter(session, stream);
+        let waiter = self.waiter(session, stream);
         let result = self
-            .wait_events(&notify, session, stream, after, wait)
+            .wait_events(&waiter, session, stream, after, wait)
             .await;
-        drop(notify);
+        drop(waiter);
         // Forget the wake-up entry once its last reader is gone.
         let key = waiter_key(session, stream);
         let mut waiters = self.inner.waiters.lock();
