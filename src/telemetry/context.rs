@@ -91,15 +91,15 @@ pub fn span_context(traceparent: &str) -> Option<SpanContext> {
     sc.is_valid().then_some(sc)
 }
 
-/// A context for a session or handle whose creating request was not sampled: fresh ids with
-/// the sampled flag off, so that its later requests are not sampled either (a parent-based
-/// policy follows the session, not each request).
+/// What a session whose `initialize` was not sampled stores instead of a context: its later
+/// requests are not sampled either (a parent-based policy follows the session, not each
+/// request), and nothing has to be parsed or linked for them. (Sessions stored by earlier
+/// versions hold a `traceparent` with the sampled flag off, which means the same.)
+pub const UNSAMPLED_SESSION: &str = "-";
+
+/// The mark of an unsampled session ([`UNSAMPLED_SESSION`]) while traces are on.
 pub fn unsampled_traceparent() -> Option<String> {
-    if !enabled() {
-        return None;
-    }
-    let (trace, span): (u128, u64) = (rand::random(), rand::random());
-    Some(format!("00-{:032x}-{:016x}-00", trace.max(1), span.max(1)))
+    enabled().then(|| UNSAMPLED_SESSION.to_owned())
 }
 
 /// The `traceparent` of a span (starting it, so call after its parent is set); `None` while
@@ -249,9 +249,10 @@ pub fn session_span(session: Option<&str>) -> tracing::Span {
         return span.clone();
     }
     let parent = session.and_then(span_context);
-    let sampled = match &parent {
-        Some(sc) => super::otel::sample_with_parent(sc.is_sampled()),
-        None => super::otel::sample_root(),
+    let sampled = match (&parent, session) {
+        (_, Some(UNSAMPLED_SESSION)) => super::otel::sample_with_parent(false),
+        (Some(sc), _) => super::otel::sample_with_parent(sc.is_sampled()),
+        (None, _) => super::otel::sample_root(),
     };
     let span = if sampled {
         let parent = parent.map(|sc| Context::new().with_remote_span_context(sc));
