@@ -35,7 +35,24 @@ use serde_json::{json, Value};
 /// What the receiver collected.
 type Exports = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
 
-async fn receive(State(exports): State<Exports>, body: Bytes) -> impl IntoResponse {
+/// The receiver's state: what it collected, and the `x-collector-key` it requires, if any
+/// (an API key, as hosted collectors ask for through `OTEL_EXPORTER_OTLP_HEADERS`).
+#[derive(Clone)]
+struct Collector {
+    exports: Exports,
+    key: Option<&'static str>,
+}
+
+async fn receive(
+    State(Collector { exports, key }): State<Collector>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    if let Some(key) = key {
+        if headers.get("x-collector-key").and_then(|v| v.to_str().ok()) != Some(key) {
+            return (axum::http::StatusCode::UNAUTHORIZED, "no key").into_response();
+        }
+    }
     match ExportTraceServiceRequest::decode(body) {
         Ok(req) => {
             exports.lock().unwrap().push(req);
@@ -79,10 +96,18 @@ async fn grpc_receiver() -> (String, Exports) {
 
 /// An OTLP/HTTP receiver on a loopback port: `(base URL, what it received)`.
 async fn receiver() -> (String, Exports) {
+    receiver_requiring(None).await
+}
+
+/// [`receiver`], refusing exports without the `x-collector-key` header `key`.
+async fn receiver_requiring(key: Option<&'static str>) -> (String, Exports) {
     let exports: Exports = Arc::default();
     let app = Router::new()
         .route("/v1/traces", post(receive))
-        .with_state(exports.clone());
+        .with_state(Collector {
+            exports: exports.clone(),
+            key,
+        });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -183,8 +208,10 @@ fn spans(exports: &Exports) -> Vec<Span> {
 // `error.type=tool_error` and an error status; the resource names the pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_and_operation_spans_are_exported_and_flushed_on_sigterm() {
-    let (base, exports) = receiver().await;
+    // The collector wants an API key: sent from `OTEL_EXPORTER_OTLP_HEADERS`, percent-decoded.
+    let (base, exports) = receiver_requiring(Some("s3 cret")).await;
     let mut server = Server::start(&[
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=s3%20cret"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", base.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
         ("POD_NAME", "abacus-test-0"),

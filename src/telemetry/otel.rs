@@ -3,9 +3,10 @@
 //! `OTEL_SDK_DISABLED=true`, there is no exporter, no background thread, and the request path
 //! creates no span ([`enabled`]).
 //!
-//! The exporter, sampler and batch queue follow the standard `OTEL_*` variables (the SDK reads
-//! them; `OTEL_EXPORTER_OTLP_PROTOCOL` picks `grpc` or `http/protobuf`), and the document's
-//! `spec.telemetry` for what the environment leaves unset. The resource names this pod
+//! The exporter, sampler and batch queue follow the standard `OTEL_*` variables
+//! (`OTEL_EXPORTER_OTLP_PROTOCOL` picks `grpc`, the stock tonic exporter, or `http/protobuf`,
+//! Abacus's own encoder in [`super::otlp`], which costs the shared core less), and the
+//! document's `spec.telemetry` for what the environment leaves unset. The resource names this pod
 //! (`service.instance.id` = `POD_NAME`, `k8s.*` from the downward API), with
 //! `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` winning. A full export queue drops spans,
 //! counted in [`SpanCounters`], and never slows a request. The design notes are in
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::{ExporterBuildError, Protocol, SpanExporter, WithExportConfig};
+use opentelemetry_otlp::{ExporterBuildError, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::resource::{EnvResourceDetector, TelemetryResourceDetector};
 use opentelemetry_sdk::trace::{
@@ -69,6 +70,13 @@ pub fn wanted(doc: &TelemetrySettings) -> bool {
     !disabled && (endpoint_in_env() || !doc.endpoint.trim().is_empty())
 }
 
+/// The OTLP transports Abacus speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Grpc,
+    HttpProtobuf,
+}
+
 /// The transport `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `OTEL_EXPORTER_OTLP_PROTOCOL` (or the
 /// document) names: `grpc` or `http/protobuf`, the default.
 fn protocol(doc: &TelemetrySettings) -> Protocol {
@@ -76,32 +84,72 @@ fn protocol(doc: &TelemetrySettings) -> Protocol {
         .or_else(|| setting("OTEL_EXPORTER_OTLP_PROTOCOL", &doc.protocol));
     match named.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
         Some("grpc") => Protocol::Grpc,
-        _ => Protocol::HttpBinary,
+        _ => Protocol::HttpProtobuf,
     }
 }
 
-/// The OTLP exporter the environment (or the document) describes; headers and timeout are
-/// read by the exporter itself. The gRPC one must be built inside the Tokio runtime.
-fn build_exporter(doc: &TelemetrySettings) -> Result<SpanExporter, ExporterBuildError> {
-    // An endpoint from the document only when the environment names none (the exporter
-    // reads the environment's, appending `/v1/traces` for HTTP as the specification says).
-    let endpoint = (!endpoint_in_env()).then(|| doc.endpoint.trim().trim_end_matches('/'));
+/// The two transports: gRPC through the stock exporter (tonic), HTTP/protobuf through ours
+/// ([`super::otlp`], which encodes without the intermediate message types).
+#[derive(Debug)]
+enum Exporter {
+    Grpc(SpanExporter),
+    Http(super::otlp::HttpExporter),
+}
+
+/// Why no exporter could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ExporterError {
+    /// The stock (gRPC) exporter refused its configuration.
+    #[error(transparent)]
+    Grpc(#[from] ExporterBuildError),
+    /// The HTTP client could not be built.
+    #[error("OTLP/HTTP exporter: {0}")]
+    Http(String),
+}
+
+/// The first of the variables (or `default`), a duration in ms (`OTEL_EXPORTER_OTLP_TIMEOUT`).
+fn timeout() -> Duration {
+    env_nonempty("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+        .or_else(|| env_nonempty("OTEL_EXPORTER_OTLP_TIMEOUT"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_secs(10), Duration::from_millis)
+}
+
+/// Where HTTP exports go: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, else the base
+/// endpoint (environment, then document) with `/v1/traces`, as the specification says.
+fn http_url(doc: &TelemetrySettings) -> String {
+    if let Some(url) = env_nonempty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return url.trim().to_owned();
+    }
+    let base = setting("OTEL_EXPORTER_OTLP_ENDPOINT", &doc.endpoint).unwrap_or_default();
+    format!("{}/v1/traces", base.trim().trim_end_matches('/'))
+}
+
+/// The OTLP exporter the environment (or the document) describes. The gRPC one reads its
+/// headers and timeout itself; both must be built inside the Tokio runtime.
+fn build_exporter(doc: &TelemetrySettings) -> Result<Exporter, ExporterError> {
     match protocol(doc) {
         Protocol::Grpc => {
+            // An endpoint from the document only when the environment names none.
+            let endpoint = (!endpoint_in_env()).then(|| doc.endpoint.trim().trim_end_matches('/'));
             let b = SpanExporter::builder().with_tonic();
-            match endpoint {
-                Some(e) => b.with_endpoint(e).build(),
-                None => b.build(),
-            }
+            Ok(Exporter::Grpc(match endpoint {
+                Some(e) => b.with_endpoint(e).build()?,
+                None => b.build()?,
+            }))
         }
-        _ => {
-            let b = SpanExporter::builder()
-                .with_http()
-                .with_protocol(Protocol::HttpBinary);
-            match endpoint {
-                Some(e) => b.with_endpoint(format!("{e}/v1/traces")).build(),
-                None => b.build(),
+        Protocol::HttpProtobuf => {
+            let list = env_nonempty("OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+                .or_else(|| env_nonempty("OTEL_EXPORTER_OTLP_HEADERS"))
+                .unwrap_or_default();
+            let (headers, skipped) = super::otlp::parse_headers(&list);
+            for key in skipped {
+                // The key only: a header's value may be a credential.
+                eprintln!("abacus: OTLP header {key:?} skipped: not a valid header");
             }
+            super::otlp::HttpExporter::new(http_url(doc), headers, timeout())
+                .map(Exporter::Http)
+                .map_err(ExporterError::Http)
         }
     }
 }
@@ -246,7 +294,7 @@ pub struct SpanCounters {
 /// The OTLP exporter, counting what it sends.
 #[derive(Debug)]
 struct CountingExporter {
-    inner: SpanExporter,
+    inner: Exporter,
     counters: Arc<SpanCounters>,
 }
 
@@ -254,7 +302,10 @@ impl opentelemetry_sdk::trace::SpanExporter for CountingExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         let n = batch.len();
         self.counters.in_flight.fetch_sub(n, Ordering::AcqRel);
-        let result = self.inner.export(batch).await;
+        let result = match &self.inner {
+            Exporter::Grpc(e) => e.export(batch).await,
+            Exporter::Http(e) => e.export(batch).await,
+        };
         let counter = match result {
             Ok(()) => &self.counters.exported,
             Err(_) => &self.counters.failed,
@@ -263,13 +314,22 @@ impl opentelemetry_sdk::trace::SpanExporter for CountingExporter {
         result
     }
     fn shutdown_with_timeout(&self, t: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(t)
+        match &self.inner {
+            Exporter::Grpc(e) => e.shutdown_with_timeout(t),
+            Exporter::Http(e) => e.shutdown_with_timeout(t),
+        }
     }
     fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
+        match &self.inner {
+            Exporter::Grpc(e) => e.force_flush(),
+            Exporter::Http(e) => e.force_flush(),
+        }
     }
     fn set_resource(&mut self, r: &Resource) {
-        self.inner.set_resource(r)
+        match &mut self.inner {
+            Exporter::Grpc(e) => e.set_resource(r),
+            Exporter::Http(e) => e.set_resource(r),
+        }
     }
 }
 
@@ -322,7 +382,7 @@ pub struct Tracing {
 impl Tracing {
     /// Starts the pipeline the environment (or the document's `spec.telemetry`) asks for;
     /// `Ok(None)` when it asks for none. Call inside the Tokio runtime.
-    pub fn start(doc: &TelemetrySettings) -> Result<Option<Tracing>, ExporterBuildError> {
+    pub fn start(doc: &TelemetrySettings) -> Result<Option<Tracing>, ExporterError> {
         opentelemetry::global::set_text_map_propagator(
             opentelemetry::propagation::TextMapCompositePropagator::new(vec![
                 Box::new(opentelemetry_sdk::propagation::TraceContextPropagator::new()),
