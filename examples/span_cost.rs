@@ -6,7 +6,9 @@
 //!   entered once and dropped;
 //! - `sdk`: the OpenTelemetry SDK's tracer directly (`span_builder` … `end`);
 //! - `encode`: turning finished spans into the OTLP protobuf request, per span (the export
-//!   thread's share, without the HTTP post).
+//!   thread's share, without the HTTP post), through the stock conversion (what the
+//!   `opentelemetry-otlp` exporter does) and through Abacus's own encoder (`telemetry::otlp`,
+//!   what the HTTP/protobuf export does since 2026-12-06).
 //!
 //! `cargo run --release --example span_cost` prints nanoseconds per span for each.
 
@@ -114,10 +116,21 @@ fn main() {
     }
     let encode = per_span(start, rounds * batch.len() as u32);
 
+    let ours = abacus::telemetry::otlp::EncodedResource::new(
+        &opentelemetry_sdk::Resource::builder().build(),
+    );
+    let start = Instant::now();
+    let mut our_bytes = 0;
+    for _ in 0..rounds {
+        our_bytes = abacus::telemetry::otlp::encode_request(&batch, &ours).len();
+    }
+    let our_encode = per_span(start, rounds * batch.len() as u32);
+
     println!("tracing-opentelemetry: {through_tracing:.0} ns per span");
     println!("SDK directly:          {direct:.0} ns per span");
     println!(
         "OTLP encode:           {encode:.0} ns per span ({} spans, {bytes} bytes per batch)",
         batch.len()
     );
+    println!("our encoder:           {our_encode:.0} ns per span ({our_bytes} bytes per batch)");
 }
