@@ -414,6 +414,25 @@ fn session_spans<'a>(all: &'a [Span], name: &str, sid: &str) -> Vec<&'a Span> {
         .collect()
 }
 
+/// The cross-pod hop span `name` inside `parent` (same pod), and the span it links to as its
+/// producer, which ran on the other pod.
+fn hop_inside<'a>(all: &'a [Span], name: &str, parent: &Span) -> (&'a Span, &'a Span) {
+    let hop = all
+        .iter()
+        .find(|s| s.name == name && s.parent == parent.span_id)
+        .unwrap_or_else(|| panic!("no {name} inside {parent:#?}: {all:#?}"));
+    assert_eq!(hop.instance(), parent.instance());
+    let (_, from, _) = hop
+        .links
+        .iter()
+        .find(|(_, _, w)| w == "producer")
+        .unwrap_or_else(|| panic!("no producer link: {hop:#?}"))
+        .clone();
+    let from = by_id(all, &from);
+    assert_ne!(from.instance(), hop.instance(), "produced on the other pod");
+    (hop, from)
+}
+
 fn request_with_meta(id: &str, args: Value, traceparent: &str) -> Value {
     let mut params = tool_params("calculate", args);
     params["_meta"] = json!({ "traceparent": traceparent });
@@ -612,23 +631,7 @@ async fn hops_between_nodes_leave_linked_spans() {
     );
     // Each wake-up of the reader on B by A's writes: a `receive wake-up` span inside the
     // resume, linked to the span on A that wrote the event.
-    let wake = all
-        .iter()
-        .find(|s| s.name == "receive wake-up" && s.parent == resume.span_id)
-        .unwrap_or_else(|| panic!("no wake-up inside {resume:#?}: {all:#?}"));
-    assert_eq!(wake.instance(), resume.instance());
-    let (_, writer, _) = wake
-        .links
-        .iter()
-        .find(|(_, _, w)| w == "producer")
-        .unwrap_or_else(|| panic!("no producer link: {wake:#?}"))
-        .clone();
-    let writer = by_id(&all, &writer);
-    assert_ne!(
-        writer.instance(),
-        wake.instance(),
-        "written on the other pod"
-    );
+    let (_, writer) = hop_inside(&all, "receive wake-up", resume);
     assert_eq!(
         writer.trace_id, resume.trace_id,
         "both in the session's trace"
@@ -640,24 +643,8 @@ async fn hops_between_nodes_leave_linked_spans() {
 
     // The answer's hop: received on A inside the waiting call, linked to B's request.
     let call = session_spans(&all, "tools/call test_sampling", &sampled)[0];
-    let hop = all
-        .iter()
-        .find(|s| s.name == "receive answer" && s.parent == call.span_id)
-        .unwrap_or_else(|| panic!("no hop inside {call:#?}: {all:#?}"));
-    assert_eq!(hop.instance(), call.instance());
-    let (_, from, _) = hop
-        .links
-        .iter()
-        .find(|(_, _, w)| w == "producer")
-        .unwrap()
-        .clone();
-    let from = by_id(&all, &from);
+    let (_, from) = hop_inside(&all, "receive answer", call);
     assert_eq!(from.name, "POST /mcp");
-    assert_ne!(
-        from.instance(),
-        hop.instance(),
-        "the answer came through the other pod"
-    );
     assert_eq!(from.trace_id, call.trace_id, "both in the session's trace");
 }
 
