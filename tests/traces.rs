@@ -414,6 +414,18 @@ fn session_spans<'a>(all: &'a [Span], name: &str, sid: &str) -> Vec<&'a Span> {
         .collect()
 }
 
+/// The span `span` links to as its producer (`abacus.link=producer`), found by its ids.
+fn producer_of<'a>(all: &'a [Span], span: &Span) -> &'a Span {
+    let (trace, id, _) = span
+        .links
+        .iter()
+        .find(|(_, _, why)| why == "producer")
+        .unwrap_or_else(|| panic!("no producer link: {span:#?}"));
+    let producer = by_id(all, id);
+    assert_eq!(&producer.trace_id, trace);
+    producer
+}
+
 /// The cross-pod hop span `name` inside `parent` (same pod), and the span it links to as its
 /// producer, which ran on the other pod.
 fn hop_inside<'a>(all: &'a [Span], name: &str, parent: &Span) -> (&'a Span, &'a Span) {
@@ -422,13 +434,7 @@ fn hop_inside<'a>(all: &'a [Span], name: &str, parent: &Span) -> (&'a Span, &'a 
         .find(|s| s.name == name && s.parent == parent.span_id)
         .unwrap_or_else(|| panic!("no {name} inside {parent:#?}: {all:#?}"));
     assert_eq!(hop.instance(), parent.instance());
-    let (_, from, _) = hop
-        .links
-        .iter()
-        .find(|(_, _, w)| w == "producer")
-        .unwrap_or_else(|| panic!("no producer link: {hop:#?}"))
-        .clone();
-    let from = by_id(all, &from);
+    let from = producer_of(all, hop);
     assert_ne!(from.instance(), hop.instance(), "produced on the other pod");
     (hop, from)
 }
@@ -611,14 +617,7 @@ async fn hops_between_nodes_leave_linked_spans() {
     .await;
     // The resume, on B, links to the request that produced the stream, on A.
     let resume = session_spans(&all, "resume stream", &sid)[0];
-    let (producer_trace, producer_span, _) = resume
-        .links
-        .iter()
-        .find(|(_, _, why)| why == "producer")
-        .unwrap_or_else(|| panic!("no producer link: {resume:#?}"))
-        .clone();
-    let producer = by_id(&all, &producer_span);
-    assert_eq!(producer.trace_id, producer_trace);
+    let producer = producer_of(&all, resume);
     assert_eq!(producer.name, "POST /mcp");
     assert_ne!(producer.instance(), resume.instance(), "two pods");
     assert!(
