@@ -327,14 +327,7 @@ async fn another_principals_task_is_not_found() {
             .modern_raw(&body, &[("Authorization", &bob)])
             .await
             .single_answer();
-        assert_eq!(answer["error"]["code"], -32602, "{method}: {answer}");
-        assert!(
-            answer["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("not found"),
-            "{answer}"
-        );
+        assert_rpc_error(&answer, -32602, "not found");
     }
     let body = declaring("tasks/get", json!({"taskId": id}));
     let mine = mcp

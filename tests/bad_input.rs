@@ -851,11 +851,7 @@ async fn unknown_tool_is_invalid_params() {
     let mcp = server.mcp();
     let sid = mcp.initialize().await;
     let answer = mcp.call_tool(&sid, "nosuchtool", json!({})).await;
-    assert_eq!(answer["error"]["code"], -32602, "{answer}");
-    assert!(answer["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("nosuchtool"));
+    assert_rpc_error(&answer, -32602, "nosuchtool");
 }
 
 // Lifecycle: before notifications/initialized only ping is allowed (the reference did not

@@ -447,14 +447,9 @@ fn listen_request(id: &str) -> Value {
 async fn listen_acknowledges_and_forwards_tool_list_changes() {
     let server = Server::start(&[("TOOLSETS", "conformance,calculator")]);
     let mcp = server.mcp();
-    let mut s = mcp.modern_stream(&listen_request("sub-1")).await;
+    let (mut s, ack) = mcp.listen(&listen_request("sub-1")).await;
     assert_eq!(s.status, 200);
     assert!(s.header("mcp-session-id").is_none());
-    let ack = s.next_message(T).await.expect("acknowledgement");
-    assert_eq!(
-        ack["method"], "notifications/subscriptions/acknowledged",
-        "{ack}"
-    );
     assert_eq!(ack["params"]["_meta"][SUBSCRIPTION_ID], "sub-1", "{ack}");
     assert_eq!(
         ack["params"]["notifications"]["toolsListChanged"], true,
@@ -476,9 +471,7 @@ async fn listen_acknowledges_and_forwards_tool_list_changes() {
 async fn listen_stream_gets_a_complete_result_on_sigterm() {
     let mut server = Server::start(&[("SHUTDOWN_GRACE", "5000")]);
     let mcp = server.mcp();
-    let mut s = mcp.modern_stream(&listen_request("sub-2")).await;
-    let ack = s.next_message(T).await.expect("acknowledgement");
-    assert_eq!(ack["method"], "notifications/subscriptions/acknowledged");
+    let (mut s, _) = mcp.listen(&listen_request("sub-2")).await;
     server.sigterm();
     let last = s.next_message(T).await.expect("final result");
     assert_eq!(last["id"], "sub-2", "{last}");

@@ -344,11 +344,7 @@ async fn bad_task_requests_are_clear_errors_that_change_nothing() {
         json!({"taskId": id, "inputResponses": answer}),
     )
     .await;
-    assert_eq!(e["error"]["code"], -32602, "{e}");
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("not waiting"));
+    assert_rpc_error(&e, -32602, "not waiting");
     assert_eq!(get(&mcp, &id).await["status"], "working");
     // inputResponses that is not an object.
     let e = call(
@@ -374,11 +370,7 @@ async fn bad_task_requests_are_clear_errors_that_change_nothing() {
         json!({"taskId": waiting, "inputResponses": {"confirm": {"action": "accept", "content": {"note": huge}}}}),
     )
     .await;
-    assert_eq!(e["error"]["code"], -32602, "{e}");
-    assert!(
-        e["error"]["message"].as_str().unwrap().contains("larger"),
-        "{e}"
-    );
+    assert_rpc_error(&e, -32602, "larger");
     let still = get(&mcp, &waiting).await;
     assert_eq!(still["status"], "input_required", "{still}");
     assert!(still["inputRequests"].get("confirm").is_some(), "{still}");
@@ -445,11 +437,7 @@ async fn legacy_sessions_get_durable_tasks_of_their_own() {
             json!({"name": "failing_job", "arguments": {}}),
         )
         .await;
-    assert_eq!(e["error"]["code"], -32602, "{e}");
-    assert!(e["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("params.task"));
+    assert_rpc_error(&e, -32602, "params.task");
 }
 
 /// `spec.tasks` sets retention and the per-owner cap; a cancelled task frees its place.
@@ -481,14 +469,7 @@ async fn the_configuration_sets_task_retention_and_caps() {
         json!({"name": "slow_compute", "arguments": args}),
     )
     .await;
-    assert_eq!(refused["error"]["code"], -32602, "{refused}");
-    assert!(
-        refused["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("at most 2 tasks"),
-        "{refused}"
-    );
+    assert_rpc_error(&refused, -32602, "at most 2 tasks");
     call(&mcp, "tasks/cancel", json!({"taskId": first})).await;
     create(&mcp, "slow_compute", args).await;
     // Past its TTL a task is gone.
@@ -512,15 +493,7 @@ async fn a_listen_stream_on_another_node_follows_a_task() {
         "subscriptions/listen",
         declaring(json!({"notifications": {"taskIds": [id, "not-a-task"]}})),
     );
-    let mut stream = b.modern_stream(&body).await;
-    let ack = stream
-        .next_message(Duration::from_secs(5))
-        .await
-        .expect("acknowledgement");
-    assert_eq!(
-        ack["method"], "notifications/subscriptions/acknowledged",
-        "{ack}"
-    );
+    let (mut stream, ack) = b.listen(&body).await;
     assert_eq!(
         ack["params"]["notifications"]["taskIds"],
         json!([id]),

@@ -631,6 +631,12 @@ async fn hops_between_nodes_leave_linked_spans() {
     // Each wake-up of the reader on B by A's writes: a `receive wake-up` span inside the
     // resume, linked to the span on A that wrote the event.
     let (_, writer) = hop_inside(&all, "receive wake-up", resume);
+    // The POST stream on A reads A's own writes: no hop there.
+    assert!(
+        !all.iter()
+            .any(|s| s.name == "receive wake-up" && s.instance() == producer.instance()),
+        "a pod's own writes are not a hop"
+    );
     assert_eq!(
         writer.trace_id, resume.trace_id,
         "both in the session's trace"

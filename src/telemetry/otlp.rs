@@ -28,12 +28,27 @@ const FIXED32: u32 = 5;
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
 
-fn varint(buf: &mut Vec<u8>, mut v: u64) {
+/// `v` as a protobuf varint: the bytes and how many of them are used.
+fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
+    let mut out = [0u8; 10];
+    let mut n = 0;
     while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
+        out[n] = (v as u8) | 0x80;
         v >>= 7;
+        n += 1;
     }
-    buf.push(v as u8);
+    out[n] = v as u8;
+    (out, n + 1)
+}
+
+/// Appends `v` as a varint; most are one byte (tags, small lengths), pushed directly.
+fn varint(buf: &mut Vec<u8>, v: u64) {
+    if v < 0x80 {
+        buf.push(v as u8);
+    } else {
+        let (bytes, n) = varint_bytes(v);
+        buf.extend_from_slice(&bytes[..n]);
+    }
 }
 
 fn varint_len(v: u64) -> usize {
@@ -80,10 +95,11 @@ fn nested(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
     tag(buf, field, LEN);
     let start = buf.len();
     write(buf);
-    let len = (buf.len() - start) as u64;
-    let mut prefix = Vec::with_capacity(10);
-    varint(&mut prefix, len);
-    buf.splice(start..start, prefix);
+    let end = buf.len();
+    let (prefix, n) = varint_bytes((end - start) as u64);
+    buf.extend_from_slice(&prefix[..n]);
+    buf.copy_within(start..end, start + n);
+    buf[start..start + n].copy_from_slice(&prefix[..n]);
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -301,7 +317,6 @@ pub fn encode_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8>
 pub struct HttpExporter {
     url: String,
     headers: reqwest::header::HeaderMap,
-    timeout: Duration,
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
     resource: EncodedResource,
@@ -322,7 +337,6 @@ impl HttpExporter {
         Ok(HttpExporter {
             url,
             headers,
-            timeout,
             client,
             runtime: tokio::runtime::Handle::try_current().map_err(|e| e.to_string())?,
             resource: EncodedResource::default(),
@@ -339,7 +353,6 @@ impl opentelemetry_sdk::trace::SpanExporter for HttpExporter {
             .post(&self.url)
             .headers(self.headers.clone())
             .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
-            .timeout(self.timeout)
             .body(body);
         let sent = self
             .runtime

@@ -928,6 +928,28 @@ impl Mcp {
             .collect();
         self.post_stream(None, &h, body).await
     }
+
+    /// Opens a `subscriptions/listen` stream (`body`) and reads its acknowledgement, which it
+    /// returns after checking that it is one.
+    pub async fn listen(&self, body: &Value) -> (SseStream, Value) {
+        let mut stream = self.modern_stream(body).await;
+        let ack = stream
+            .next_message(Duration::from_secs(5))
+            .await
+            .expect("listen acknowledgement");
+        assert_eq!(
+            ack["method"], "notifications/subscriptions/acknowledged",
+            "{ack}"
+        );
+        (stream, ack)
+    }
+}
+
+/// Asserts that `answer` is a JSON-RPC error with `code` whose message says `says`.
+pub fn assert_rpc_error(answer: &Value, code: i64, says: &str) {
+    assert_eq!(answer["error"]["code"], code, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(says), "expected {says:?} in {answer}");
 }
 
 /// Polls `check` every 25 ms until it returns true or `limit` passes; returns the last verdict.

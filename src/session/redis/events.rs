@@ -193,8 +193,8 @@ impl RedisStore {
     }
 
     /// `next_events` proper: reads, and waits for a wake-up (or the owner's death) if empty.
-    /// A read after another pod's wake-up runs in a `receive wake-up` span linked to the
-    /// writer.
+    /// A read after a wake-up from the pod writing the stream, when that is another pod, runs
+    /// in a `receive wake-up` span linked to the writer.
     pub(super) async fn wait_events(
         &self,
         waiter: &Waiter,
@@ -229,8 +229,15 @@ impl RedisStore {
             if tokio::time::timeout(slice, notified).await.is_err() {
                 self.end_if_orphaned(session, stream, &owner).await?;
             } else if let Some(producer) = waiter.producer.lock().take() {
-                hop =
-                    crate::telemetry::context::receive_span_on(EVENTS, "wake-up", Some(&producer));
+                // A hop only when another pod writes the stream; this pod's own writes need
+                // no span of their own.
+                if owner != self.inner.cfg.node_id {
+                    hop = crate::telemetry::context::receive_span_on(
+                        EVENTS,
+                        "wake-up",
+                        Some(&producer),
+                    );
+                }
             }
         }
     }
