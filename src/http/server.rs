@@ -28,7 +28,6 @@ use parking_lot::Mutex;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
-use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::config::Settings;
@@ -217,29 +216,22 @@ fn service(
     Future = impl Send,
 > + Clone {
     hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
-        // The HTTP server span (`Span::none()` while traces are off or for a request that is
-        // not sampled); a session's request gets its span once the session is read.
-        let (span, pending) = crate::telemetry::context::request_span(&req, peer);
+        // The request's span scope (none while traces are off); a session's request gets its
+        // span once the session is read.
+        let scope = crate::telemetry::context::request_scope(&req, peer);
         req.extensions_mut().insert(ConnectInfo(peer));
-        let answer = {
-            let _entered = span.enter();
-            router.clone().call(req)
-        };
+        let answer = router.clone().call(req);
         let app = app.clone();
         async move {
-            let answer = answer.instrument(span.clone());
-            let (mut resp, span) = match pending {
-                None => (answer.await?, span),
-                Some(p) => {
-                    let resp = crate::telemetry::context::with_pending(p.clone(), answer).await?;
-                    (resp, p.span())
+            let mut resp = match scope {
+                None => answer.await?,
+                Some(scope) => {
+                    let resp =
+                        crate::telemetry::context::within_scope(scope.clone(), answer).await?;
+                    crate::telemetry::context::end_request(&scope, resp.status());
+                    resp
                 }
             };
-            span.record("http.response.status_code", resp.status().as_u16());
-            if resp.status().is_server_error() {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.type", resp.status().as_str());
-            }
             if app.drain.is_draining() {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

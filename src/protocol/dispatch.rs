@@ -14,9 +14,10 @@ use super::toolset::{
 };
 use super::version::{self, ALL_VERSIONS, META_SERVER_INFO};
 use crate::session::{SessionChange, SessionStore};
+use crate::telemetry::context::{within, LiveSpan};
 use crate::telemetry::metrics::{intern_tool, Metrics};
+use opentelemetry::KeyValue;
 use std::time::Instant;
-use tracing::Instrument;
 
 /// How long clients may cache list, read and discover results in the modern era.
 const CACHE_TTL_MS: u64 = 60_000;
@@ -105,22 +106,21 @@ impl Dispatcher {
         let mut tool = None;
         let mut tool_error = false;
         let result = if method == "tools/call" {
-            self.call_tool(params, ctx, &mut tool, &mut tool_error)
-                .instrument(span.clone())
-                .await
+            within(
+                span.clone(),
+                self.call_tool(params, ctx, &mut tool, &mut tool_error),
+            )
+            .await
         } else {
-            self.call_other(method, params, ctx)
-                .instrument(span.clone())
-                .await
+            within(span.clone(), self.call_other(method, params, ctx)).await
         };
         // A tool that answered `isError: true` failed, as the OTel MCP conventions count it.
         let error = match &result {
             Err(e) => Some(e.kind()),
             Ok(_) => tool_error.then_some("tool_error"),
         };
-        if let Some(kind) = error {
-            span.record("error.type", kind);
-            span.record("otel.status_code", "ERROR");
+        if let (Some(kind), Some(span)) = (error, &span) {
+            span.set_error(kind);
         }
         self.metrics
             .operation(method, tool, error, start.elapsed().as_secs_f64());
@@ -526,15 +526,13 @@ fn optional_object(
 }
 
 /// The span of one MCP operation, named `{mcp.method.name} {target}` with the attributes of
-/// the OTel MCP semantic conventions; `Span::none()` (no cost) while traces are off.
+/// the OTel MCP semantic conventions; `None` (no cost) while traces are off or unsampled.
 fn operation_span(
     method: &str,
     params: &Map<String, Value>,
     ctx: &RequestContext,
-) -> tracing::Span {
-    let Some(client) = crate::telemetry::context::operation_placement(params) else {
-        return tracing::Span::none();
-    };
+) -> Option<LiveSpan> {
+    let client = crate::telemetry::context::operation_placement(params)?;
     let text = |key: &str| params.get(key).and_then(Value::as_str);
     let (target, tool, uri, prompt) = match method {
         "tools/call" => (text("name"), text("name"), None, None),
@@ -545,24 +543,32 @@ fn operation_span(
         _ => (None, None, None, None),
     };
     let name = match target {
-        Some(t) => std::borrow::Cow::Owned(format!("{method} {t}")),
-        None => std::borrow::Cow::Borrowed(method),
+        Some(t) => format!("{method} {t}"),
+        None => method.to_owned(),
     };
-    let span = tracing::info_span!(
-        "mcp.operation",
-        otel.name = name.as_ref(),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        mcp.method.name = method,
-        mcp.protocol.version = ctx.protocol_version.as_str(),
-        mcp.session.id = ctx.session_id.as_deref(),
-        jsonrpc.request.id = ctx.request_id.as_deref(),
-        gen_ai.operation.name = tool.map(|_| "execute_tool"),
-        gen_ai.tool.name = tool,
-        gen_ai.prompt.name = prompt,
-        mcp.resource.uri = uri,
-        error.type = tracing::field::Empty,
-    );
-    crate::telemetry::context::place_operation(&span, client, ctx.trace.as_deref());
-    span
+    let mut attributes = Vec::with_capacity(8);
+    attributes.push(KeyValue::new("mcp.method.name", method.to_owned()));
+    attributes.push(KeyValue::new(
+        "mcp.protocol.version",
+        ctx.protocol_version.to_string(),
+    ));
+    let optional = [
+        ("mcp.session.id", ctx.session_id.as_deref()),
+        ("jsonrpc.request.id", ctx.request_id.as_deref()),
+        ("gen_ai.operation.name", tool.map(|_| "execute_tool")),
+        ("gen_ai.tool.name", tool),
+        ("gen_ai.prompt.name", prompt),
+        ("mcp.resource.uri", uri),
+    ];
+    for (key, value) in optional {
+        if let Some(v) = value {
+            attributes.push(KeyValue::new(key, v.to_owned()));
+        }
+    }
+    Some(crate::telemetry::context::start_operation(
+        name,
+        attributes,
+        client,
+        ctx.trace.as_deref(),
+    ))
 }

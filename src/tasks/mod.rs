@@ -165,6 +165,7 @@ impl Tasks {
         let runner = self.clone();
         let id = task.id.clone();
         let span = tracing::info_span!("task", task = log_id(&id), tool = %tool);
+        crate::telemetry::context::adopt(&span);
         self.tracker.spawn(tracing::Instrument::instrument(
             async move {
                 let outcome = run(task_ctx).await;

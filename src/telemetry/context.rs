@@ -12,15 +12,15 @@
 //! Contexts cross pods as `traceparent` text (session records, stream metas, envelopes).
 //! Everything here is a no-op while traces are off ([`super::otel::enabled`]).
 
-use std::sync::Arc;
-
 use opentelemetry::propagation::Extractor;
-use opentelemetry::trace::{SpanContext, TraceContextExt, TraceState};
+use opentelemetry::trace::{SpanContext, SpanKind, TraceContextExt, TraceState};
 use opentelemetry::{Context, KeyValue};
 use serde_json::{Map, Value};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::otel::enabled;
+use super::span::current_scope;
+pub use super::span::{adopt, innermost, within, within_scope, Carried, Current, LiveSpan, Scope};
 
 /// Reads propagation fields from HTTP headers.
 struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);
@@ -102,27 +102,27 @@ pub fn unsampled_traceparent() -> Option<String> {
     enabled().then(|| UNSAMPLED_SESSION.to_owned())
 }
 
-/// The `traceparent` of a span (starting it, so call after its parent is set); `None` while
-/// traces are off or for a disabled span.
-pub fn traceparent(span: &tracing::Span) -> Option<String> {
-    if !enabled() || span.is_none() {
-        return None;
-    }
-    traceparent_of(&span.context())
+/// The `traceparent` of a request's span; `None` while traces are off or when not sampled.
+pub fn traceparent(span: Option<&LiveSpan>) -> Option<String> {
+    span.map(|s| format_traceparent(s.context()))
 }
 
 /// The `traceparent` of the span running now (the producer of a message about to leave).
 pub fn current_traceparent() -> Option<String> {
-    traceparent(&tracing::Span::current())
-}
-
-fn traceparent_of(cx: &Context) -> Option<String> {
-    if !cx.span().span_context().is_valid() {
+    if !enabled() {
         return None;
     }
-    let mut carrier = std::collections::HashMap::new();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(cx, &mut carrier));
-    carrier.remove("traceparent")
+    innermost().span_context().map(|sc| format_traceparent(&sc))
+}
+
+/// `00-<trace id>-<span id>-<flags>` (W3C Trace Context), written directly.
+fn format_traceparent(sc: &SpanContext) -> String {
+    format!(
+        "00-{}-{}-{:02x}",
+        sc.trace_id(),
+        sc.span_id(),
+        sc.trace_flags().to_u8()
+    )
 }
 
 /// Links `span` to the stored context `traceparent`, saying why (`abacus.link`: `session`,
@@ -133,75 +133,78 @@ pub fn link(span: &tracing::Span, traceparent: Option<&str>, why: &'static str) 
     }
 }
 
-/// The HTTP server span of one request (OTel HTTP semantic conventions), with `parent` (a
-/// client's context from the headers, or a session's).
-fn http_span(http: &HttpRequest, parent: Option<Context>) -> tracing::Span {
-    // `&str` fields are recorded as they are; `%` would format each one into a new string.
-    let name = match (http.method.as_str(), http.path.as_ref()) {
-        ("POST", "/mcp") => std::borrow::Cow::Borrowed("POST /mcp"),
-        ("GET", "/mcp") => std::borrow::Cow::Borrowed("GET /mcp"),
-        (m, p) => std::borrow::Cow::Owned(format!("{m} {p}")),
+/// [`link`] for the span running now.
+pub fn link_current(traceparent: Option<&str>, why: &'static str) {
+    let Some(sc) = traceparent.filter(|_| enabled()).and_then(span_context) else {
+        return;
     };
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = name.as_ref(),
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = http.method.as_str(),
-        url.path = http.path.as_ref(),
-        http.response.status_code = tracing::field::Empty,
-        network.protocol.version = "1.1",
-        client.address = %http.peer,
-        error.type = tracing::field::Empty,
-    );
-    if let Some(parent) = parent {
-        let _ = span.set_parent(parent);
+    match innermost() {
+        Current::Live(span) => span.add_link(sc, why),
+        Current::Tracing(span) => {
+            span.add_link_with_attributes(sc, vec![KeyValue::new("abacus.link", why)])
+        }
+        Current::None => {}
     }
-    span
 }
 
-/// What an HTTP span names, kept until the span can be created.
+/// What an HTTP span names, kept until the span can be created (a session's request waits for
+/// its session).
 #[derive(Debug, Clone)]
-struct HttpRequest {
+pub struct HttpRequest {
     method: axum::http::Method,
     path: std::borrow::Cow<'static, str>,
     peer: std::net::IpAddr,
 }
 
-/// A request whose HTTP span waits for its session (see [`request_span`]).
-#[derive(Debug, Clone)]
-pub struct PendingSpan(Arc<parking_lot::Mutex<(HttpRequest, Option<tracing::Span>)>>);
-
-impl PendingSpan {
-    /// The span, once the session was read (`Span::none()` if it was not sampled).
-    pub fn span(&self) -> tracing::Span {
-        self.0.lock().1.clone().unwrap_or_else(tracing::Span::none)
+#[cfg(test)]
+impl HttpRequest {
+    /// A `POST /mcp` from 127.0.0.1.
+    pub fn for_tests() -> HttpRequest {
+        HttpRequest {
+            method: axum::http::Method::POST,
+            path: "/mcp".into(),
+            peer: std::net::Ipv4Addr::LOCALHOST.into(),
+        }
     }
 }
 
-tokio::task_local! {
-    static PENDING: PendingSpan;
+/// The HTTP server span of one request (OTel HTTP semantic conventions), a child of `parent`
+/// (a client's context from the headers, or a session's).
+fn http_span(http: &HttpRequest, parent: Option<&SpanContext>) -> LiveSpan {
+    let name = match (http.method.as_str(), http.path.as_ref()) {
+        ("POST", "/mcp") => std::borrow::Cow::Borrowed("POST /mcp"),
+        ("GET", "/mcp") => std::borrow::Cow::Borrowed("GET /mcp"),
+        ("DELETE", "/mcp") => std::borrow::Cow::Borrowed("DELETE /mcp"),
+        (m, p) => std::borrow::Cow::Owned(format!("{m} {p}")),
+    };
+    let method = match http.method.as_str() {
+        "POST" => opentelemetry::Value::from("POST"),
+        "GET" => opentelemetry::Value::from("GET"),
+        other => opentelemetry::Value::from(other.to_owned()),
+    };
+    let attributes = vec![
+        KeyValue::new("http.request.method", method),
+        KeyValue::new("url.path", http.path.clone()),
+        KeyValue::new("network.protocol.version", "1.1"),
+        KeyValue::new("client.address", http.peer.to_string()),
+    ];
+    LiveSpan::start(name, SpanKind::Server, parent, attributes)
 }
 
-/// Runs a request's future with its pending span reachable by [`session_span`].
-pub async fn with_pending<T>(pending: PendingSpan, fut: impl std::future::Future<Output = T>) -> T {
-    PENDING.scope(pending, fut).await
-}
-
-/// The HTTP span of a request, decided before anything is created: a request that will not be
-/// sampled gets `Span::none()` and costs no span at all.
+/// The span scope of one request, decided before anything is recorded: a request that will
+/// not be sampled gets none and costs no span at all. `None` while traces are off.
 /// - A client's context in the headers is the parent, and its sampled flag decides (under a
 ///   parent-based policy).
 /// - A session's request (`Mcp-Session-Id` to `/mcp`, no client context) waits for its
-///   session: the returned [`PendingSpan`] is filled by [`session_span`], under the session's
-///   context and following its sampling.
+///   session: the scope is filled by [`place_session_request`], under the session's context
+///   and following its sampling.
 /// - Anything else is a new trace, sampled at the policy's ratio.
-pub fn request_span(
+pub fn request_scope(
     req: &axum::http::Request<hyper::body::Incoming>,
     peer: std::net::SocketAddr,
-) -> (tracing::Span, Option<PendingSpan>) {
+) -> Option<Scope> {
     if !enabled() {
-        return (tracing::Span::none(), None);
+        return None;
     }
     let path = req.uri().path();
     let http = HttpRequest {
@@ -213,55 +216,53 @@ pub fn request_span(
         peer: peer.ip(),
     };
     if let Some(client) = from_headers(req.headers()) {
-        let sampled = client.span().span_context().is_sampled();
-        let span = if super::otel::sample_with_parent(sampled) {
-            http_span(&http, Some(client))
-        } else {
-            tracing::Span::none()
-        };
-        return (span, None);
+        let sc = client.span().span_context().clone();
+        let span =
+            super::otel::sample_with_parent(sc.is_sampled()).then(|| http_span(&http, Some(&sc)));
+        return Some(Scope::of(span));
     }
     if req.headers().contains_key("mcp-session-id") && http.path == "/mcp" {
-        let pending = PendingSpan(Arc::new(parking_lot::Mutex::new((http, None))));
-        return (tracing::Span::none(), Some(pending));
+        return Some(Scope::pending(http));
     }
-    let span = if super::otel::sample_root() {
-        http_span(&http, None)
-    } else {
-        tracing::Span::none()
-    };
-    (span, None)
+    let span = super::otel::sample_root().then(|| http_span(&http, None));
+    Some(Scope::of(span))
 }
 
-/// The HTTP span of a session's request, once the session's context (`traceparent`) is
-/// known: its child, so that the whole session is one trace whichever pod serves each
-/// request, if the session is sampled. A request whose span already exists (the client sent a
-/// context) keeps it. Returns the span to run the rest of the request in.
-pub fn session_span(session: Option<&str>) -> tracing::Span {
+/// Records how a request ended on its HTTP span: the status code, and `error.type` with an
+/// error status for a server error.
+pub fn end_request(scope: &Scope, status: axum::http::StatusCode) {
+    let Some(span) = scope.span() else {
+        return;
+    };
+    span.set_attribute(KeyValue::new(
+        "http.response.status_code",
+        i64::from(status.as_u16()),
+    ));
+    if status.is_server_error() {
+        span.set_error(status.as_str().to_owned());
+    }
+}
+
+/// Places a session's request once the session's context (`traceparent`) is known: its HTTP
+/// span becomes a child of it, so that the whole session is one trace whichever pod serves
+/// each request, if the session is sampled. A request placed already (the client sent a
+/// context) keeps its span.
+pub fn place_session_request(session: Option<&str>) {
     if !enabled() {
-        return tracing::Span::none();
+        return;
     }
-    let Ok(pending) = PENDING.try_with(PendingSpan::clone) else {
-        return tracing::Span::current();
+    let Some(scope) = current_scope() else {
+        return;
     };
-    let mut slot = pending.0.lock();
-    if let Some(span) = &slot.1 {
-        return span.clone();
-    }
-    let parent = session.and_then(span_context);
-    let sampled = match (&parent, session) {
-        (_, Some(UNSAMPLED_SESSION)) => super::otel::sample_with_parent(false),
-        (Some(sc), _) => super::otel::sample_with_parent(sc.is_sampled()),
-        (None, _) => super::otel::sample_root(),
-    };
-    let span = if sampled {
-        let parent = parent.map(|sc| Context::new().with_remote_span_context(sc));
-        http_span(&slot.0, parent)
-    } else {
-        tracing::Span::none()
-    };
-    slot.1 = Some(span.clone());
-    span
+    scope.fill(|http| {
+        let parent = session.and_then(span_context);
+        let sampled = match (&parent, session) {
+            (_, Some(UNSAMPLED_SESSION)) => super::otel::sample_with_parent(false),
+            (Some(sc), _) => super::otel::sample_with_parent(sc.is_sampled()),
+            (None, _) => super::otel::sample_root(),
+        };
+        sampled.then(|| http_span(http, parent.as_ref()))
+    });
 }
 
 /// Whether an operation gets a span, and its client-given parent: `None` for no span (traces
@@ -274,26 +275,35 @@ pub fn operation_placement(params: &Map<String, Value>) -> Option<Option<Context
     match from_meta(params) {
         Some(client) => super::otel::sample_with_parent(client.span().span_context().is_sampled())
             .then_some(Some(client)),
-        None => (!tracing::Span::current().is_none()).then_some(None),
+        None => innermost().is_some().then_some(None),
     }
 }
 
-/// Places a new (not yet started) operation span: `client` (from [`operation_placement`]) is
-/// its parent, the HTTP span, its default parent, becoming a link; it links to the session's
-/// (or handle's) context `session`.
-pub fn place_operation(span: &tracing::Span, client: Option<Context>, session: Option<&str>) {
-    if span.is_none() {
-        return;
-    }
-    if let Some(client) = client {
-        let transport = tracing::Span::current().context();
-        let _ = span.set_parent(client);
-        let t = transport.span().span_context().clone();
-        if t.is_valid() {
-            span.add_link_with_attributes(t, vec![KeyValue::new("abacus.link", "transport")]);
+/// Starts an operation span: `client` (from [`operation_placement`]) is its parent, the span
+/// running now (its default parent) becoming a link; it links to the session's (or handle's)
+/// context `session`.
+pub fn start_operation(
+    name: impl Into<std::borrow::Cow<'static, str>>,
+    attributes: Vec<KeyValue>,
+    client: Option<Context>,
+    session: Option<&str>,
+) -> LiveSpan {
+    let running = innermost().span_context();
+    let span = match client {
+        Some(client) => {
+            let parent = client.span().span_context().clone();
+            let span = LiveSpan::start(name, SpanKind::Server, Some(&parent), attributes);
+            if let Some(t) = running {
+                span.add_link(t, "transport");
+            }
+            span
         }
+        None => LiveSpan::start(name, SpanKind::Server, running.as_ref(), attributes),
+    };
+    if let Some(sc) = session.and_then(span_context) {
+        span.add_link(sc, "session");
     }
-    link(span, session, "session");
+    span
 }
 
 /// A span for a message another pod produced (a cross-pod hop through Redis): a consumer span
@@ -321,8 +331,23 @@ pub fn receive_span_on(
         messaging.destination.name = channel,
         abacus.signal = what,
     );
+    adopt(&span);
     link(&span, producer, "producer");
     span
+}
+
+/// A client span (a Redis command) under the span running now, if a span runs.
+pub fn client_span(name: String, attributes: Vec<KeyValue>) -> Option<LiveSpan> {
+    if !enabled() {
+        return None;
+    }
+    let parent = innermost().span_context()?;
+    Some(LiveSpan::start(
+        name,
+        SpanKind::Client,
+        Some(&parent),
+        attributes,
+    ))
 }
 
 /// A client call (a Redis command) made before its request's span could be placed: the
@@ -368,26 +393,24 @@ pub fn defer(call: DeferredCall) {
 
 /// Records held-back client calls as children of the span running now (placed by now).
 pub fn record_deferred(calls: Vec<DeferredCall>) {
-    use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
-    let Some(tracer) = super::otel::tracer() else {
-        return;
-    };
-    if calls.is_empty() {
+    if calls.is_empty() || !enabled() {
         return;
     }
-    let parent = tracing::Span::current().context();
+    let Some(parent) = innermost().span_context() else {
+        return;
+    };
     for call in calls {
-        let mut span = tracer
-            .span_builder(call.name)
-            .with_kind(SpanKind::Client)
-            .with_start_time(call.start)
-            .with_attributes(call.attributes)
-            .start_with_context(tracer, &parent);
+        let span = LiveSpan::start_at(
+            call.name,
+            SpanKind::Client,
+            Some(&parent),
+            call.attributes,
+            call.start,
+        );
         if let Some(kind) = call.error {
-            span.set_attribute(KeyValue::new("error.type", kind));
-            span.set_status(Status::error(kind));
+            span.set_error(kind);
         }
-        span.end_with_timestamp(call.end);
+        span.end_at(call.end);
     }
 }
 
@@ -396,15 +419,19 @@ pub fn sse_event(id: Option<&str>, bytes: usize) {
     if !enabled() {
         return;
     }
-    let span = tracing::Span::current();
-    if span.is_none() {
+    let current = innermost();
+    if !current.is_some() {
         return;
     }
     let mut attributes = vec![KeyValue::new("messaging.message.body.size", bytes as i64)];
     if let Some(id) = id {
         attributes.push(KeyValue::new("sse.event.id", id.to_owned()));
     }
-    span.add_event("sse.message", attributes);
+    match current {
+        Current::Live(span) => span.add_event("sse.message", attributes),
+        Current::Tracing(span) => span.add_event("sse.message", attributes),
+        Current::None => {}
+    }
 }
 
 /// A JSON-RPC id as the `jsonrpc.request.id` attribute: a string id as it is, a number as text.
@@ -415,14 +442,12 @@ pub fn request_id_text(id: &Value) -> String {
     }
 }
 
-/// The span context of the span running now (starting it), if traces are on and it is valid.
+/// The span context of the span running now, if traces are on and it is valid.
 fn current_span_context() -> Option<SpanContext> {
-    let span = tracing::Span::current();
-    if !enabled() || span.is_none() {
+    if !enabled() {
         return None;
     }
-    let sc = span.context().span().span_context().clone();
-    sc.is_valid().then_some(sc)
+    innermost().span_context()
 }
 
 /// The trace id of the span running now if it is sampled (a metric exemplar's link to it).
@@ -432,7 +457,7 @@ pub fn sampled_trace_id() -> Option<String> {
         .map(|sc| sc.trace_id().to_string())
 }
 
-/// The trace and span id of the span running now, for log lines (starting it).
+/// The trace and span id of the span running now, for log lines.
 pub fn current_ids() -> Option<(String, String)> {
     current_span_context().map(|sc| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }

@@ -7,6 +7,7 @@ pub mod context;
 pub mod metrics;
 pub mod otel;
 pub mod otlp;
+pub mod span;
 
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};

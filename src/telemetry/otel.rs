@@ -30,13 +30,15 @@ use opentelemetry_sdk::Resource;
 /// Whether spans are exported: the request path creates spans only then.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// The tracer, for the few spans recorded after the fact (`context::record_deferred`).
-static TRACER: std::sync::OnceLock<opentelemetry_sdk::trace::SdkTracer> =
-    std::sync::OnceLock::new();
+/// The export queue the request path's spans ([`super::span::LiveSpan`]) go to, the same one
+/// the `tracing` spans reach through the SDK.
+static QUEUE: std::sync::OnceLock<Arc<CountingProcessor>> = std::sync::OnceLock::new();
 
-/// The running pipeline's tracer, if any.
-pub fn tracer() -> Option<&'static opentelemetry_sdk::trace::SdkTracer> {
-    TRACER.get()
+/// Queues a finished span for export (counted as dropped when the queue is full).
+pub fn queue(span: SpanData) {
+    if let Some(q) = QUEUE.get() {
+        q.on_end(span);
+    }
 }
 
 /// True once an exporter is running; checked before creating any request span, so that tracing
@@ -342,6 +344,27 @@ struct CountingProcessor {
     max_queue: usize,
 }
 
+/// The provider's handle on the queue [`queue`] also feeds (its resource is set before it is
+/// shared).
+#[derive(Debug)]
+struct SharedProcessor(Arc<CountingProcessor>);
+
+impl SpanProcessor for SharedProcessor {
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
+        self.0.on_start(span, cx)
+    }
+    fn on_end(&self, span: SpanData) {
+        self.0.on_end(span)
+    }
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+    fn shutdown_with_timeout(&self, t: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(t)
+    }
+    fn set_resource(&mut self, _: &Resource) {}
+}
+
 impl SpanProcessor for CountingProcessor {
     fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &Context) {
         self.inner.on_start(span, cx)
@@ -407,17 +430,21 @@ impl Tracing {
         .build();
         let sampling = Sampling::from(doc);
         let _ = SAMPLING.set(sampling);
+        let resource = build_resource(doc);
+        let mut counting = CountingProcessor {
+            inner: processor,
+            counters: counters.clone(),
+            max_queue,
+        };
+        counting.set_resource(&resource);
+        let shared = Arc::new(counting);
         let provider = SdkTracerProvider::builder()
             .with_sampler(sampling.sdk_sampler())
-            .with_resource(build_resource(doc))
-            .with_span_processor(CountingProcessor {
-                inner: processor,
-                counters: counters.clone(),
-                max_queue,
-            })
+            .with_resource(resource)
+            .with_span_processor(SharedProcessor(shared.clone()))
             .build();
+        let _ = QUEUE.set(shared);
         let tracing = Tracing { provider, counters };
-        let _ = TRACER.set(tracing.tracer());
         ENABLED.store(true, Ordering::Relaxed);
         Ok(Some(tracing))
     }

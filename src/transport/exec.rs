@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use super::services::{CallServices, Out};
 use super::sse::{self, SseWriter};
@@ -172,7 +171,7 @@ fn context(
     ctx.principal = req.principal.clone();
     // Only a request with a span (or a client context in `_meta`) needs these for its spans.
     if crate::telemetry::otel::enabled()
-        && (!tracing::Span::current().is_none() || req.params.contains_key("_meta"))
+        && (crate::telemetry::context::innermost().is_some() || req.params.contains_key("_meta"))
     {
         ctx.trace = req.trace.clone();
         ctx.request_id = Some(crate::telemetry::context::request_id_text(&req.id));
@@ -351,7 +350,7 @@ async fn legacy_stream(
     // so a client whose stream was closed by the drain resumes to the result, not to the
     // "instance stopped" error (and does not send the request again).
     let request_id = id.clone();
-    let span = tracing::Span::current();
+    let spans = crate::telemetry::context::Carried::capture();
     let pump = async move {
         let mut next = first;
         // Bytes of notifications stored so far: the log is bounded whatever the tool sends.
@@ -398,7 +397,7 @@ async fn legacy_stream(
         }
         persist(|| store.close_stream(&s2, &st2), usize::MAX).await;
     };
-    app.drain.tasks.spawn(pump.instrument(span.clone()));
+    app.drain.tasks.spawn(spans.clone().run(pump));
     let (writer, body) = SseWriter::channel();
     let close_after = match app.live.current().sse_post_close_after_ms {
         0 => None,
@@ -415,7 +414,7 @@ async fn legacy_stream(
             now: Some(close),
         },
     );
-    tokio::spawn(tail.instrument(span));
+    tokio::spawn(spans.run(tail));
     sse::response(body, Some(&sid))
 }
 
@@ -561,7 +560,7 @@ fn modern_stream(
     let (writer, body) = SseWriter::channel();
     let metrics = app.metrics.clone();
     let keepalive = Duration::from_millis(app.live.current().sse_keepalive_ms);
-    let span = tracing::Span::current();
+    let spans = crate::telemetry::context::Carried::capture();
     let stream = async move {
         let _gauge = metrics.stream_guard();
         let guard = cancel.drop_guard();
@@ -591,7 +590,7 @@ fn modern_stream(
             }
         }
     };
-    tokio::spawn(stream.instrument(span));
+    tokio::spawn(spans.run(stream));
     sse::response(body, None)
 }
 

@@ -3,8 +3,10 @@
 //! node receives it. GET opens the session's standalone stream or resumes any of its streams;
 //! DELETE ends the session.
 
+use crate::telemetry::context::{within, Carried, LiveSpan};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use opentelemetry::KeyValue;
 use serde_json::{json, Map, Value};
 use tracing::{Instrument, Span};
 
@@ -70,7 +72,7 @@ async fn single(
                 .into_response(),
         );
     };
-    let (record, span) = match load(app, &sid, headers, &caller).await {
+    let record = match load(app, &sid, headers, &caller).await {
         Ok(r) => r,
         Err(e) => return (label, e.with_id(msg.id().cloned()).into_response()),
     };
@@ -89,7 +91,7 @@ async fn single(
         };
         settle(app, &sid, resp).await
     };
-    (label, handled.instrument(span).await)
+    (label, handled.await)
 }
 
 /// Finishes a request's session bookkeeping (see [`crate::session::SessionStore::settle`]).
@@ -183,14 +185,13 @@ fn session_header(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 
 /// Loads and touches the session and checks `MCP-Protocol-Version` against it. A session
 /// owned by another principal is unknown to this caller (404), exactly like a missing one.
-/// Also returns the span to run the rest of the request in: the request's HTTP span, placed
-/// under the session's trace.
+/// Also places the request's HTTP span under the session's trace.
 async fn load(
     app: &AppState,
     sid: &str,
     headers: &HeaderMap,
     caller: &Caller,
-) -> Result<(SessionRecord, Span), ApiError> {
+) -> Result<SessionRecord, ApiError> {
     let (found, lookup) = touch(app, sid, true).await;
     let record = match found {
         Ok(Some(r)) => r,
@@ -205,9 +206,9 @@ async fn load(
         return Err(ApiError::session_not_found());
     }
     check_version(headers, &record.protocol_version)?;
-    let span = crate::telemetry::context::session_span(record.trace.as_deref());
-    span.in_scope(|| crate::telemetry::context::record_deferred(lookup));
-    Ok((record, span))
+    crate::telemetry::context::place_session_request(record.trace.as_deref());
+    crate::telemetry::context::record_deferred(lookup);
+    Ok(record)
 }
 
 /// `touch`, with the store's own client spans held back until the request's span knows its
@@ -298,11 +299,12 @@ async fn initialize(
     // The session's trace context: its `initialize` span, which every later operation of the
     // session links to (or descends from), on whichever pod serves it.
     let span = initialize_span(&sid, negotiated, id, params);
-    record.trace = crate::telemetry::context::traceparent(&span)
+    record.trace = crate::telemetry::context::traceparent(span.as_ref())
         .or_else(crate::telemetry::context::unsampled_traceparent);
-    if let Err(e) = app.store.create(record).instrument(span.clone()).await {
-        span.record("error.type", "unavailable");
-        span.record("otel.status_code", "ERROR");
+    if let Err(e) = within(span.clone(), app.store.create(record)).await {
+        if let Some(span) = &span {
+            span.set_error("unavailable");
+        }
         return ApiError::unavailable(e.to_string())
             .with_id(Some(id.clone()))
             .into_response();
@@ -321,24 +323,29 @@ async fn initialize(
 }
 
 /// The `initialize` operation span (the MCP operation span of `protocol::dispatch` for the one
-/// method the transport owns); `Span::none()` while traces are off.
-fn initialize_span(sid: &str, version: &str, id: &Value, params: &Map<String, Value>) -> Span {
-    let Some(client) = crate::telemetry::context::operation_placement(params) else {
-        return Span::none();
-    };
-    let span = tracing::info_span!(
-        "mcp.operation",
-        otel.name = "initialize",
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        mcp.method.name = "initialize",
-        mcp.protocol.version = version,
-        mcp.session.id = sid,
-        jsonrpc.request.id = %crate::telemetry::context::request_id_text(id),
-        error.type = tracing::field::Empty,
-    );
-    crate::telemetry::context::place_operation(&span, client, None);
-    span
+/// method the transport owns); `None` while traces are off or unsampled.
+fn initialize_span(
+    sid: &str,
+    version: &'static str,
+    id: &Value,
+    params: &Map<String, Value>,
+) -> Option<LiveSpan> {
+    let client = crate::telemetry::context::operation_placement(params)?;
+    let attributes = vec![
+        KeyValue::new("mcp.method.name", "initialize"),
+        KeyValue::new("mcp.protocol.version", version),
+        KeyValue::new("mcp.session.id", sid.to_owned()),
+        KeyValue::new(
+            "jsonrpc.request.id",
+            crate::telemetry::context::request_id_text(id),
+        ),
+    ];
+    Some(crate::telemetry::context::start_operation(
+        "initialize",
+        attributes,
+        client,
+        None,
+    ))
 }
 
 async fn notification(
@@ -417,11 +424,11 @@ async fn batch(
         }
         Err(e) => return e.into_response(),
     };
-    let (record, span) = match load(app, &sid, headers, caller).await {
+    let record = match load(app, &sid, headers, caller).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    batch_items(app, sid, record, items).instrument(span).await
+    batch_items(app, sid, record, items).await
 }
 
 /// The items of a batch, in order, answered as one array.
@@ -510,15 +517,14 @@ pub async fn get(app: &AppState, headers: &HeaderMap, caller: Caller) -> Respons
         Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let span = match load(app, &sid, headers, &caller).await {
-        Ok((_, span)) => span,
-        Err(e) => return e.into_response(),
-    };
+    if let Err(e) = load(app, &sid, headers, &caller).await {
+        return e.into_response();
+    }
     let streamed = async {
         let resp = get_stream(app, headers, sid.clone()).await;
         settle(app, &sid, resp).await
     };
-    streamed.instrument(span).await
+    streamed.await
 }
 
 async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Response {
@@ -547,7 +553,7 @@ async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Respons
             let span = resume_span(app, &sid, &stream, seq).await;
             let (writer, body) = SseWriter::channel();
             let tail = exec::tail_log(app.clone(), writer, (sid.clone(), stream), seq, true, exec::Closing::default());
-            tokio::spawn(tail.instrument(span));
+            tokio::spawn(Carried::capture().run(tail.instrument(span)));
             super::sse::response(body, Some(&sid))
         }
     }
@@ -556,7 +562,7 @@ async fn get_stream(app: &AppState, headers: &HeaderMap, sid: String) -> Respons
 /// The span of a resumed stream (`Last-Event-ID`), linked to the request that produced it,
 /// which may have run on another pod; it lasts while the stream is replayed and tailed.
 async fn resume_span(app: &AppState, sid: &str, stream: &str, after: u64) -> Span {
-    if !crate::telemetry::otel::enabled() || Span::current().is_none() {
+    if !crate::telemetry::otel::enabled() || !crate::telemetry::context::innermost().is_some() {
         return Span::none();
     }
     let span = tracing::info_span!(
@@ -568,6 +574,7 @@ async fn resume_span(app: &AppState, sid: &str, stream: &str, after: u64) -> Spa
         abacus.last_event_id = after,
     );
     let producer = app.store.stream_producer(sid, stream).await.ok().flatten();
+    crate::telemetry::context::adopt(&span);
     crate::telemetry::context::link(&span, producer.as_deref(), "producer");
     span
 }
@@ -680,21 +687,20 @@ pub async fn delete(app: &AppState, headers: &HeaderMap, caller: Caller) -> Resp
         Err(e) => return e.into_response(),
     };
     // Only the owner may end a session; while traces are on, the end joins the session's trace.
-    let mut span = Span::current();
     if app.auth.load().is_some() || crate::telemetry::otel::enabled() {
         let (found, lookup) = touch(app, &sid, false).await;
         match found {
             Ok(Some(r)) if owned_by(&r, &caller) => {
-                span = crate::telemetry::context::session_span(r.trace.as_deref());
-                span.in_scope(|| crate::telemetry::context::record_deferred(lookup));
+                crate::telemetry::context::place_session_request(r.trace.as_deref());
+                crate::telemetry::context::record_deferred(lookup);
             }
             Ok(_) => return ApiError::session_not_found().into_response(),
             Err(e) => return ApiError::unavailable(e.to_string()).into_response(),
         }
     }
-    match app.store.delete(&sid).instrument(span.clone()).await {
+    match app.store.delete(&sid).await {
         Ok(true) => {
-            span.in_scope(|| tracing::info!(session = log_id(&sid), "session deleted"));
+            tracing::info!(session = log_id(&sid), "session deleted");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(false) => ApiError::session_not_found().into_response(),

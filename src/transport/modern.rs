@@ -356,7 +356,7 @@ async fn listen(
     };
     let (writer, body) = SseWriter::channel();
     let app = app.clone();
-    let span = tracing::Span::current();
+    let spans = crate::telemetry::context::Carried::capture();
     let stream = async move {
         let _gauge = app.metrics.stream_guard();
         let ack = jsonrpc::notification(
@@ -423,7 +423,7 @@ async fn listen(
             }
         }
     };
-    tokio::spawn(stream.instrument(span));
+    tokio::spawn(spans.run(stream));
     sse::response(body, None)
 }
 

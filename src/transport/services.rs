@@ -165,8 +165,7 @@ impl ContextServices for CallServices {
                 .map_err(unavailable)?
             {
                 Some(live) => {
-                    let span = tracing::Span::current();
-                    crate::telemetry::context::link(&span, live.trace.as_deref(), "handle");
+                    crate::telemetry::context::link_current(live.trace.as_deref(), "handle");
                     Ok(store.history(h, None))
                 }
                 None => Err(DomainError::InvalidParams {

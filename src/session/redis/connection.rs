@@ -222,7 +222,7 @@ pub(super) enum Op {
 }
 
 impl Op {
-    /// Its span name and `db.*` attributes (for a span recorded after the fact).
+    /// Its span name and `db.*` attributes.
     pub(super) fn describe(self) -> (String, Vec<opentelemetry::KeyValue>) {
         use opentelemetry::KeyValue;
         let mut attributes = vec![KeyValue::new("db.system.name", "redis")];
@@ -241,24 +241,12 @@ impl Op {
     }
 
     /// A client span under the span running now, while traces are on and a span runs.
-    pub(super) fn span(self) -> tracing::Span {
-        if !crate::telemetry::otel::enabled() || tracing::Span::current().is_none() {
-            return tracing::Span::none();
+    pub(super) fn span(self) -> Option<crate::telemetry::context::LiveSpan> {
+        if !crate::telemetry::otel::enabled() {
+            return None;
         }
-        let (name, operation, script) = match self {
-            Op::Script(s) => (format!("EVALSHA {s}"), "EVALSHA", Some(s)),
-            Op::Command(c) => (c.to_owned(), c, None),
-        };
-        tracing::info_span!(
-            "redis",
-            otel.name = %name,
-            otel.kind = "client",
-            db.system.name = "redis",
-            db.operation.name = operation,
-            db.stored_procedure.name = script,
-            otel.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        )
+        let (name, attributes) = self.describe();
+        crate::telemetry::context::client_span(name, attributes)
     }
 }
 
@@ -336,12 +324,8 @@ impl RedisStore {
         let fut = tokio::time::timeout(self.inner.cfg.command_timeout, fut);
         let deferring = crate::telemetry::context::is_deferring();
         let began = deferring.then(std::time::SystemTime::now);
-        let span = if deferring {
-            tracing::Span::none()
-        } else {
-            op.span()
-        };
-        let outcome = match fut.instrument(span.clone()).await {
+        let span = if deferring { None } else { op.span() };
+        let outcome = match fut.await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(classify(e)),
             Err(_) => Err(unavailable("Redis command timed out")),
@@ -351,8 +335,9 @@ impl RedisStore {
         SessionCounters::add(&c.store_command_micros, start.elapsed().as_micros() as u64);
         if let Err(e) = &outcome {
             SessionCounters::add(&c.store_command_errors, 1);
-            span.record("error.type", e.kind());
-            span.record("otel.status_code", "ERROR");
+            if let Some(span) = &span {
+                span.set_error(e.kind());
+            }
         }
         if let Some(start) = began {
             let (name, attributes) = op.describe();

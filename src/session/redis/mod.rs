@@ -29,7 +29,6 @@ use redis::{AsyncCommands, Script};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{broadcast, Notify};
-use tracing::Instrument;
 
 use super::{
     now_ms, random_id, Envelope, EventBatch, LiveHandle, NodeReport, SessionChange,
