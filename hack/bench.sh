@@ -8,7 +8,14 @@
 # memory and in Redis mode on one node. Writes bench-results/latest.md (copy the tables into BENCHMARKS.md).
 #
 # Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
-#      BENCH_IDLE_SESSIONS (10000).
+#      BENCH_IDLE_SESSIONS (10000), BENCH_IDLE (poll, or halt to leave the CPUs' idle states alone).
+#
+# Idle CPUs poll during the run (the kernel's CPU latency request, /dev/cpu_dma_latency, held at
+# 0, as tuned's latency-performance profile does), when this user may ask for it. Why: the load
+# generator's core idles while it waits for answers, and waking a halted CPU costs the waking core
+# an interrupt; on a virtual machine that is an exit to the hypervisor, several µs per response,
+# paid by the server's core and growing as the server gets slower. That is a cost of the test
+# rig, not of the server, and it exaggerated every slowdown (the tracing rows most).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DUR="${BENCH_DURATION:-3}"
@@ -34,6 +41,11 @@ trap cleanup EXIT
 command -v wrk >/dev/null && command -v redis-server >/dev/null && command -v nginx >/dev/null \
   || bash "$ROOT/hack/install-tools.sh" apt
 cargo build --release --bin abacus --example bare --example otlp_sink >/dev/null
+idle_state=halt
+if [[ "${BENCH_IDLE:-poll}" == poll && -w /dev/cpu_dma_latency ]]; then
+  # Held while this script runs (the request ends when the descriptor closes).
+  exec {latency_fd}>/dev/cpu_dma_latency && printf 0 >&"$latency_fd" && idle_state=poll
+fi
 ncpu=$(nproc)
 srv_cpu=0
 gen_cpu=$(( ncpu > 1 ? 1 : 0 ))
@@ -216,7 +228,7 @@ rmem_after=$(redis-cli -p "$redis_port" info memory | sed -n 's/^used_memory:\([
 rkeys=$(redis-cli -p "$redis_port" dbsize)
 
 python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" "$ROUNDS" \
-  "$rmem_before" "$rmem_after" "$rkeys" "$coldwarm" "$spans10" "$spans100" "$sink_stats" >"$OUT/latest.md" <<'PY'
+  "$rmem_before" "$rmem_after" "$rkeys" "$coldwarm" "$spans10" "$spans100" "$sink_stats" "$idle_state" >"$OUT/latest.md" <<'PY'
 import sys, datetime, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 before, after, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -231,7 +243,8 @@ def median_row(rs):
     rs = sorted(rs, key=lambda r: float(r[1]))
     return rs[len(rs) // 2]
 bare = float(median_row(by["bare-axum"])[1])
-print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores. Medians over the rounds.\n")
+idle = sys.argv[19]
+print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores, idle CPUs {'polling (CPU latency request 0)' if idle == 'poll' else 'halting (default idle states)'}. Medians over the rounds.\n")
 cpu = {l: statistics.median(float(r[6]) for r in by[l]) for l in labels}
 print("| target | req/s (median) | p50 ms | p99 ms | errors (all rounds) | requests (all rounds) | throughput ratio to bare | server CPU µs/request (median) | CPU-efficiency ratio to bare |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")

@@ -546,11 +546,27 @@ fn operation_span(
         Some(t) => format!("{method} {t}"),
         None => method.to_owned(),
     };
+    // Known names and versions as static text: no allocation for them per request.
+    let static_or_owned = |text: &str, known: &'static str| -> opentelemetry::Value {
+        if known == text {
+            known.into()
+        } else {
+            text.to_owned().into()
+        }
+    };
+    let version = ALL_VERSIONS
+        .iter()
+        .find(|v| **v == ctx.protocol_version)
+        .copied()
+        .unwrap_or("");
     let mut attributes = Vec::with_capacity(8);
-    attributes.push(KeyValue::new("mcp.method.name", method.to_owned()));
+    attributes.push(KeyValue::new(
+        "mcp.method.name",
+        static_or_owned(method, crate::telemetry::metrics::method_label(method)),
+    ));
     attributes.push(KeyValue::new(
         "mcp.protocol.version",
-        ctx.protocol_version.to_string(),
+        static_or_owned(&ctx.protocol_version, version),
     ));
     let optional = [
         ("mcp.session.id", ctx.session_id.as_deref()),

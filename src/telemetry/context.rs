@@ -74,21 +74,32 @@ pub fn from_meta(params: &Map<String, Value>) -> Option<Context> {
 /// parsed directly, without the propagator (it runs once per request of a traced session).
 pub fn span_context(traceparent: &str) -> Option<SpanContext> {
     use opentelemetry::trace::{SpanId, TraceFlags, TraceId};
-    let mut parts = traceparent.trim().split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    if version != "00" || trace.len() != 32 || span.len() != 16 || flags.len() != 2 {
+    let b = traceparent.trim().as_bytes();
+    // Fixed layout: "00-" 32 hex "-" 16 hex "-" 2 hex.
+    if b.len() != 55 || &b[..3] != b"00-" || b[35] != b'-' || b[52] != b'-' {
         return None;
     }
-    let flags = u8::from_str_radix(flags, 16).ok()?;
     let sc = SpanContext::new(
-        TraceId::from_hex(trace).ok()?,
-        SpanId::from_hex(span).ok()?,
-        TraceFlags::new(flags & 1),
+        TraceId::from(hex(&b[3..35])?),
+        SpanId::from(hex(&b[36..52])? as u64),
+        TraceFlags::new(hex(&b[53..55])? as u8 & 1),
         true,
         TraceState::NONE,
     );
     sc.is_valid().then_some(sc)
+}
+
+/// Lower- or upper-case hexadecimal digits (at most 32) as a number.
+fn hex(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |n, d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u128::from(v))
+    })
 }
 
 /// What a session whose `initialize` was not sampled stores instead of a context: its later
@@ -477,5 +488,19 @@ mod tests {
         assert!(sc.is_sampled() && sc.is_remote());
         assert!(span_context("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
         assert!(span_context("garbage").is_none());
+        let upper =
+            span_context("00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-00").unwrap();
+        assert_eq!(upper.trace_id(), sc.trace_id());
+        assert!(!upper.is_sampled());
+        for bad in [
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ] {
+            assert!(span_context(bad).is_none(), "{bad}");
+        }
     }
 }
