@@ -79,27 +79,45 @@ pub fn span_context(traceparent: &str) -> Option<SpanContext> {
     if b.len() != 55 || &b[..3] != b"00-" || b[35] != b'-' || b[52] != b'-' {
         return None;
     }
+    let [flags] = hex::<1>(&b[53..55])?;
     let sc = SpanContext::new(
-        TraceId::from(hex(&b[3..35])?),
-        SpanId::from(hex(&b[36..52])? as u64),
-        TraceFlags::new(hex(&b[53..55])? as u8 & 1),
+        TraceId::from_bytes(hex::<16>(&b[3..35])?),
+        SpanId::from_bytes(hex::<8>(&b[36..52])?),
+        TraceFlags::new(flags & 1),
         true,
         TraceState::NONE,
     );
     sc.is_valid().then_some(sc)
 }
 
-/// Lower- or upper-case hexadecimal digits (at most 32) as a number.
-fn hex(digits: &[u8]) -> Option<u128> {
-    digits.iter().try_fold(0u128, |n, d| {
-        let v = match d {
-            b'0'..=b'9' => d - b'0',
-            b'a'..=b'f' => d - b'a' + 10,
-            b'A'..=b'F' => d - b'A' + 10,
-            _ => return None,
-        };
-        Some(n << 4 | u128::from(v))
-    })
+/// `2 * N` lower- or upper-case hexadecimal digits as `N` bytes. Table-driven and checked once
+/// at the end: random digits made a branch per digit mispredict half the time (perf: 0.3 µs
+/// per request for the two parses of a session's context).
+fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
+    const INVALID: u8 = 0xF0;
+    const TABLE: [u8; 256] = {
+        let mut t = [INVALID; 256];
+        let mut i = 0;
+        while i < 10 {
+            t[b'0' as usize + i] = i as u8;
+            i += 1;
+        }
+        let mut i = 0;
+        while i < 6 {
+            t[b'a' as usize + i] = 10 + i as u8;
+            t[b'A' as usize + i] = 10 + i as u8;
+            i += 1;
+        }
+        t
+    };
+    let mut out = [0u8; N];
+    let mut bad = 0u8;
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let (hi, lo) = (TABLE[pair[0] as usize], TABLE[pair[1] as usize]);
+        bad |= hi | lo;
+        *byte = hi << 4 | lo;
+    }
+    (bad & INVALID == 0 && digits.len() == 2 * N).then_some(out)
 }
 
 /// What a session whose `initialize` was not sampled stores instead of a context: its later

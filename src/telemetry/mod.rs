@@ -4,6 +4,7 @@
 //! [`metrics`].
 
 pub mod context;
+pub mod direct;
 pub mod metrics;
 pub mod otel;
 pub mod otlp;

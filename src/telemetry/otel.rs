@@ -26,6 +26,7 @@ use opentelemetry_sdk::trace::{
 
 use super::TelemetrySettings;
 use opentelemetry_sdk::Resource;
+use tokio_util::sync::CancellationToken;
 
 /// Whether spans are exported: the request path creates spans only then.
 static ENABLED: AtomicBool = AtomicBool::new(false);
@@ -33,6 +34,14 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 /// The export queue the request path's spans ([`super::span::LiveSpan`]) go to, the same one
 /// the `tracing` spans reach through the SDK.
 static QUEUE: std::sync::OnceLock<Arc<CountingProcessor>> = std::sync::OnceLock::new();
+
+/// The OTLP/HTTP queue request spans are encoded into as they end, when exporting over HTTP.
+static DIRECT: std::sync::OnceLock<Arc<super::direct::DirectQueue>> = std::sync::OnceLock::new();
+
+/// The queue request spans go to without a `SpanData` (OTLP/HTTP only); `None`: use [`queue`].
+pub fn direct() -> Option<&'static super::direct::DirectQueue> {
+    DIRECT.get().map(|q| &**q)
+}
 
 /// Queues a finished span for export (counted as dropped when the queue is full).
 pub fn queue(span: SpanData) {
@@ -388,16 +397,26 @@ impl SpanProcessor for CountingProcessor {
     }
 }
 
-fn queue_size() -> usize {
-    env_nonempty("OTEL_BSP_MAX_QUEUE_SIZE")
+/// A positive number from the variable, else `default`.
+fn env_count(var: &str, default: usize) -> usize {
+    env_nonempty(var)
         .and_then(|v| v.trim().parse().ok())
         .filter(|n: &usize| *n > 0)
-        .unwrap_or(opentelemetry_sdk::trace::OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT)
+        .unwrap_or(default)
+}
+
+fn queue_size() -> usize {
+    env_count(
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        opentelemetry_sdk::trace::OTEL_BSP_MAX_QUEUE_SIZE_DEFAULT,
+    )
 }
 
 /// A running trace pipeline: its provider (to flush at shutdown) and counters.
 pub struct Tracing {
     provider: SdkTracerProvider,
+    /// Stops the direct queue's task (it is flushed at shutdown).
+    direct_stop: CancellationToken,
     /// What was exported, failed or dropped.
     pub counters: Arc<SpanCounters>,
 }
@@ -417,20 +436,37 @@ impl Tracing {
         }
         let counters = Arc::new(SpanCounters::default());
         let max_queue = queue_size();
+        let max_batch = env_count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512).min(max_queue);
+        let resource = build_resource(doc);
+        let exporter = build_exporter(doc)?;
+        let direct_stop = CancellationToken::new();
+        if let Exporter::Http(http) = &exporter {
+            let mut http = http.clone();
+            opentelemetry_sdk::trace::SpanExporter::set_resource(&mut http, &resource);
+            let queue = Arc::new(super::direct::DirectQueue::new(
+                http,
+                counters.clone(),
+                max_queue,
+                max_batch,
+                opentelemetry::InstrumentationScope::builder("abacus").build(),
+            ));
+            let delay = Duration::from_millis(env_count("OTEL_BSP_SCHEDULE_DELAY", 5000) as u64);
+            tokio::spawn(queue.clone().run(delay, direct_stop.clone()));
+            let _ = DIRECT.set(queue);
+        }
         let processor = BatchSpanProcessor::builder(CountingExporter {
-            inner: build_exporter(doc)?,
+            inner: exporter,
             counters: counters.clone(),
         })
         .with_batch_config(
             BatchConfigBuilder::default()
                 .with_max_queue_size(max_queue)
-                .with_max_export_batch_size(512.min(max_queue))
+                .with_max_export_batch_size(max_batch)
                 .build(),
         )
         .build();
         let sampling = Sampling::from(doc);
         let _ = SAMPLING.set(sampling);
-        let resource = build_resource(doc);
         let mut counting = CountingProcessor {
             inner: processor,
             counters: counters.clone(),
@@ -444,7 +480,11 @@ impl Tracing {
             .with_span_processor(SharedProcessor(shared.clone()))
             .build();
         let _ = QUEUE.set(shared);
-        let tracing = Tracing { provider, counters };
+        let tracing = Tracing {
+            provider,
+            direct_stop,
+            counters,
+        };
         ENABLED.store(true, Ordering::Relaxed);
         Ok(Some(tracing))
     }
@@ -458,6 +498,14 @@ impl Tracing {
     /// Exports what is queued and stops, within `bound`, off the runtime's worker threads.
     pub async fn shutdown(self, bound: Duration) {
         ENABLED.store(false, Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        self.direct_stop.cancel();
+        if let Some(direct) = direct() {
+            if tokio::time::timeout(bound, direct.flush()).await.is_err() {
+                tracing::warn!("request spans not all exported at shutdown");
+            }
+        }
+        let bound = bound.saturating_sub(started.elapsed());
         let provider = self.provider;
         let join = tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(bound));
         match tokio::time::timeout(bound + Duration::from_millis(500), join).await {

@@ -89,17 +89,24 @@ fn fixed32_field(buf: &mut Vec<u8>, field: u32, v: u32) {
     }
 }
 
-/// A length-delimited field whose content `write` appends; the length is inserted in front
-/// once known (a move of the content, which is small except for the outer messages).
+/// A length-delimited field whose content `write` appends. One byte is kept for the length,
+/// which is enough below 128 bytes (most attributes); a longer content is moved once the
+/// length is known.
 fn nested(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
     tag(buf, field, LEN);
+    let at = buf.len();
+    buf.push(0);
     let start = buf.len();
     write(buf);
-    let end = buf.len();
-    let (prefix, n) = varint_bytes((end - start) as u64);
-    buf.extend_from_slice(&prefix[..n]);
-    buf.copy_within(start..end, start + n);
-    buf[start..start + n].copy_from_slice(&prefix[..n]);
+    let len = buf.len() - start;
+    if len < 0x80 {
+        buf[at] = len as u8;
+        return;
+    }
+    let (prefix, n) = varint_bytes(len as u64);
+    buf.extend_from_slice(&prefix[1..n]);
+    buf.copy_within(start..start + len, start + n - 1);
+    buf[at..at + n].copy_from_slice(&prefix[..n]);
 }
 
 fn nanos(t: SystemTime) -> u64 {
@@ -205,9 +212,49 @@ fn kind(k: &SpanKind) -> u64 {
     }
 }
 
+/// What a `Span` message is written from: a finished [`SpanData`] (the `tracing` spans, through
+/// the SDK) or a request's [`super::span::LiveSpan`], encoded without building one.
+pub struct SpanView<'a> {
+    pub context: &'a SpanContext,
+    pub parent_span_id: SpanId,
+    pub parent_span_is_remote: bool,
+    pub kind: &'a SpanKind,
+    pub name: &'a str,
+    pub start: SystemTime,
+    pub end: SystemTime,
+    pub attributes: &'a [KeyValue],
+    pub dropped_attributes: u32,
+    pub events: &'a [opentelemetry::trace::Event],
+    pub dropped_events: u32,
+    pub links: &'a [opentelemetry::trace::Link],
+    pub dropped_links: u32,
+    pub status: &'a Status,
+}
+
+impl<'a> From<&'a SpanData> for SpanView<'a> {
+    fn from(s: &'a SpanData) -> SpanView<'a> {
+        SpanView {
+            context: &s.span_context,
+            parent_span_id: s.parent_span_id,
+            parent_span_is_remote: s.parent_span_is_remote,
+            kind: &s.span_kind,
+            name: &s.name,
+            start: s.start_time,
+            end: s.end_time,
+            attributes: &s.attributes,
+            dropped_attributes: s.dropped_attributes_count,
+            events: &s.events.events,
+            dropped_events: s.events.dropped_count,
+            links: &s.links.links,
+            dropped_links: s.links.dropped_count,
+            status: &s.status,
+        }
+    }
+}
+
 /// One `Span` message.
-fn span(buf: &mut Vec<u8>, s: &SpanData) {
-    let cx = &s.span_context;
+fn span(buf: &mut Vec<u8>, s: &SpanView<'_>) {
+    let cx = s.context;
     bytes_field(buf, 1, &cx.trace_id().to_bytes());
     bytes_field(buf, 2, &cx.span_id().to_bytes());
     bytes_field(buf, 3, cx.trace_state().header().as_bytes());
@@ -215,12 +262,12 @@ fn span(buf: &mut Vec<u8>, s: &SpanData) {
         bytes_field(buf, 4, &s.parent_span_id.to_bytes());
     }
     bytes_field(buf, 5, s.name.as_bytes());
-    uint_field(buf, 6, kind(&s.span_kind));
-    fixed64_field(buf, 7, nanos(s.start_time));
-    fixed64_field(buf, 8, nanos(s.end_time));
-    attributes(buf, 9, &s.attributes);
-    uint_field(buf, 10, u64::from(s.dropped_attributes_count));
-    for e in s.events.iter() {
+    uint_field(buf, 6, kind(s.kind));
+    fixed64_field(buf, 7, nanos(s.start));
+    fixed64_field(buf, 8, nanos(s.end));
+    attributes(buf, 9, s.attributes);
+    uint_field(buf, 10, u64::from(s.dropped_attributes));
+    for e in s.events {
         nested(buf, 11, |buf| {
             fixed64_field(buf, 1, nanos(e.timestamp));
             bytes_field(buf, 2, e.name.as_bytes());
@@ -228,8 +275,8 @@ fn span(buf: &mut Vec<u8>, s: &SpanData) {
             uint_field(buf, 4, u64::from(e.dropped_attributes_count));
         });
     }
-    uint_field(buf, 12, u64::from(s.events.dropped_count));
-    for l in s.links.iter() {
+    uint_field(buf, 12, u64::from(s.dropped_events));
+    for l in s.links {
         let lcx = &l.span_context;
         nested(buf, 13, |buf| {
             bytes_field(buf, 1, &lcx.trace_id().to_bytes());
@@ -240,8 +287,8 @@ fn span(buf: &mut Vec<u8>, s: &SpanData) {
             fixed32_field(buf, 6, span_flags(lcx, lcx.is_remote()));
         });
     }
-    uint_field(buf, 14, u64::from(s.links.dropped_count));
-    nested(buf, 15, |buf| match &s.status {
+    uint_field(buf, 14, u64::from(s.dropped_links));
+    nested(buf, 15, |buf| match s.status {
         Status::Unset => {}
         Status::Ok => uint_field(buf, 3, 1),
         Status::Error { description } => {
@@ -250,6 +297,52 @@ fn span(buf: &mut Vec<u8>, s: &SpanData) {
         }
     });
     fixed32_field(buf, 16, span_flags(cx, s.parent_span_is_remote));
+}
+
+/// Appends `s` as one entry of a `ScopeSpans.spans` list (field 2), for [`encode_scope_request`].
+pub fn append_span(buf: &mut Vec<u8>, s: &SpanView<'_>) {
+    nested(buf, 2, |buf| span(buf, s));
+}
+
+/// An `ExportTraceServiceRequest` with one `ResourceSpans` and one `ScopeSpans` (the scope
+/// `scope`) whose spans were appended to `spans` by [`append_span`]; written with the lengths
+/// known up front, so the spans are copied once.
+pub fn encode_scope_request(
+    spans: &[u8],
+    sc: &InstrumentationScope,
+    resource: &EncodedResource,
+) -> Vec<u8> {
+    let mut head = Vec::new();
+    nested(&mut head, 1, |buf| scope(buf, sc));
+    let mut scope_tail = Vec::new();
+    bytes_field(
+        &mut scope_tail,
+        3,
+        sc.schema_url().unwrap_or_default().as_bytes(),
+    );
+    let scope_spans_len = head.len() + spans.len() + scope_tail.len();
+    let mut resource_head = Vec::new();
+    tag(&mut resource_head, 1, LEN);
+    varint(&mut resource_head, resource.attributes.len() as u64);
+    resource_head.extend_from_slice(&resource.attributes);
+    tag(&mut resource_head, 2, LEN);
+    varint(&mut resource_head, scope_spans_len as u64);
+    let mut resource_tail = Vec::new();
+    bytes_field(&mut resource_tail, 3, resource.schema_url.as_bytes());
+    let resource_spans_len = resource_head.len() + scope_spans_len + resource_tail.len();
+    let mut buf = Vec::with_capacity(resource_spans_len + 16);
+    tag(&mut buf, 1, LEN);
+    varint(&mut buf, resource_spans_len as u64);
+    for part in [
+        &resource_head[..],
+        &head,
+        spans,
+        &scope_tail,
+        &resource_tail,
+    ] {
+        buf.extend_from_slice(part);
+    }
+    buf
 }
 
 fn scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
@@ -301,7 +394,7 @@ pub fn encode_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8>
             nested(buf, 2, |buf| {
                 nested(buf, 1, |buf| scope(buf, sc));
                 for s in list {
-                    nested(buf, 2, |buf| span(buf, s));
+                    append_span(buf, &SpanView::from(*s));
                 }
                 bytes_field(buf, 3, sc.schema_url().unwrap_or_default().as_bytes());
             });
@@ -313,7 +406,7 @@ pub fn encode_request(spans: &[SpanData], resource: &EncodedResource) -> Vec<u8>
 
 /// Exports batches over OTLP/HTTP with protobuf bodies, through the process's Tokio runtime
 /// (the SDK's batch thread waits for the answer).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct HttpExporter {
     url: String,
     headers: reqwest::header::HeaderMap,
@@ -344,10 +437,14 @@ impl HttpExporter {
     }
 }
 
-impl opentelemetry_sdk::trace::SpanExporter for HttpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = encode_request(&batch, &self.resource);
-        drop(batch);
+impl HttpExporter {
+    /// The resource every request names, encoded.
+    pub fn resource(&self) -> &EncodedResource {
+        &self.resource
+    }
+
+    /// Posts one encoded `ExportTraceServiceRequest`.
+    pub async fn post(&self, body: Vec<u8>) -> OTelSdkResult {
         let request = self
             .client
             .post(&self.url)
@@ -366,6 +463,14 @@ impl opentelemetry_sdk::trace::SpanExporter for HttpExporter {
             ))),
             Err(e) => Err(OTelSdkError::InternalFailure(e.to_string())),
         }
+    }
+}
+
+impl opentelemetry_sdk::trace::SpanExporter for HttpExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let body = encode_request(&batch, &self.resource);
+        drop(batch);
+        self.post(body).await
     }
 
     fn set_resource(&mut self, resource: &Resource) {
@@ -519,6 +624,42 @@ mod tests {
         assert_eq!(ours, stock);
         assert_eq!(ours.resource_spans[0].scope_spans.len(), 2);
         assert_eq!(ours.resource_spans[0].scope_spans[0].spans.len(), 3);
+    }
+
+    #[test]
+    fn spans_appended_one_by_one_encode_as_the_batch_does() {
+        let resource = EncodedResource::new(
+            &Resource::builder_empty()
+                .with_service_name("abacus")
+                .with_attributes([KeyValue::new("service.instance.id", "pod-1")])
+                .build(),
+        );
+        let spans = vec![
+            sample("POST /mcp", "abacus", 0, Status::Unset),
+            sample("tools/call calculate", "abacus", 77, Status::error("boom")),
+            sample("EVALSHA touch", "abacus", 78, Status::Ok),
+        ];
+        let mut appended = Vec::new();
+        for s in &spans {
+            append_span(&mut appended, &SpanView::from(s));
+        }
+        let direct = encode_scope_request(&appended, &spans[0].instrumentation_scope, &resource);
+        assert_eq!(direct, encode_request(&spans, &resource));
+        let decoded = ExportTraceServiceRequest::decode(direct.as_slice()).expect("valid protobuf");
+        assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 3);
+    }
+
+    #[test]
+    fn nested_fields_are_prefixed_with_their_length_at_every_size() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
+            let mut buf = vec![0xAA];
+            nested(&mut buf, 2, |b| b.extend(std::iter::repeat_n(7u8, len)));
+            let mut want = vec![0xAA];
+            tag(&mut want, 2, LEN);
+            varint(&mut want, len as u64);
+            want.extend(std::iter::repeat_n(7u8, len));
+            assert_eq!(buf, want, "{len}");
+        }
     }
 
     #[test]

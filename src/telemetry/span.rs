@@ -220,6 +220,25 @@ fn export(inner: Fixed<'_>, data: &mut Data) {
         return;
     }
     let (parent_span_id, parent_span_is_remote) = inner.parent.unwrap_or((SpanId::INVALID, false));
+    if let Some(direct) = super::otel::direct() {
+        direct.push(&super::otlp::SpanView {
+            context: inner.context,
+            parent_span_id,
+            parent_span_is_remote,
+            kind: inner.kind,
+            name: &data.name,
+            start: inner.start,
+            end: data.end.unwrap_or_else(SystemTime::now),
+            attributes: &data.attributes,
+            dropped_attributes: 0,
+            events: &data.events,
+            dropped_events: 0,
+            links: &data.links,
+            dropped_links: 0,
+            status: &data.status,
+        });
+        return;
+    }
     let mut events = SpanEvents::default();
     events.events = std::mem::take(&mut data.events);
     let mut links = SpanLinks::default();
