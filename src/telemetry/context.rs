@@ -55,7 +55,8 @@ fn extract(carrier: &dyn Extractor) -> Option<Context> {
 
 /// The context (trace context and baggage) a client sent in HTTP headers, if valid.
 pub fn from_headers(headers: &axum::http::HeaderMap) -> Option<Context> {
-    if !enabled() || !headers.contains_key("traceparent") {
+    const TRACEPARENT: axum::http::HeaderName = axum::http::HeaderName::from_static("traceparent");
+    if !enabled() || !headers.contains_key(TRACEPARENT) {
         return None;
     }
     extract(&HeaderExtractor(headers))
@@ -250,7 +251,8 @@ pub fn request_scope(
             super::otel::sample_with_parent(sc.is_sampled()).then(|| http_span(&http, Some(&sc)));
         return Some(Scope::of(span));
     }
-    if req.headers().contains_key("mcp-session-id") && http.path == "/mcp" {
+    const SESSION: axum::http::HeaderName = axum::http::HeaderName::from_static("mcp-session-id");
+    if http.path == "/mcp" && req.headers().contains_key(SESSION) {
         return Some(Scope::pending(http));
     }
     let span = super::otel::sample_root().then(|| http_span(&http, None));
