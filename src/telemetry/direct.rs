@@ -36,6 +36,9 @@ pub struct DirectQueue {
     max_queue: usize,
     max_batch: usize,
     wake: tokio::sync::Notify,
+    /// Held while batches are sent, so that a flush at shutdown also waits for the batch the
+    /// periodic task is sending.
+    sending: tokio::sync::Mutex<()>,
     counters: Arc<SpanCounters>,
     exporter: HttpExporter,
     scope: InstrumentationScope,
@@ -56,6 +59,7 @@ impl DirectQueue {
             max_queue,
             max_batch: max_batch.clamp(1, max_queue.max(1)),
             wake: tokio::sync::Notify::new(),
+            sending: tokio::sync::Mutex::new(()),
             counters,
             exporter,
             scope,
@@ -109,8 +113,9 @@ impl DirectQueue {
         counter.fetch_add(batch.spans as u64, Ordering::Relaxed);
     }
 
-    /// Sends everything pending.
+    /// Sends everything pending (after any batch being sent now).
     pub async fn flush(&self) {
+        let _sending = self.sending.lock().await;
         while let Some(batch) = self.take() {
             self.send(batch).await;
         }

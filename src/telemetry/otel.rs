@@ -9,8 +9,8 @@
 //! document's `spec.telemetry` for what the environment leaves unset. The resource names this pod
 //! (`service.instance.id` = `POD_NAME`, `k8s.*` from the downward API), with
 //! `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME` winning. A full export queue drops spans,
-//! counted in [`SpanCounters`], and never slows a request. The design notes are in
-//! `docs/design/tracing.md`.
+//! counted in [`SpanCounters`], and never slows a request. Over HTTP the request path's spans
+//! skip the SDK's queue ([`super::direct`]). The design notes are in `docs/design/tracing.md`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

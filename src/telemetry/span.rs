@@ -5,7 +5,9 @@
 //! registry on every poll of the future it instruments (enter, exit, lookups), a field visitor,
 //! the SDK's span builder and its `SpanData`; measured, that was most of the cost of tracing
 //! (BENCHMARKS.md, "The cost of tracing"). A [`LiveSpan`] is one allocation holding the ids and
-//! the attributes, ended into a `SpanData` for the same batch queue when its last handle drops.
+//! the attributes; when its last handle drops it is encoded straight into the OTLP/HTTP batch
+//! ([`super::direct`]), or, with the gRPC exporter, handed to the SDK's batch queue as a
+//! `SpanData`.
 //!
 //! Which span runs now is a Tokio task-local ([`within`]), read by [`innermost`]. The rarer
 //! spans (a resumed stream, a hop received from another pod, a task's run) stay `tracing`
@@ -27,7 +29,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::context::HttpRequest;
 
 /// A span being recorded; clones share it, and it ends (is queued for export) when the last
-/// clone drops, as a `tracing` span does, unless [`LiveSpan::end`] ended it before.
+/// clone drops, as a `tracing` span does, unless [`LiveSpan::end_at`] ended it before.
 #[derive(Clone)]
 pub struct LiveSpan(Arc<Inner>);
 
