@@ -215,10 +215,11 @@ fn service(
     Error = std::convert::Infallible,
     Future = impl Send,
 > + Clone {
+    let traced_peer = Arc::new(crate::telemetry::context::Peer::new(peer.ip()));
     hyper::service::service_fn(move |mut req: axum::http::Request<Incoming>| {
         // The request's span scope (none while traces are off); a session's request gets its
         // span once the session is read.
-        let scope = crate::telemetry::context::request_scope(&req, peer);
+        let scope = crate::telemetry::context::request_scope(&req, &traced_peer);
         req.extensions_mut().insert(ConnectInfo(peer));
         let answer = router.clone().call(req);
         let app = app.clone();

@@ -568,9 +568,11 @@ fn operation_span(
         "mcp.protocol.version",
         static_or_owned(&ctx.protocol_version, version),
     ));
+    if let Some(id) = &ctx.request_id {
+        attributes.push(KeyValue::new("jsonrpc.request.id", id.clone()));
+    }
     let optional = [
         ("mcp.session.id", ctx.session_id.as_deref()),
-        ("jsonrpc.request.id", ctx.request_id.as_deref()),
         ("gen_ai.operation.name", tool.map(|_| "execute_tool")),
         ("gen_ai.tool.name", tool),
         ("gen_ai.prompt.name", prompt),

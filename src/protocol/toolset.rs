@@ -430,7 +430,7 @@ pub struct RequestContext {
     /// operation's span links to it (filled only while traces are on).
     pub trace: Option<String>,
     /// The JSON-RPC id as text, for the `jsonrpc.request.id` span attribute (traces on only).
-    pub request_id: Option<String>,
+    pub request_id: Option<std::sync::Arc<str>>,
     /// The authenticated caller (`iss#sub`) when auth is on: tasks it creates are its own.
     pub principal: Option<String>,
     /// The task this context runs (the Tasks extension); `None` for a plain request.

@@ -177,13 +177,37 @@ pub fn link_current(traceparent: Option<&str>, why: &'static str) {
     }
 }
 
+/// A connection's peer as the `client.address` attribute: written once per connection, shared
+/// by the spans of its requests.
+#[derive(Debug)]
+pub struct Peer {
+    addr: std::net::IpAddr,
+    text: std::sync::OnceLock<std::sync::Arc<str>>,
+}
+
+impl Peer {
+    /// The peer of a new connection (nothing is formatted until a span needs it).
+    pub fn new(addr: std::net::IpAddr) -> Peer {
+        Peer {
+            addr,
+            text: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn text(&self) -> std::sync::Arc<str> {
+        self.text
+            .get_or_init(|| self.addr.to_string().into())
+            .clone()
+    }
+}
+
 /// What an HTTP span names, kept until the span can be created (a session's request waits for
 /// its session).
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
     method: axum::http::Method,
     path: std::borrow::Cow<'static, str>,
-    peer: std::net::IpAddr,
+    peer: std::sync::Arc<Peer>,
 }
 
 #[cfg(test)]
@@ -193,7 +217,7 @@ impl HttpRequest {
         HttpRequest {
             method: axum::http::Method::POST,
             path: "/mcp".into(),
-            peer: std::net::Ipv4Addr::LOCALHOST.into(),
+            peer: std::sync::Arc::new(Peer::new(std::net::Ipv4Addr::LOCALHOST.into())),
         }
     }
 }
@@ -216,7 +240,7 @@ fn http_span(http: &HttpRequest, parent: Option<&SpanContext>) -> LiveSpan {
         KeyValue::new("http.request.method", method),
         KeyValue::new("url.path", http.path.clone()),
         KeyValue::new("network.protocol.version", "1.1"),
-        KeyValue::new("client.address", http.peer.to_string()),
+        KeyValue::new("client.address", http.peer.text()),
     ];
     LiveSpan::start(name, SpanKind::Server, parent, attributes)
 }
@@ -231,7 +255,7 @@ fn http_span(http: &HttpRequest, parent: Option<&SpanContext>) -> LiveSpan {
 /// - Anything else is a new trace, sampled at the policy's ratio.
 pub fn request_scope(
     req: &axum::http::Request<hyper::body::Incoming>,
-    peer: std::net::SocketAddr,
+    peer: &std::sync::Arc<Peer>,
 ) -> Option<Scope> {
     if !enabled() {
         return None;
@@ -243,7 +267,7 @@ pub fn request_scope(
             "/mcp" => std::borrow::Cow::Borrowed("/mcp"),
             other => std::borrow::Cow::Owned(other.to_owned()),
         },
-        peer: peer.ip(),
+        peer: peer.clone(),
     };
     if let Some(client) = from_headers(req.headers()) {
         let sc = client.span().span_context().clone();

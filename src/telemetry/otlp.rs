@@ -93,19 +93,32 @@ fn fixed32_field(buf: &mut Vec<u8>, field: u32, v: u32) {
 /// which is enough below 128 bytes (most attributes); a longer content is moved once the
 /// length is known.
 fn nested(buf: &mut Vec<u8>, field: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    nested_reserving(buf, field, 1, write)
+}
+
+/// [`nested`] keeping `reserve` bytes for the length (2 for a span: 128 bytes to 16 KiB), so
+/// that the content moves only when the guess is wrong.
+fn nested_reserving(
+    buf: &mut Vec<u8>,
+    field: u32,
+    reserve: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
     tag(buf, field, LEN);
     let at = buf.len();
-    buf.push(0);
+    buf.resize(at + reserve, 0);
     let start = buf.len();
     write(buf);
     let len = buf.len() - start;
-    if len < 0x80 {
-        buf[at] = len as u8;
-        return;
-    }
     let (prefix, n) = varint_bytes(len as u64);
-    buf.extend_from_slice(&prefix[1..n]);
-    buf.copy_within(start..start + len, start + n - 1);
+    if n != reserve {
+        let to = at + n;
+        if n > reserve {
+            buf.resize(buf.len() + n - reserve, 0);
+        }
+        buf.copy_within(start..start + len, to);
+        buf.truncate(to + len);
+    }
     buf[at..at + n].copy_from_slice(&prefix[..n]);
 }
 
@@ -301,7 +314,7 @@ fn span(buf: &mut Vec<u8>, s: &SpanView<'_>) {
 
 /// Appends `s` as one entry of a `ScopeSpans.spans` list (field 2), for [`encode_scope_request`].
 pub fn append_span(buf: &mut Vec<u8>, s: &SpanView<'_>) {
-    nested(buf, 2, |buf| span(buf, s));
+    nested_reserving(buf, 2, 2, |buf| span(buf, s));
 }
 
 /// An `ExportTraceServiceRequest` with one `ResourceSpans` and one `ScopeSpans` (the scope
@@ -651,14 +664,20 @@ mod tests {
 
     #[test]
     fn nested_fields_are_prefixed_with_their_length_at_every_size() {
-        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
-            let mut buf = vec![0xAA];
-            nested(&mut buf, 2, |b| b.extend(std::iter::repeat_n(7u8, len)));
-            let mut want = vec![0xAA];
-            tag(&mut want, 2, LEN);
-            varint(&mut want, len as u64);
-            want.extend(std::iter::repeat_n(7u8, len));
-            assert_eq!(buf, want, "{len}");
+        for reserve in [1, 2, 3] {
+            for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000] {
+                let mut buf = vec![0xAA];
+                nested_reserving(&mut buf, 2, reserve, |b| {
+                    b.extend(std::iter::repeat_n(7u8, len))
+                });
+                buf.push(0xBB);
+                let mut want = vec![0xAA];
+                tag(&mut want, 2, LEN);
+                varint(&mut want, len as u64);
+                want.extend(std::iter::repeat_n(7u8, len));
+                want.push(0xBB);
+                assert_eq!(buf, want, "{len} reserving {reserve}");
+            }
         }
     }
 

@@ -174,7 +174,7 @@ fn context(
         && (crate::telemetry::context::innermost().is_some() || req.params.contains_key("_meta"))
     {
         ctx.trace = req.trace.clone();
-        ctx.request_id = Some(crate::telemetry::context::request_id_text(&req.id));
+        ctx.request_id = Some(crate::telemetry::context::request_id_text(&req.id).into());
     }
     ctx
 }
