@@ -102,7 +102,10 @@ impl Dispatcher {
     ) -> Result<String, ProtocolError> {
         let start = Instant::now();
         super::limits::check_progress_token(params).map_err(invalid_params)?;
-        let span = operation_span(method, params, ctx);
+        let span = operation_span(method, params, ctx, |name| {
+            let known = self.registry.active().tool_owner(name).is_some();
+            known.then(|| intern_tool(name))
+        });
         let mut tool = None;
         let mut tool_error = false;
         let result = if method == "tools/call" {
@@ -527,10 +530,13 @@ fn optional_object(
 
 /// The span of one MCP operation, named `{mcp.method.name} {target}` with the attributes of
 /// the OTel MCP semantic conventions; `None` (no cost) while traces are off or unsampled.
+/// `registered` gives a called tool's interned name if it exists: its span name and
+/// `gen_ai.tool.name` are then static text rather than copies made per call.
 fn operation_span(
     method: &str,
     params: &Map<String, Value>,
     ctx: &RequestContext,
+    registered: impl FnOnce(&str) -> Option<&'static str>,
 ) -> Option<LiveSpan> {
     let client = crate::telemetry::context::operation_placement(params)?;
     let text = |key: &str| params.get(key).and_then(Value::as_str);
@@ -542,9 +548,13 @@ fn operation_span(
         "prompts/get" => (text("name"), None, None, text("name")),
         _ => (None, None, None, None),
     };
-    let name = match target {
-        Some(t) => format!("{method} {t}"),
-        None => method.to_owned(),
+    let method_name = crate::telemetry::metrics::method_label(method);
+    let known_tool = tool.and_then(registered).filter(|_| method_name == method);
+    let name: std::borrow::Cow<'static, str> = match (known_tool, target) {
+        (Some(t), _) => crate::telemetry::metrics::tool_span_name(method_name, t).into(),
+        (None, Some(t)) => format!("{method} {t}").into(),
+        (None, None) if method_name == method => method_name.into(),
+        (None, None) => method.to_owned().into(),
     };
     // Known names and versions as static text: no allocation for them per request.
     let static_or_owned = |text: &str, known: &'static str| -> opentelemetry::Value {
@@ -562,7 +572,7 @@ fn operation_span(
     let mut attributes = Vec::with_capacity(8);
     attributes.push(KeyValue::new(
         "mcp.method.name",
-        static_or_owned(method, crate::telemetry::metrics::method_label(method)),
+        static_or_owned(method, method_name),
     ));
     attributes.push(KeyValue::new(
         "mcp.protocol.version",
@@ -571,10 +581,15 @@ fn operation_span(
     if let Some(id) = &ctx.request_id {
         attributes.push(KeyValue::new("jsonrpc.request.id", id.clone()));
     }
+    if tool.is_some() {
+        attributes.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
+    }
+    if let Some(t) = known_tool {
+        attributes.push(KeyValue::new("gen_ai.tool.name", t));
+    }
     let optional = [
         ("mcp.session.id", ctx.session_id.as_deref()),
-        ("gen_ai.operation.name", tool.map(|_| "execute_tool")),
-        ("gen_ai.tool.name", tool),
+        ("gen_ai.tool.name", tool.filter(|_| known_tool.is_none())),
         ("gen_ai.prompt.name", prompt),
         ("mcp.resource.uri", uri),
     ];

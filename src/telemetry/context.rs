@@ -159,7 +159,7 @@ fn format_traceparent(sc: &SpanContext) -> String {
 /// `handle`, `producer`, `transport`).
 pub fn link(span: &tracing::Span, traceparent: Option<&str>, why: &'static str) {
     if let Some(sc) = traceparent.and_then(span_context) {
-        span.add_link_with_attributes(sc, vec![KeyValue::new("abacus.link", why)]);
+        span.add_link_with_attributes(sc, vec![KeyValue::new(super::otlp::LINK_REASON, why)]);
     }
 }
 
@@ -171,7 +171,7 @@ pub fn link_current(traceparent: Option<&str>, why: &'static str) {
     match innermost() {
         Current::Live(span) => span.add_link(sc, why),
         Current::Tracing(span) => {
-            span.add_link_with_attributes(sc, vec![KeyValue::new("abacus.link", why)])
+            span.add_link_with_attributes(sc, vec![KeyValue::new(super::otlp::LINK_REASON, why)])
         }
         Current::None => {}
     }
@@ -236,12 +236,14 @@ fn http_span(http: &HttpRequest, parent: Option<&SpanContext>) -> LiveSpan {
         "GET" => opentelemetry::Value::from("GET"),
         other => opentelemetry::Value::from(other.to_owned()),
     };
-    let attributes = vec![
+    // Room for what the end adds (the status code, an error type): no regrowth then.
+    let mut attributes = Vec::with_capacity(6);
+    attributes.extend([
         KeyValue::new("http.request.method", method),
         KeyValue::new("url.path", http.path.clone()),
         KeyValue::new("network.protocol.version", "1.1"),
         KeyValue::new("client.address", http.peer.text()),
-    ];
+    ]);
     LiveSpan::start(name, SpanKind::Server, parent, attributes)
 }
 

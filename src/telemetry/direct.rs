@@ -177,7 +177,7 @@ mod tests {
             dropped_attributes: 0,
             events: &[],
             dropped_events: 0,
-            links: &[],
+            links: super::super::otlp::Links::Reasoned(&[]),
             dropped_links: 0,
             status: &Status::Unset,
         });

@@ -123,6 +123,30 @@ pub fn intern_tool(name: &str) -> &'static str {
     intern(name)
 }
 
+/// The span name `{method} {tool}` of a call to a registered tool, made once: a sampled call
+/// then names its span without formatting. Both parts are interned already (a known method,
+/// a registered tool), so the set is bounded as [`intern_tool`]'s is.
+pub fn tool_span_name(method: &'static str, tool: &'static str) -> &'static str {
+    type Names = Vec<(&'static str, &'static str, &'static str)>;
+    static NAMES: parking_lot::RwLock<Names> = parking_lot::RwLock::new(Vec::new());
+    let find = |names: &Names| {
+        names
+            .iter()
+            .find(|(m, t, _)| std::ptr::eq(*m, method) && std::ptr::eq(*t, tool))
+            .map(|(_, _, name)| *name)
+    };
+    if let Some(name) = find(&NAMES.read()) {
+        return name;
+    }
+    let mut names = NAMES.write();
+    if let Some(name) = find(&names) {
+        return name;
+    }
+    let name: &'static str = Box::leak(format!("{method} {tool}").into_boxed_str());
+    names.push((method, tool, name));
+    name
+}
+
 /// Interns a label value from a bounded, code-defined set (tool and operation names).
 fn intern(name: &str) -> &'static str {
     static NAMES: parking_lot::RwLock<Vec<&'static str>> = parking_lot::RwLock::new(Vec::new());

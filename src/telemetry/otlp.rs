@@ -27,6 +27,8 @@ const FIXED32: u32 = 5;
 /// `SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK` and `SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`.
 const HAS_IS_REMOTE: u32 = 0x100;
 const IS_REMOTE: u32 = 0x200;
+/// The attribute saying why a span links to another (`session`, `transport`, `producer`...).
+pub const LINK_REASON: &str = "abacus.link";
 
 /// `v` as a protobuf varint: the bytes and how many of them are used.
 fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
@@ -239,7 +241,7 @@ pub struct SpanView<'a> {
     pub dropped_attributes: u32,
     pub events: &'a [opentelemetry::trace::Event],
     pub dropped_events: u32,
-    pub links: &'a [opentelemetry::trace::Link],
+    pub links: Links<'a>,
     pub dropped_links: u32,
     pub status: &'a Status,
 }
@@ -258,11 +260,31 @@ impl<'a> From<&'a SpanData> for SpanView<'a> {
             dropped_attributes: s.dropped_attributes_count,
             events: &s.events.events,
             dropped_events: s.events.dropped_count,
-            links: &s.links.links,
+            links: Links::Sdk(&s.links.links),
             dropped_links: s.links.dropped_count,
             status: &s.status,
         }
     }
+}
+
+/// A span's links: the SDK's, or a [`super::span::LiveSpan`]'s, whose one attribute
+/// (`abacus.link`, why it links) is kept as static text rather than a list per link.
+#[derive(Clone, Copy)]
+pub enum Links<'a> {
+    Sdk(&'a [opentelemetry::trace::Link]),
+    Reasoned(&'a [(SpanContext, &'static str)]),
+}
+
+/// One `Link` message.
+fn link(buf: &mut Vec<u8>, to: &SpanContext, attributes: impl FnOnce(&mut Vec<u8>), dropped: u32) {
+    nested(buf, 13, |buf| {
+        bytes_field(buf, 1, &to.trace_id().to_bytes());
+        bytes_field(buf, 2, &to.span_id().to_bytes());
+        bytes_field(buf, 3, to.trace_state().header().as_bytes());
+        attributes(buf);
+        uint_field(buf, 5, u64::from(dropped));
+        fixed32_field(buf, 6, span_flags(to, to.is_remote()));
+    });
 }
 
 /// One `Span` message.
@@ -289,16 +311,19 @@ fn span(buf: &mut Vec<u8>, s: &SpanView<'_>) {
         });
     }
     uint_field(buf, 12, u64::from(s.dropped_events));
-    for l in s.links {
-        let lcx = &l.span_context;
-        nested(buf, 13, |buf| {
-            bytes_field(buf, 1, &lcx.trace_id().to_bytes());
-            bytes_field(buf, 2, &lcx.span_id().to_bytes());
-            bytes_field(buf, 3, lcx.trace_state().header().as_bytes());
-            attributes(buf, 4, &l.attributes);
-            uint_field(buf, 5, u64::from(l.dropped_attributes_count));
-            fixed32_field(buf, 6, span_flags(lcx, lcx.is_remote()));
-        });
+    match s.links {
+        Links::Sdk(links) => {
+            for l in links {
+                let attrs = |buf: &mut Vec<u8>| attributes(buf, 4, &l.attributes);
+                link(buf, &l.span_context, attrs, l.dropped_attributes_count);
+            }
+        }
+        Links::Reasoned(links) => {
+            for (to, why) in links {
+                let why = Value::from(*why);
+                link(buf, to, |buf| key_value(buf, 4, LINK_REASON, &why), 0);
+            }
+        }
     }
     uint_field(buf, 14, u64::from(s.dropped_links));
     nested(buf, 15, |buf| match s.status {
@@ -660,6 +685,25 @@ mod tests {
         assert_eq!(direct, encode_request(&spans, &resource));
         let decoded = ExportTraceServiceRequest::decode(direct.as_slice()).expect("valid protobuf");
         assert_eq!(decoded.resource_spans[0].scope_spans[0].spans.len(), 3);
+    }
+
+    #[test]
+    fn links_kept_with_their_reason_encode_as_the_sdk_links_do() {
+        let data = sample("tools/call calculate", "abacus", 77, Status::Unset);
+        let reasoned: Vec<(SpanContext, &'static str)> = data
+            .links
+            .links
+            .iter()
+            .map(|l| (l.span_context.clone(), "session"))
+            .collect();
+        assert!(!reasoned.is_empty(), "the sample has a link");
+        let mut view = SpanView::from(&data);
+        let mut sdk = Vec::new();
+        append_span(&mut sdk, &view);
+        view.links = Links::Reasoned(&reasoned);
+        let mut ours = Vec::new();
+        append_span(&mut ours, &view);
+        assert_eq!(ours, sdk);
     }
 
     #[test]

@@ -54,7 +54,8 @@ struct Data {
     name: Cow<'static, str>,
     attributes: Vec<KeyValue>,
     events: Vec<Event>,
-    links: Vec<Link>,
+    /// Linked contexts and why (the `abacus.link` attribute).
+    links: Vec<(SpanContext, &'static str)>,
     status: Status,
     end: Option<SystemTime>,
     exported: bool,
@@ -159,8 +160,7 @@ impl LiveSpan {
 
     /// Links it to another span (`abacus.link` says why).
     pub fn add_link(&self, to: SpanContext, why: &'static str) {
-        let link = Link::new(to, vec![KeyValue::new("abacus.link", why)], 0);
-        self.0.data.lock().links.push(link);
+        self.0.data.lock().links.push((to, why));
     }
 
     /// Records an event at this instant.
@@ -235,7 +235,7 @@ fn export(inner: Fixed<'_>, data: &mut Data) {
             dropped_attributes: 0,
             events: &data.events,
             dropped_events: 0,
-            links: &data.links,
+            links: super::otlp::Links::Reasoned(&data.links),
             dropped_links: 0,
             status: &data.status,
         });
@@ -244,7 +244,9 @@ fn export(inner: Fixed<'_>, data: &mut Data) {
     let mut events = SpanEvents::default();
     events.events = std::mem::take(&mut data.events);
     let mut links = SpanLinks::default();
-    links.links = std::mem::take(&mut data.links);
+    links.links = (data.links.drain(..))
+        .map(|(to, why)| Link::new(to, vec![KeyValue::new(super::otlp::LINK_REASON, why)], 0))
+        .collect();
     super::otel::queue(SpanData {
         span_context: inner.context.clone(),
         parent_span_id,
