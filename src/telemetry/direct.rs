@@ -1,6 +1,9 @@
 //! The export queue of the request path's spans ([`super::span::LiveSpan`]) over OTLP/HTTP:
-//! each span is encoded into the pending batch as it ends, and a Tokio task posts the batch
-//! when it is full, after the schedule delay, and at shutdown.
+//! each span is encoded into the pending batch as it ends, and a Tokio task posts each batch
+//! once it is full, what is pending after the schedule delay, and everything at shutdown.
+//! Full batches only, under load: a post costs the same whatever it carries (perf: sending
+//! whatever had gathered during the previous post made posts of 23 spans at 10% sampling, and
+//! the HTTP client's per-request work cost 1% of the server's CPU).
 //!
 //! Why not the SDK's batch processor for these: it takes a `SpanData` (built, moved into a
 //! ring of 2,048 of them, moved into a batch, encoded on its own thread, freed there), and at
@@ -28,9 +31,16 @@ struct Batch {
     spans: usize,
 }
 
+/// The batch being filled, and the full ones waiting for the sender.
+#[derive(Default)]
+struct Pending {
+    filling: Batch,
+    full: std::collections::VecDeque<Batch>,
+}
+
 /// See the module documentation.
 pub struct DirectQueue {
-    pending: parking_lot::Mutex<Batch>,
+    pending: parking_lot::Mutex<Pending>,
     /// Spans encoded and not yet answered by the collector (the queue's bound applies here).
     queued: AtomicUsize,
     max_queue: usize,
@@ -54,7 +64,7 @@ impl DirectQueue {
         scope: InstrumentationScope,
     ) -> DirectQueue {
         DirectQueue {
-            pending: parking_lot::Mutex::new(Batch::default()),
+            pending: parking_lot::Mutex::new(Pending::default()),
             queued: AtomicUsize::new(0),
             max_queue,
             max_batch: max_batch.clamp(1, max_queue.max(1)),
@@ -75,30 +85,47 @@ impl DirectQueue {
             return;
         }
         let full = {
-            let mut batch = self.pending.lock();
+            let mut pending = self.pending.lock();
+            let batch = &mut pending.filling;
             append_span(&mut batch.bytes, span);
             batch.spans += 1;
-            batch.spans == self.max_batch
+            let full = batch.spans == self.max_batch;
+            if full {
+                let capacity = batch.bytes.capacity();
+                let batch = std::mem::replace(
+                    batch,
+                    Batch {
+                        bytes: Vec::with_capacity(capacity),
+                        spans: 0,
+                    },
+                );
+                pending.full.push_back(batch);
+            }
+            full
         };
         if full {
             self.wake.notify_one();
         }
     }
 
-    /// The pending batch, leaving an empty one with the same capacity.
-    fn take(&self) -> Option<Batch> {
-        let mut batch = self.pending.lock();
-        if batch.spans == 0 {
+    /// The oldest full batch, or with `partial` the batch being filled if none is full.
+    fn take(&self, partial: bool) -> Option<Batch> {
+        let mut pending = self.pending.lock();
+        if let Some(batch) = pending.full.pop_front() {
+            return Some(batch);
+        }
+        if !partial || pending.filling.spans == 0 {
             return None;
         }
-        let capacity = batch.bytes.capacity();
-        Some(std::mem::replace(
-            &mut *batch,
-            Batch {
-                bytes: Vec::with_capacity(capacity),
-                spans: 0,
-            },
-        ))
+        Some(std::mem::take(&mut pending.filling))
+    }
+
+    /// Sends the full batches, and with `partial` also the one being filled.
+    async fn send_pending(&self, partial: bool) {
+        let _sending = self.sending.lock().await;
+        while let Some(batch) = self.take(partial) {
+            self.send(batch).await;
+        }
     }
 
     async fn send(&self, batch: Batch) {
@@ -115,21 +142,21 @@ impl DirectQueue {
 
     /// Sends everything pending (after any batch being sent now).
     pub async fn flush(&self) {
-        let _sending = self.sending.lock().await;
-        while let Some(batch) = self.take() {
-            self.send(batch).await;
-        }
+        self.send_pending(true).await;
     }
 
-    /// Sends batches when full or every `delay`, until `stop`.
+    /// Sends each batch once full, and what is pending every `delay`, until `stop`.
     pub async fn run(self: Arc<Self>, delay: Duration, stop: CancellationToken) {
+        let mut due = tokio::time::Instant::now() + delay;
         loop {
             tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(delay) => {}
+                _ = self.wake.notified() => self.send_pending(false).await,
+                _ = tokio::time::sleep_until(due) => {
+                    self.send_pending(true).await;
+                    due = tokio::time::Instant::now() + delay;
+                }
                 _ = stop.cancelled() => return,
             }
-            self.flush().await;
         }
     }
 }
@@ -141,6 +168,10 @@ mod tests {
     use std::time::SystemTime;
 
     fn queue(max_queue: usize) -> DirectQueue {
+        queue_of(max_queue, 512)
+    }
+
+    fn queue_of(max_queue: usize, max_batch: usize) -> DirectQueue {
         // Nothing listens on port 9 of this host: every post fails at once.
         let exporter = HttpExporter::new(
             "http://127.0.0.1:9/v1/traces".into(),
@@ -152,7 +183,7 @@ mod tests {
             exporter,
             Arc::new(SpanCounters::default()),
             max_queue,
-            512,
+            max_batch,
             InstrumentationScope::builder("abacus").build(),
         )
     }
@@ -195,6 +226,25 @@ mod tests {
         assert_eq!(q.queued.load(Ordering::Relaxed), 0);
         push(&q);
         assert_eq!(q.counters.dropped.load(Ordering::Relaxed), 1, "room again");
-        assert!(q.take().is_some() && q.take().is_none());
+        assert!(q.take(false).is_none(), "not full");
+        assert!(q.take(true).is_some() && q.take(true).is_none());
+    }
+
+    #[tokio::test]
+    async fn batches_are_sent_full_and_the_partial_one_only_when_due() {
+        let q = queue_of(100, 2);
+        for _ in 0..5 {
+            push(&q);
+        }
+        let sizes: Vec<usize> = std::iter::from_fn(|| q.take(false))
+            .map(|b| b.spans)
+            .collect();
+        assert_eq!(sizes, vec![2, 2], "two full batches, oldest first");
+        assert_eq!(
+            q.take(true).map(|b| b.spans),
+            Some(1),
+            "the partial one when due"
+        );
+        assert!(q.take(true).is_none());
     }
 }
