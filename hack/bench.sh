@@ -7,8 +7,9 @@
 # 10% and 100% sampling); and task creation and `tasks/get` throughput (Tasks extension), in
 # memory and in Redis mode on one node. Writes bench-results/latest.md (copy the tables into BENCHMARKS.md).
 #
-# Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (5), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
-#      BENCH_IDLE_SESSIONS (10000), BENCH_IDLE (poll, or halt to leave the CPUs' idle states alone).
+# Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (7), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
+#      BENCH_IDLE_SESSIONS (10000), BENCH_IDLE (poll, or halt to leave the CPUs' idle states alone),
+#      BENCH_TRACE_ROUNDS (15) and BENCH_TRACE_DURATION (2 s) for the tracing block.
 #
 # Idle CPUs poll during the run (the kernel's CPU latency request, /dev/cpu_dma_latency, held at
 # 0, as tuned's latency-performance profile does), when this user may ask for it. Why: the load
@@ -23,6 +24,8 @@ ROUNDS="${BENCH_ROUNDS:-7}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 NSESS="${BENCH_SESSIONS_N:-64}"
 IDLE="${BENCH_IDLE_SESSIONS:-10000}"
+TROUNDS="${BENCH_TRACE_ROUNDS:-15}"
+TDUR="${BENCH_TRACE_DURATION:-2}"
 OUT="$ROOT/bench-results"
 mkdir -p "$OUT"
 work="$(mktemp -d)"
@@ -179,9 +182,6 @@ nodes_pids=$(cat "$work/cluster"/node[0-9].pid | paste -sd, -)
 for round in $(seq 1 "$ROUNDS"); do
   run_wrk "bare-axum" "$bare_url" "$work/bare.lua" "$bare_pid"
   run_wrk "abacus-memory" "$url" "$work/mem.lua" "$mem_pid"
-  run_wrk "abacus-memory-640-sessions-traces-off" "$turl0" "$work/traces0.lua" "$traces0_pid"
-  run_wrk "abacus-memory-traces-10pct" "$turl10" "$work/traces10.lua" "$traces10_pid"
-  run_wrk "abacus-memory-traces-100pct" "$turl100" "$work/traces100.lua" "$traces100_pid"
   run_wrk "abacus-redis-1-node" "$rurl" "$work/redis1.lua" "$redis1_pid"
   run_wrk "abacus-redis-3-nodes-nginx" "$lburl" "$work/lb.lua" "$nodes_pids"
   run_wrk "abacus-tasks-create-memory" "$tmurl" "$work/tcreate-mem.lua" "$tasksmem_pid" "$modern"
@@ -190,6 +190,21 @@ for round in $(seq 1 "$ROUNDS"); do
   run_wrk "abacus-tasks-get-redis-1-node" "$trurl" "$work/tget-redis.lua" "$tasksredis_pid" "$modern"
 done
 curl -fsS "${url%/mcp}/metrics" >"$work/metrics.txt"
+
+# The cost of tracing in a block of its own: short rounds of the three servers back to back,
+# their order rotating, so that each round compares runs a few seconds apart. This machine's
+# speed swings within a minute; inside the long rounds above, the per-round ratios of the same
+# two servers spread from 0.65 to 1.4.
+trace_target() { # 0 off, 1 10%, 2 100%
+  case "$1" in
+    0) run_wrk "abacus-memory-640-sessions-traces-off" "$turl0" "$work/traces0.lua" "$traces0_pid" ;;
+    1) run_wrk "abacus-memory-traces-10pct" "$turl10" "$work/traces10.lua" "$traces10_pid" ;;
+    2) run_wrk "abacus-memory-traces-100pct" "$turl100" "$work/traces100.lua" "$traces100_pid" ;;
+  esac
+}
+for round in $(seq 1 "$TROUNDS"); do
+  for k in 0 1 2; do DUR="$TDUR" trace_target $(( (round + k) % 3 )); done
+done
 spans_of() { # url: "exported dropped failed" spans of that node
   curl -fsS "${1%/mcp}/metrics" | awk -F'[ ]' '
     /^abacus_trace_spans_total\{outcome="exported"\}/ {e=$2}
@@ -228,7 +243,7 @@ rmem_after=$(redis-cli -p "$redis_port" info memory | sed -n 's/^used_memory:\([
 rkeys=$(redis-cli -p "$redis_port" dbsize)
 
 python3 - "$work/results.tsv" "$before" "$after" "$IDLE" "$start" "$end" "${calcs:-0}" "$DUR" "$CONNS" "$NSESS" "$ROUNDS" \
-  "$rmem_before" "$rmem_after" "$rkeys" "$coldwarm" "$spans10" "$spans100" "$sink_stats" "$idle_state" >"$OUT/latest.md" <<'PY'
+  "$rmem_before" "$rmem_after" "$rkeys" "$coldwarm" "$spans10" "$spans100" "$sink_stats" "$idle_state" "$TROUNDS" "$TDUR" >"$OUT/latest.md" <<'PY'
 import sys, datetime, statistics
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
 before, after, n = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -244,7 +259,7 @@ def median_row(rs):
     return rs[len(rs) // 2]
 bare = float(median_row(by["bare-axum"])[1])
 idle = sys.argv[19]
-print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores, idle CPUs {'polling (CPU latency request 0)' if idle == 'poll' else 'halting (default idle states)'}. Medians over the rounds.\n")
+print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores, idle CPUs {'polling (CPU latency request 0)' if idle == 'poll' else 'halting (default idle states)'}. Tracing rows: a block of their own, {sys.argv[20]} rounds of -d{sys.argv[21]}s, the three servers back to back in rotating order. Medians over the rounds.\n")
 cpu = {l: statistics.median(float(r[6]) for r in by[l]) for l in labels}
 print("| target | req/s (median) | p50 ms | p99 ms | errors (all rounds) | requests (all rounds) | throughput ratio to bare | server CPU µs/request (median) | CPU-efficiency ratio to bare |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -272,9 +287,10 @@ for l in ("abacus-memory-traces-10pct", "abacus-memory-traces-100pct"):
         base = float(median_row(by[toff])[1])
         ratio = float(median_row(by[l])[1]) / base
         cost = (cpu[l] - cpu[toff]) / cpu[toff] * 100
+        per_round = [float(r[1]) / float(m[1]) for m, r in zip(by[toff], by[l])]
         print(f"Tracing cost {l} / {toff} (medians, same 640 sessions): {ratio:.2f} ({(1 - ratio) * 100:.1f}% fewer requests/s; "
-              f"server CPU per request +{cost:.0f}%); per round: "
-              + ", ".join(f"{float(r[1]) / float(m[1]):.2f}" for m, r in zip(by[toff], by[l])))
+              f"server CPU per request +{cost:.0f}%); median of the per-round ratios {statistics.median(per_round):.2f}; per round: "
+              + ", ".join(f"{x:.2f}" for x in per_round))
 print(f"Spans (exported dropped failed) after the rounds: 10% {sys.argv[16]}; 100% {sys.argv[17]}; the sink received (requests bytes) {sys.argv[18]}")
 if "abacus-memory-traces-10pct" in by and "abacus-memory-traces-100pct" in by:
     e10, e100 = int(float(sys.argv[16].split()[0])), int(float(sys.argv[17].split()[0]))
