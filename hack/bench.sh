@@ -9,7 +9,7 @@
 #
 # Env: BENCH_DURATION (s per round, default 3), BENCH_ROUNDS (7), BENCH_CONNECTIONS (64), BENCH_SESSIONS_N (64),
 #      BENCH_IDLE_SESSIONS (10000), BENCH_IDLE (poll, or halt to leave the CPUs' idle states alone),
-#      BENCH_TRACE_ROUNDS (15) and BENCH_TRACE_DURATION (2 s) for the tracing block.
+#      BENCH_TRACE_ROUNDS (18) and BENCH_TRACE_DURATION (2 s) for the tracing block.
 #
 # Idle CPUs poll during the run (the kernel's CPU latency request, /dev/cpu_dma_latency, held at
 # 0, as tuned's latency-performance profile does), when this user may ask for it. Why: the load
@@ -24,7 +24,7 @@ ROUNDS="${BENCH_ROUNDS:-7}"
 CONNS="${BENCH_CONNECTIONS:-64}"
 NSESS="${BENCH_SESSIONS_N:-64}"
 IDLE="${BENCH_IDLE_SESSIONS:-10000}"
-TROUNDS="${BENCH_TRACE_ROUNDS:-15}"
+TROUNDS="${BENCH_TRACE_ROUNDS:-18}"
 TDUR="${BENCH_TRACE_DURATION:-2}"
 OUT="$ROOT/bench-results"
 mkdir -p "$OUT"
@@ -202,8 +202,11 @@ trace_target() { # 0 off, 1 10%, 2 100%
     2) run_wrk "abacus-memory-traces-100pct" "$turl100" "$work/traces100.lua" "$traces100_pid" ;;
   esac
 }
+# Every order of the three, in turn: each server runs first, second and last equally often and
+# follows each of the others equally often (a rotation alone keeps one cyclic order).
+orders=("0 1 2" "1 2 0" "2 0 1" "0 2 1" "2 1 0" "1 0 2")
 for round in $(seq 1 "$TROUNDS"); do
-  for k in 0 1 2; do DUR="$TDUR" trace_target $(( (round + k) % 3 )); done
+  for i in ${orders[$(( (round - 1) % 6 ))]}; do DUR="$TDUR" trace_target "$i"; done
 done
 spans_of() { # url: "exported dropped failed" spans of that node
   curl -fsS "${1%/mcp}/metrics" | awk -F'[ ]' '
@@ -259,7 +262,7 @@ def median_row(rs):
     return rs[len(rs) // 2]
 bare = float(median_row(by["bare-axum"])[1])
 idle = sys.argv[19]
-print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores, idle CPUs {'polling (CPU latency request 0)' if idle == 'poll' else 'halting (default idle states)'}. Tracing rows: a block of their own, {sys.argv[20]} rounds of -d{sys.argv[21]}s, the three servers back to back in rotating order. Medians over the rounds.\n")
+print(f"Run {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC: {rounds} alternating rounds of wrk -t1 -c{conns} -d{dur}s per target, {nsess} sessions, server and wrk pinned to separate cores, idle CPUs {'polling (CPU latency request 0)' if idle == 'poll' else 'halting (default idle states)'}. Tracing rows: a block of their own, {sys.argv[20]} rounds of -d{sys.argv[21]}s, the three servers back to back in each of their six orders in turn. Medians over the rounds.\n")
 cpu = {l: statistics.median(float(r[6]) for r in by[l]) for l in labels}
 print("| target | req/s (median) | p50 ms | p99 ms | errors (all rounds) | requests (all rounds) | throughput ratio to bare | server CPU µs/request (median) | CPU-efficiency ratio to bare |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
