@@ -581,15 +581,15 @@ fn operation_span(
     if let Some(id) = &ctx.request_id {
         attributes.push(KeyValue::new("jsonrpc.request.id", id.clone()));
     }
-    if tool.is_some() {
+    if let Some(t) = tool {
         attributes.push(KeyValue::new("gen_ai.operation.name", "execute_tool"));
-    }
-    if let Some(t) = known_tool {
-        attributes.push(KeyValue::new("gen_ai.tool.name", t));
+        attributes.push(KeyValue::new(
+            "gen_ai.tool.name",
+            static_or_owned(t, known_tool.unwrap_or("")),
+        ));
     }
     let optional = [
         ("mcp.session.id", ctx.session_id.as_deref()),
-        ("gen_ai.tool.name", tool.filter(|_| known_tool.is_none())),
         ("gen_ai.prompt.name", prompt),
         ("mcp.resource.uri", uri),
     ];

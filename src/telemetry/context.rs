@@ -393,12 +393,14 @@ pub fn receive_span_on(
     span
 }
 
-/// A client span (a Redis command) under the span running now, if a span runs.
-pub fn client_span(name: String, attributes: Vec<KeyValue>) -> Option<LiveSpan> {
+/// A client span (a Redis command) under the span running now, if a span runs; `describe`
+/// (its name and attributes) runs only then, so an unsampled request allocates nothing.
+pub fn client_span(describe: impl FnOnce() -> (String, Vec<KeyValue>)) -> Option<LiveSpan> {
     if !enabled() {
         return None;
     }
     let parent = innermost().span_context()?;
+    let (name, attributes) = describe();
     Some(LiveSpan::start(
         name,
         SpanKind::Client,

@@ -127,38 +127,41 @@ pub fn intern_tool(name: &str) -> &'static str {
 /// then names its span without formatting. Both parts are interned already (a known method,
 /// a registered tool), so the set is bounded as [`intern_tool`]'s is.
 pub fn tool_span_name(method: &'static str, tool: &'static str) -> &'static str {
-    type Names = Vec<(&'static str, &'static str, &'static str)>;
-    static NAMES: parking_lot::RwLock<Names> = parking_lot::RwLock::new(Vec::new());
-    let find = |names: &Names| {
-        names
-            .iter()
-            .find(|(m, t, _)| std::ptr::eq(*m, method) && std::ptr::eq(*t, tool))
-            .map(|(_, _, name)| *name)
-    };
-    if let Some(name) = find(&NAMES.read()) {
-        return name;
-    }
-    let mut names = NAMES.write();
-    if let Some(name) = find(&names) {
-        return name;
-    }
-    let name: &'static str = Box::leak(format!("{method} {tool}").into_boxed_str());
-    names.push((method, tool, name));
-    name
+    type Key = (&'static str, &'static str);
+    static NAMES: Table<Key> = parking_lot::RwLock::new(Vec::new());
+    interned(
+        &NAMES,
+        |((m, t), _)| std::ptr::eq(*m, method) && std::ptr::eq(*t, tool),
+        || ((method, tool), format!("{method} {tool}")),
+    )
 }
 
 /// Interns a label value from a bounded, code-defined set (tool and operation names).
 fn intern(name: &str) -> &'static str {
-    static NAMES: parking_lot::RwLock<Vec<&'static str>> = parking_lot::RwLock::new(Vec::new());
-    if let Some(n) = NAMES.read().iter().find(|n| **n == name) {
-        return n;
+    static NAMES: Table<()> = parking_lot::RwLock::new(Vec::new());
+    interned(&NAMES, |(_, n)| *n == name, || ((), name.to_owned()))
+}
+
+/// Leaked strings, each with the key it was made for.
+type Table<K> = parking_lot::RwLock<Vec<(K, &'static str)>>;
+
+/// The string `table` holds for the entry `same` finds, else one made by `make` (once, even
+/// when callers race) and kept for good.
+fn interned<K>(
+    table: &Table<K>,
+    same: impl Fn(&(K, &'static str)) -> bool,
+    make: impl FnOnce() -> (K, String),
+) -> &'static str {
+    if let Some((_, s)) = table.read().iter().find(|e| same(e)) {
+        return s;
     }
-    let mut names = NAMES.write();
-    if let Some(n) = names.iter().find(|n| **n == name) {
-        return n;
+    let mut entries = table.write();
+    if let Some((_, s)) = entries.iter().find(|e| same(e)) {
+        return s;
     }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.push(leaked);
+    let (key, text) = make();
+    let leaked: &'static str = Box::leak(text.into_boxed_str());
+    entries.push((key, leaked));
     leaked
 }
 
@@ -534,6 +537,26 @@ impl Drop for StreamGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_names_are_made_once_per_key() {
+        let calc = intern_tool(&String::from("calculate"));
+        assert!(
+            std::ptr::eq(calc, intern_tool("calculate")),
+            "one copy per name"
+        );
+        let greet = intern_tool("greet");
+        let name = tool_span_name(method_label("tools/call"), calc);
+        assert_eq!(name, "tools/call calculate");
+        assert!(std::ptr::eq(
+            name,
+            tool_span_name(method_label("tools/call"), calc)
+        ));
+        assert_eq!(
+            tool_span_name(method_label("tools/call"), greet),
+            "tools/call greet"
+        );
+    }
 
     #[test]
     fn exposition_has_the_reference_names() {

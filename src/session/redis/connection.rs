@@ -242,11 +242,7 @@ impl Op {
 
     /// A client span under the span running now, while traces are on and a span runs.
     pub(super) fn span(self) -> Option<crate::telemetry::context::LiveSpan> {
-        if !crate::telemetry::otel::enabled() {
-            return None;
-        }
-        let (name, attributes) = self.describe();
-        crate::telemetry::context::client_span(name, attributes)
+        crate::telemetry::context::client_span(|| self.describe())
     }
 }
 
